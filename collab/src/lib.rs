@@ -1,0 +1,13 @@
+//! The heart of Quire: a notebook as a Yjs document and the room that merges everyone's edits.
+//!
+//! This crate knows nothing of HTTP or ZeroMQ. It holds the nbformat ⇄ Y document conversion
+//! ([`Notebook`]), the websocket framing ([`protocol`]), awareness, the external-edit merge and the
+//! room actor ([`Room`]), which persists through the storage traits [`UpdateLog`] and
+//! [`NotebookFile`] that the server implements.
+
+mod ids;
+pub mod notebook;
+pub mod protocol;
+
+pub use ids::{ConnectionId, FileId, Identity};
+pub use notebook::{Cell, CellType, Notebook, NotebookError};
