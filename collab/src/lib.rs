@@ -7,6 +7,8 @@
 
 mod ids;
 pub mod notebook;
+pub mod awareness;
+pub mod merge;
 pub mod protocol;
 
 pub use ids::{ConnectionId, FileId, Identity};

@@ -1,0 +1,345 @@
+//! Merging an edit made to the file outside Quire into a room that may have moved on.
+//!
+//! The room remembers its document as it was when the file was last read or written (the base).
+//! An outside change is the difference between that base and the new file. We replay that
+//! difference as Yjs operations on a fork of the base, under a fresh client id, and hand back the
+//! resulting update. Applied to the room, which may hold newer edits of its own, the CRDT merges
+//! both: cells are matched by id (by content for files older than nbformat 4.5, which carry no
+//! ids), sources are diffed character by character, and nothing either side wrote is dropped.
+//! Moving existing cells around in the file is not replayed (their content changes are).
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use similar::{Algorithm, DiffOp};
+use yrs::updates::decoder::Decode;
+use yrs::{
+    Array, ArrayPrelim, GetString, Map, MapPrelim, MapRef, Out, ReadTxn, StateVector, Text,
+    TextRef, Transact, TransactionMut, Update, WriteTxn,
+};
+
+use crate::notebook::{fill_map, insert_cell, insert_output, json_to_any, new_doc};
+use crate::{Cell, CellType, Notebook};
+
+/// What the merge produced: the update for the room, and the new base (the fork's whole state).
+pub struct ExternalEdit {
+    pub update: Vec<u8>,
+    pub new_base: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot replay the outside edit: {0}")]
+pub struct MergeError(String);
+
+pub fn external_edit(base_update: &[u8], disk: &Notebook) -> Result<ExternalEdit, MergeError> {
+    let fork = new_doc();
+    let base_update = Update::decode_v1(base_update).map_err(|e| MergeError(e.to_string()))?;
+    fork.transact_mut()
+        .apply_update(base_update)
+        .map_err(|e| MergeError(e.to_string()))?;
+    let before = fork.transact().state_vector();
+    let base = Notebook::from_doc(&fork.transact());
+    let disk = align_ids(&base, disk);
+    {
+        let mut txn = fork.transact_mut();
+        replay(&mut txn, &base, &disk);
+    }
+    let txn = fork.transact();
+    Ok(ExternalEdit {
+        update: txn.encode_state_as_update_v1(&before),
+        new_base: txn.encode_state_as_update_v1(&StateVector::default()),
+    })
+}
+
+/// Files before nbformat 4.5 have no cell ids: match their cells to the base's by content, and
+/// pair changed cells by position between matching ones, so a cell edited outside keeps its id.
+fn align_ids(base: &Notebook, disk: &Notebook) -> Notebook {
+    let mut disk = disk.clone();
+    let ids_in_file = disk.nbformat_minor >= 5;
+    let known: HashSet<&str> = base.cells.iter().map(|c| c.id.as_str()).collect();
+    if ids_in_file && disk.cells.iter().any(|c| known.contains(c.id.as_str())) {
+        return disk;
+    }
+    let key = |c: &Cell| (c.cell_type.as_str(), c.source.clone());
+    let old: Vec<_> = base.cells.iter().map(key).collect();
+    let new: Vec<_> = disk.cells.iter().map(key).collect();
+    let fresh_id = |_: &Cell| uuid::Uuid::new_v4().to_string();
+    for op in similar::capture_diff_slices(Algorithm::Myers, &old, &new) {
+        match op {
+            DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
+                for i in 0..len {
+                    disk.cells[new_index + i].id = base.cells[old_index + i].id.clone();
+                }
+            }
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => {
+                for i in 0..new_len {
+                    disk.cells[new_index + i].id = if i < old_len {
+                        base.cells[old_index + i].id.clone()
+                    } else {
+                        fresh_id(&disk.cells[new_index + i])
+                    };
+                }
+            }
+            DiffOp::Insert {
+                new_index, new_len, ..
+            } => {
+                for i in 0..new_len {
+                    disk.cells[new_index + i].id = fresh_id(&disk.cells[new_index + i]);
+                }
+            }
+            DiffOp::Delete { .. } => {}
+        }
+    }
+    disk
+}
+
+fn replay(txn: &mut TransactionMut, base: &Notebook, disk: &Notebook) {
+    let cells = txn.get_or_insert_array("cells");
+    let disk_ids: HashSet<&str> = disk.cells.iter().map(|c| c.id.as_str()).collect();
+    let base_by_id: HashMap<&str, &Cell> = base.cells.iter().map(|c| (c.id.as_str(), c)).collect();
+
+    // Deleted cells, from the end so indices stay valid.
+    for index in (0..base.cells.len()).rev() {
+        if !disk_ids.contains(base.cells[index].id.as_str()) {
+            cells.remove(txn, index as u32);
+        }
+    }
+    // Changed and new cells.
+    let mut previous: Option<&str> = None;
+    for cell in &disk.cells {
+        match base_by_id.get(cell.id.as_str()) {
+            Some(old) if old.cell_type == cell.cell_type => {
+                if let Some(map) = find_cell(txn, &cells, &cell.id).map(|(_, m)| m) {
+                    replay_cell(txn, &map, old, cell);
+                }
+            }
+            Some(_) => {
+                // A changed cell type is a different cell: replace it where it stands.
+                if let Some((index, _)) = find_cell(txn, &cells, &cell.id) {
+                    cells.remove(txn, index);
+                    insert_cell(txn, &cells, index, cell);
+                }
+            }
+            None => {
+                let index = previous
+                    .and_then(|id| find_cell(txn, &cells, id))
+                    .map(|(i, _)| i + 1)
+                    .unwrap_or(0);
+                insert_cell(txn, &cells, index, cell);
+            }
+        }
+        previous = Some(cell.id.as_str());
+    }
+    // Notebook metadata and version.
+    let meta = txn.get_or_insert_map("meta");
+    if base.metadata != disk.metadata {
+        match meta.get(txn, "metadata") {
+            Some(Out::YMap(map)) => replay_map(txn, &map, &base.metadata, &disk.metadata),
+            _ => {
+                let map = meta.insert(txn, "metadata", MapPrelim::default());
+                fill_map(txn, &map, &disk.metadata);
+            }
+        }
+    }
+    if base.nbformat_minor != disk.nbformat_minor {
+        meta.insert(txn, "nbformat_minor", json_to_any(&disk.nbformat_minor.into()));
+    }
+}
+
+fn find_cell<T: ReadTxn>(txn: &T, cells: &yrs::ArrayRef, id: &str) -> Option<(u32, MapRef)> {
+    cells.iter(txn).enumerate().find_map(|(i, out)| match out {
+        Out::YMap(map) => match map.get(txn, "id") {
+            Some(Out::Any(yrs::Any::String(s))) if &*s == id => Some((i as u32, map)),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn replay_cell(txn: &mut TransactionMut, map: &MapRef, old: &Cell, new: &Cell) {
+    if old.source != new.source {
+        match map.get(txn, "source") {
+            Some(Out::YText(text)) => replay_text(txn, &text, &old.source, &new.source),
+            _ => {
+                map.insert(txn, "source", yrs::TextPrelim::new(new.source.as_str()));
+            }
+        }
+    }
+    if old.metadata != new.metadata {
+        match map.get(txn, "metadata") {
+            Some(Out::YMap(meta)) => replay_map(txn, &meta, &old.metadata, &new.metadata),
+            _ => {
+                let meta = map.insert(txn, "metadata", MapPrelim::default());
+                fill_map(txn, &meta, &new.metadata);
+            }
+        }
+    }
+    if new.cell_type == CellType::Code {
+        if old.execution_count != new.execution_count {
+            map.insert(txn, "execution_count", json_to_any(&new.execution_count));
+        }
+        if old.outputs != new.outputs {
+            let outputs = map.insert(txn, "outputs", ArrayPrelim::default());
+            for output in &new.outputs {
+                let len = outputs.len(txn);
+                insert_output(txn, &outputs, len, output);
+            }
+        }
+    } else if old.attachments != new.attachments {
+        match &new.attachments {
+            Some(a) => {
+                map.insert(txn, "attachments", json_to_any(a));
+            }
+            None => {
+                map.remove(txn, "attachments");
+            }
+        }
+    }
+}
+
+fn replay_map(
+    txn: &mut TransactionMut,
+    map: &MapRef,
+    old: &serde_json::Map<String, Value>,
+    new: &serde_json::Map<String, Value>,
+) {
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            map.remove(txn, key);
+        }
+    }
+    for (key, value) in new {
+        if old.get(key) != Some(value) {
+            map.insert(txn, key.as_str(), json_to_any(value));
+        }
+    }
+}
+
+/// Applies a character diff of `old` → `new` to a Y text holding `old`, with UTF-16 offsets.
+fn replay_text(txn: &mut TransactionMut, text: &TextRef, old: &str, new: &str) {
+    if text.get_string(txn) != old {
+        // The fork always holds the base; anything else is a bug we refuse to guess around.
+        debug_assert!(false, "fork text differs from the base");
+    }
+    let old_chars: Vec<char> = old.chars().collect();
+    let new_chars: Vec<char> = new.chars().collect();
+    let mut utf16_at = Vec::with_capacity(old_chars.len() + 1);
+    let mut offset = 0u32;
+    for c in &old_chars {
+        utf16_at.push(offset);
+        offset += c.len_utf16() as u32;
+    }
+    utf16_at.push(offset);
+    let ops = similar::capture_diff_deadline(
+        Algorithm::Myers,
+        &old_chars,
+        0..old_chars.len(),
+        &new_chars,
+        0..new_chars.len(),
+        Some(std::time::Instant::now() + std::time::Duration::from_secs(1)),
+    );
+    for op in ops.into_iter().rev() {
+        let (old_index, old_len, new_index, new_len) = match op {
+            DiffOp::Equal { .. } => continue,
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => (old_index, old_len, 0, 0),
+            DiffOp::Insert {
+                old_index,
+                new_index,
+                new_len,
+            } => (old_index, 0, new_index, new_len),
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => (old_index, old_len, new_index, new_len),
+        };
+        let start = utf16_at[old_index];
+        if old_len > 0 {
+            text.remove_range(txn, start, utf16_at[old_index + old_len] - start);
+        }
+        if new_len > 0 {
+            let inserted: String = new_chars[new_index..new_index + new_len].iter().collect();
+            text.insert(txn, start, &inserted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notebook::cell_source;
+    use yrs::Doc;
+
+    fn notebook(sources: &[(&str, &str)]) -> Notebook {
+        let cells = sources
+            .iter()
+            .map(|(id, src)| serde_json::json!({"cell_type": "code", "id": id, "metadata": {}, "source": src, "outputs": [], "execution_count": null}))
+            .collect::<Vec<_>>();
+        Notebook::from_json(serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})).unwrap()
+    }
+
+    fn room_from(base: &[u8]) -> Doc {
+        let doc = new_doc();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(base).unwrap())
+            .unwrap();
+        doc
+    }
+
+    #[test]
+    fn keeps_room_edits_and_outside_edits_to_the_same_cell() {
+        let base_nb = notebook(&[("a", "hello world"), ("b", "x = 1")]);
+        let base = base_nb
+            .to_doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let room = room_from(&base);
+        // The room appends to cell a; outside, someone capitalises it and adds a cell.
+        {
+            let mut txn = room.transact_mut();
+            let text = cell_source(&txn, 0).unwrap();
+            text.push(&mut txn, "!!");
+        }
+        let disk = notebook(&[("a", "Hello world 🌍"), ("n", "new"), ("b", "x = 1")]);
+        let edit = external_edit(&base, &disk).unwrap();
+        room.transact_mut()
+            .apply_update(Update::decode_v1(&edit.update).unwrap())
+            .unwrap();
+        let merged = Notebook::from_doc(&room.transact());
+        let sources: Vec<_> = merged.cells.iter().map(|c| c.source.as_str()).collect();
+        assert_eq!(sources, vec!["Hello world 🌍!!", "new", "x = 1"]);
+    }
+
+    #[test]
+    fn files_without_ids_are_matched_by_content() {
+        let mut base_nb = notebook(&[("a", "one"), ("b", "two"), ("c", "three")]);
+        base_nb.nbformat_minor = 4;
+        let base = base_nb
+            .to_doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let mut disk = notebook(&[("x", "one"), ("y", "two!"), ("z", "three")]);
+        disk.nbformat_minor = 4;
+        let edit = external_edit(&base, &disk).unwrap();
+        let room = room_from(&base);
+        room.transact_mut()
+            .apply_update(Update::decode_v1(&edit.update).unwrap())
+            .unwrap();
+        let merged = Notebook::from_doc(&room.transact());
+        let ids: Vec<_> = merged.cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        assert_eq!(merged.cells[1].source, "two!");
+    }
+}
