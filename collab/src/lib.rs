@@ -10,6 +10,13 @@ pub mod notebook;
 pub mod awareness;
 pub mod merge;
 pub mod protocol;
+mod room;
+mod storage;
 
 pub use ids::{ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError};
+pub use room::{
+    CloseReason, Joined, LoadError, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle, RoomInput,
+    SaveStatus,
+};
+pub use storage::{content_hash, FileStamp, History, NotebookFile, StoreError, UpdateLog};

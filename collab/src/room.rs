@@ -1,0 +1,905 @@
+//! The room: one task per open document, driven by one mailbox.
+//!
+//! The task owns the yrs [`Doc`]; nothing else touches it. Everything that can happen to a room is
+//! a [`RoomInput`]. After each batch of inputs the room appends every document change to the
+//! [`UpdateLog`] in one transaction (group commit) and only then sends anything, so an edit a
+//! client has seen echoed back is durable. Each connection has a bounded outgoing queue drained
+//! by its own writer; the room only ever `try_send`s, and a connection whose queue is full is
+//! dropped (it reconnects and resyncs) instead of slowing everyone else. A broadcast is encoded
+//! once and shared by reference count.
+//!
+//! A room without a document (a transient room such as JupyterLab's `globalAwareness`) only
+//! relays awareness.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Duration, Instant};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, Map, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
+
+use crate::awareness::AwarenessTable;
+use crate::merge;
+use crate::notebook::new_doc;
+use crate::protocol::{self, Frame};
+use crate::storage::{content_hash, FileStamp, History, NotebookFile, UpdateLog};
+use crate::{ConnectionId, Identity, Notebook, NotebookError};
+
+/// Tunables; the defaults follow what JupyterLab's clients expect.
+#[derive(Clone, Debug)]
+pub struct RoomConfig {
+    /// How long a room stays loaded after its last client leaves (a reconnect cancels unloading).
+    pub linger: Duration,
+    /// Autosave runs this long after the last change...
+    pub autosave_delay: Duration,
+    /// ...but no later than this after the first unsaved change, even under continuous typing.
+    pub autosave_max_delay: Duration,
+    /// y-websocket renews awareness every ~15 s; a state silent for this long is dropped.
+    pub awareness_timeout: Duration,
+    /// Frames a connection may have queued before it is considered stalled and dropped.
+    pub outgoing_queue: usize,
+    /// How often the file is checked for changes made outside Quire.
+    pub file_poll_interval: Duration,
+    /// Compact the log once it exceeds this many bytes and `compact_ratio` × the snapshot.
+    pub compact_min_bytes: u64,
+    pub compact_ratio: u64,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            linger: Duration::from_secs(60),
+            autosave_delay: Duration::from_secs(1),
+            autosave_max_delay: Duration::from_secs(5),
+            awareness_timeout: Duration::from_secs(30),
+            outgoing_queue: 1024,
+            file_poll_interval: Duration::from_secs(1),
+            compact_min_bytes: 1 << 20,
+            compact_ratio: 4,
+        }
+    }
+}
+
+/// Why the server closes a connection, sent as the websocket close frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseReason {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        CloseReason {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a connection's writer sends, in order.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    Frame(Bytes),
+    Close(CloseReason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaveStatus {
+    Success,
+    /// The file already held exactly this content.
+    Skipped,
+    Failed(String),
+}
+
+impl SaveStatus {
+    fn as_str(&self) -> &'static str {
+        match self {
+            SaveStatus::Success => "success",
+            SaveStatus::Skipped => "skipped",
+            SaveStatus::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Everything that can happen to a room.
+pub enum RoomInput {
+    Join {
+        identity: Identity,
+        reply: oneshot::Sender<Joined>,
+    },
+    Leave {
+        conn: ConnectionId,
+    },
+    Frame {
+        conn: ConnectionId,
+        frame: Frame,
+    },
+    /// Close one connection (for example after it sent a malformed frame).
+    Kick {
+        conn: ConnectionId,
+        reason: CloseReason,
+    },
+    Save {
+        reply: oneshot::Sender<SaveStatus>,
+    },
+    Moved {
+        api_path: String,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A joined connection: its id, the queue its writer drains, and the signal that it was dropped
+/// out of order (its queue overflowed).
+pub struct Joined {
+    pub conn: ConnectionId,
+    pub outgoing: mpsc::Receiver<Outgoing>,
+    pub kicked: oneshot::Receiver<CloseReason>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the room has closed")]
+pub struct RoomClosed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    NotANotebook(#[from] NotebookError),
+    #[error("cannot read the notebook: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot read the document history: {0}")]
+    Store(String),
+}
+
+/// The handle the server keeps; cheap to clone.
+#[derive(Clone)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<RoomInput>,
+}
+
+impl RoomHandle {
+    pub async fn join(&self, identity: Identity) -> Result<Joined, RoomClosed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(RoomInput::Join { identity, reply })
+            .await
+            .map_err(|_| RoomClosed)?;
+        rx.await.map_err(|_| RoomClosed)
+    }
+
+    pub async fn send(&self, input: RoomInput) -> Result<(), RoomClosed> {
+        self.tx.send(input).await.map_err(|_| RoomClosed)
+    }
+
+    pub async fn save(&self) -> Result<SaveStatus, RoomClosed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(RoomInput::Save { reply }).await?;
+        rx.await.map_err(|_| RoomClosed)
+    }
+
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(RoomInput::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    pub fn same_room(&self, other: &RoomHandle) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+struct Connection {
+    identity: Identity,
+    out: mpsc::Sender<Outgoing>,
+    kick: Option<oneshot::Sender<CloseReason>>,
+}
+
+enum Target {
+    One(ConnectionId),
+    All,
+}
+
+/// The document side of a room: the doc, its file, its history.
+struct Document {
+    doc: Doc,
+    file: Box<dyn NotebookFile>,
+    log: Box<dyn UpdateLog>,
+    /// Sequence number of the last update in the log.
+    last_seq: u64,
+    /// Bytes appended since the last snapshot, and the snapshot's size.
+    log_bytes: u64,
+    snapshot_len: u64,
+    /// What we last read from or wrote to the file.
+    disk_stamp: Option<FileStamp>,
+    disk_hash: String,
+    /// The file cannot be used right now (deleted, or no longer a notebook): saving is held back.
+    disk_problem: Option<String>,
+    /// The whole document as of the last save or load: the base for merging outside edits.
+    base: Vec<u8>,
+    unsaved_since: Option<Instant>,
+    last_change: Instant,
+    next_poll: Instant,
+}
+
+pub struct Room {
+    name: String,
+    config: RoomConfig,
+    inbox: mpsc::Receiver<RoomInput>,
+    handle: RoomHandle,
+    connections: HashMap<ConnectionId, Connection>,
+    awareness: AwarenessTable,
+    document: Option<Document>,
+    /// Document changes not yet in the log, and frames not yet sent: flushed together.
+    unlogged: Vec<Bytes>,
+    outbox: Vec<(Target, Bytes)>,
+    linger_until: Option<Instant>,
+    stopping: bool,
+}
+
+/// Origin of the room's own writes to the `state` map: they do not make the notebook unsaved.
+const SERVER_STATE_ORIGIN: &str = "quire-server-state";
+
+impl Room {
+    fn new(name: String, config: RoomConfig, document: Option<Document>) -> Room {
+        let (tx, inbox) = mpsc::channel(1024);
+        let linger_until = Some(Instant::now() + config.linger);
+        Room {
+            name,
+            config,
+            inbox,
+            handle: RoomHandle { tx },
+            connections: HashMap::new(),
+            awareness: AwarenessTable::default(),
+            document,
+            unlogged: Vec::new(),
+            outbox: Vec::new(),
+            linger_until,
+            stopping: false,
+        }
+    }
+
+    /// A room that only relays awareness (no document, nothing stored).
+    pub fn transient(name: &str, config: RoomConfig) -> Room {
+        Room::new(name.to_string(), config, None)
+    }
+
+    /// Opens a notebook: restores its history if there is one (merging any change made to the
+    /// file while it was closed), or builds the document from the file and starts a history.
+    /// A file that is not a notebook is refused and never touched.
+    pub fn open(
+        name: &str,
+        config: RoomConfig,
+        file: Box<dyn NotebookFile>,
+        mut log: Box<dyn UpdateLog>,
+    ) -> Result<Room, LoadError> {
+        let bytes = file.read()?;
+        let disk_stamp = file.stat()?;
+        let on_disk = Notebook::from_ipynb(&bytes)?;
+        let disk_hash = content_hash(&bytes);
+        let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
+        let doc = new_doc();
+        let now = Instant::now();
+        let mut document = Document {
+            doc,
+            file,
+            log,
+            last_seq: 0,
+            log_bytes: 0,
+            snapshot_len: 0,
+            disk_stamp,
+            disk_hash: disk_hash.clone(),
+            disk_problem: None,
+            base: Vec::new(),
+            unsaved_since: None,
+            last_change: now,
+            next_poll: now,
+        };
+        let mut outside_edit = false;
+        match history {
+            Some(history) => {
+                let saved_hash = history.saved_hash.clone();
+                restore(&mut document, history).map_err(LoadError::Store)?;
+                outside_edit = saved_hash != disk_hash;
+                // The file still holds the last saved state; anything logged after it is unsaved.
+                document.disk_hash = saved_hash;
+            }
+            None => {
+                let initial = on_disk
+                    .to_doc()
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                apply_update_bytes(&document.doc, &initial).map_err(LoadError::Store)?;
+                document
+                    .log
+                    .start(&initial, &disk_hash)
+                    .map_err(|e| LoadError::Store(e.to_string()))?;
+                document.snapshot_len = initial.len() as u64;
+                document.base = initial;
+            }
+        }
+        let mut room = Room::new(name.to_string(), config, Some(document));
+        let path = room.doc_mut().file.api_path();
+        room.write_state(|txn, state| {
+            state.insert(txn, "path", path.as_str());
+        });
+        if outside_edit {
+            room.merge_outside_edit(on_disk, bytes);
+        } else if Notebook::from_doc(&room.doc_mut().doc.transact()) != on_disk {
+            room.doc_mut().unsaved_since = Some(now);
+        }
+        room.flush();
+        Ok(room)
+    }
+
+    pub fn handle(&self) -> RoomHandle {
+        self.handle.clone()
+    }
+
+    fn doc_mut(&mut self) -> &mut Document {
+        self.document.as_mut().expect("a document room")
+    }
+
+    /// Runs the room until it unloads (no clients for `linger`) or is shut down.
+    pub async fn run(mut self) {
+        let span = tracing::info_span!("room", name = %self.name);
+        let _enter = span.enter();
+        tracing::debug!("room open");
+        while !self.stopping {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                input = self.inbox.recv() => match input {
+                    Some(input) => {
+                        self.handle_input(input);
+                        // Take whatever else is already waiting, so one log transaction covers it.
+                        for _ in 0..256 {
+                            match self.inbox.try_recv() {
+                                Ok(input) => self.handle_input(input),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => self.stopping = true,
+                },
+                _ = sleep_until(deadline) => self.on_timer(),
+            }
+            self.flush();
+        }
+        self.close_down(CloseReason::new(1001, "the room closed"));
+        tracing::debug!("room closed");
+    }
+
+    fn close_down(&mut self, reason: CloseReason) {
+        if self.document.is_some() && self.doc_mut().unsaved_since.is_some() {
+            if let SaveStatus::Failed(why) = self.save() {
+                tracing::warn!("final save failed: {why}");
+            }
+        }
+        self.flush();
+        for (_, conn) in self.connections.drain() {
+            let _ = conn.out.try_send(Outgoing::Close(reason.clone()));
+        }
+        self.inbox.close();
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut deadline = far;
+        if let Some(linger) = self.linger_until {
+            deadline = deadline.min(linger);
+        }
+        if let Some(expiry) = self.awareness.next_expiry(self.config.awareness_timeout) {
+            deadline = deadline.min(expiry);
+        }
+        if let Some(document) = &self.document {
+            deadline = deadline.min(document.next_poll);
+            if let Some(since) = document.unsaved_since {
+                let debounced = document.last_change + self.config.autosave_delay;
+                deadline = deadline.min(debounced.min(since + self.config.autosave_max_delay));
+            }
+        }
+        deadline
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(removal) = self.awareness.expire(now, self.config.awareness_timeout) {
+            self.broadcast(protocol::encode_awareness(&removal));
+        }
+        if self.document.is_some() {
+            if now >= self.doc_mut().next_poll {
+                self.doc_mut().next_poll = now + self.config.file_poll_interval;
+                self.check_disk();
+            }
+            let document = self.doc_mut();
+            if let Some(since) = document.unsaved_since {
+                let due = (document.last_change + self.config.autosave_delay)
+                    .min(since + self.config.autosave_max_delay);
+                if now >= due {
+                    if let SaveStatus::Failed(why) = self.save() {
+                        tracing::warn!("autosave failed: {why}");
+                        // Try again later rather than spinning.
+                        self.doc_mut().last_change = now + self.config.autosave_max_delay;
+                    }
+                }
+            }
+        }
+        if self.linger_until.is_some_and(|t| now >= t) && self.connections.is_empty() {
+            self.stopping = true;
+        }
+    }
+
+    fn handle_input(&mut self, input: RoomInput) {
+        match input {
+            RoomInput::Join { identity, reply } => self.join(identity, reply),
+            RoomInput::Leave { conn } => self.remove(conn, None),
+            RoomInput::Kick { conn, reason } => self.remove(conn, Some(reason)),
+            RoomInput::Frame { conn, frame } => {
+                if self.connections.contains_key(&conn) {
+                    self.handle_frame(conn, frame);
+                }
+            }
+            RoomInput::Save { reply } => {
+                let status = match self.document {
+                    Some(_) => self.save(),
+                    None => SaveStatus::Failed("this room has no document".into()),
+                };
+                let _ = reply.send(status);
+            }
+            RoomInput::Moved { api_path } => {
+                if self.document.is_some() {
+                    self.doc_mut().file.moved_to(api_path.clone());
+                    self.write_state(|txn, state| {
+                        state.insert(txn, "path", api_path.as_str());
+                    });
+                }
+            }
+            RoomInput::Shutdown { reply } => {
+                self.stopping = true;
+                self.close_down(CloseReason::new(1001, "the server is shutting down"));
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn join(&mut self, identity: Identity, reply: oneshot::Sender<Joined>) {
+        let conn = ConnectionId::next();
+        let (out, outgoing) = mpsc::channel(self.config.outgoing_queue.max(4));
+        let (kick, kicked) = oneshot::channel();
+        if reply
+            .send(Joined {
+                conn,
+                outgoing,
+                kicked,
+            })
+            .is_err()
+        {
+            return;
+        }
+        self.connections.insert(
+            conn,
+            Connection {
+                identity,
+                out,
+                kick: Some(kick),
+            },
+        );
+        self.linger_until = None;
+        // The server speaks first: its state vector, then everyone's presence.
+        let step1 = match &self.document {
+            Some(d) => d.doc.transact().state_vector().encode_v1(),
+            None => StateVector::default().encode_v1(),
+        };
+        self.send_to(conn, protocol::encode_sync_step1(&step1));
+        if let Some(all) = self.awareness.encode_all() {
+            self.send_to(conn, protocol::encode_awareness(&all));
+        }
+    }
+
+    fn remove(&mut self, conn: ConnectionId, reason: Option<CloseReason>) {
+        let Some(mut connection) = self.connections.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = reason {
+            if let Some(kick) = connection.kick.take() {
+                let _ = kick.send(reason);
+            }
+        }
+        if let Some(removal) = self.awareness.remove_connection(conn) {
+            self.broadcast(protocol::encode_awareness(&removal));
+        }
+        if self.connections.is_empty() {
+            self.linger_until = Some(Instant::now() + self.config.linger);
+        }
+    }
+
+    fn handle_frame(&mut self, conn: ConnectionId, frame: Frame) {
+        match frame {
+            Frame::SyncStep1(state_vector) => {
+                let sv = match StateVector::decode_v1(&state_vector) {
+                    Ok(sv) => sv,
+                    Err(e) => return self.refuse(conn, format!("malformed state vector: {e}")),
+                };
+                let update = match &self.document {
+                    Some(d) => d.doc.transact().encode_state_as_update_v1(&sv),
+                    None => Update::new().encode_v1(),
+                };
+                self.send_to(conn, protocol::encode_sync_step2(&update));
+            }
+            Frame::SyncStep2(update) | Frame::SyncUpdate(update) => {
+                if self.document.is_some() {
+                    self.apply_client_update(conn, &update);
+                }
+            }
+            Frame::Awareness(payload) => {
+                let identity = &self.connections[&conn].identity;
+                match self
+                    .awareness
+                    .apply(conn, identity, &payload, Instant::now())
+                {
+                    Ok(Some(update)) => self.broadcast(protocol::encode_awareness(&update)),
+                    Ok(None) => {}
+                    Err(e) => self.refuse(conn, e.to_string()),
+                }
+            }
+            Frame::QueryAwareness => {
+                if let Some(all) = self.awareness.encode_all() {
+                    self.send_to(conn, protocol::encode_awareness(&all));
+                }
+            }
+            Frame::Raw { text, tail } => self.handle_raw(conn, &text, &tail),
+        }
+    }
+
+    fn handle_raw(&mut self, conn: ConnectionId, text: &str, tail: &[u8]) {
+        match text {
+            "save" => {
+                let Some((save_id, _)) = protocol::read_var_uint(tail) else {
+                    return self.refuse(conn, "RAW save without a request id".into());
+                };
+                let status = match self.document {
+                    Some(_) => self.save(),
+                    None => SaveStatus::Failed("this room has no document".into()),
+                };
+                let reply = json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
+                self.send_to(conn, protocol::encode_raw(&reply.to_string()));
+            }
+            other => tracing::debug!(%conn, "ignoring RAW message {other:?}"),
+        }
+    }
+
+    /// A malformed message closes that one connection with the reason; the room carries on.
+    fn refuse(&mut self, conn: ConnectionId, reason: String) {
+        tracing::info!(%conn, "closing connection: {reason}");
+        self.remove(conn, Some(CloseReason::new(4400, truncate(&reason, 120))));
+    }
+
+    fn apply_client_update(&mut self, conn: ConnectionId, payload: &[u8]) {
+        // The empty update (no structs, no deletions) is a client's "nothing new".
+        if payload == [0, 0] {
+            return;
+        }
+        let update = match Update::decode_v1(payload) {
+            Ok(update) => update,
+            Err(e) => return self.refuse(conn, format!("malformed update: {e}")),
+        };
+        let document = self.doc_mut();
+        let (delta, stuck) = {
+            let mut txn = document.doc.transact_mut();
+            let had_missing = txn.has_missing_updates();
+            if let Err(e) = txn.apply_update(update) {
+                drop(txn);
+                return self.refuse(conn, format!("update cannot be applied: {e}"));
+            }
+            let delta = txn.encode_update_v1();
+            (delta, txn.has_missing_updates() && !had_missing)
+        };
+        if stuck {
+            // Part of the update depends on history this room never had: the client's document
+            // comes from somewhere else. JupyterLab offers to revert or save a copy.
+            tracing::info!(%conn, "update cannot be integrated; sending conflict");
+            self.send_to(conn, protocol::encode_raw(r#"{"type":"conflict"}"#));
+        }
+        if delta != [0, 0] {
+            self.record_change(Bytes::from(delta), true);
+        }
+    }
+
+    /// A change made to the document: logged, then broadcast to everyone (the sender included).
+    fn record_change(&mut self, delta: Bytes, dirties: bool) {
+        self.outbox
+            .push((Target::All, protocol::encode_sync_update(&delta)));
+        self.unlogged.push(delta);
+        if dirties {
+            let now = Instant::now();
+            let document = self.doc_mut();
+            document.last_change = now;
+            document.unsaved_since.get_or_insert(now);
+        }
+    }
+
+    /// Writes to the `state` map as the server; the change is logged and broadcast.
+    fn write_state(&mut self, f: impl FnOnce(&mut TransactionMut, &yrs::MapRef)) {
+        let document = self.doc_mut();
+        let delta = {
+            let mut txn = document.doc.transact_mut_with(SERVER_STATE_ORIGIN);
+            let state = txn.get_or_insert_map("state");
+            f(&mut txn, &state);
+            txn.encode_update_v1()
+        };
+        if delta != [0, 0] {
+            self.record_change(Bytes::from(delta), false);
+        }
+    }
+
+    /// Appends pending changes to the log, then sends queued frames.
+    fn flush(&mut self) {
+        if !self.unlogged.is_empty() {
+            let document = self.document.as_mut().expect("changes need a document");
+            match document.log.append(&self.unlogged) {
+                Ok(seq) => {
+                    document.last_seq = seq;
+                    document.log_bytes += self.unlogged.iter().map(|u| u.len() as u64).sum::<u64>();
+                    self.unlogged.clear();
+                }
+                Err(e) => {
+                    // Nothing unlogged may be acknowledged: close every connection (clients
+                    // reconnect and resync) and unload, saving what we can to the file.
+                    tracing::error!("cannot append to the update log: {e}");
+                    self.unlogged.clear();
+                    self.outbox.clear();
+                    self.stopping = true;
+                    for (_, conn) in self.connections.drain() {
+                        let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
+                            1011,
+                            "the server cannot store edits right now",
+                        )));
+                    }
+                    return;
+                }
+            }
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        for (target, frame) in outbox {
+            match target {
+                Target::One(conn) => self.deliver(conn, frame),
+                Target::All => {
+                    let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+                    for conn in ids {
+                        self.deliver(conn, frame.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, conn: ConnectionId, frame: Bytes) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        match connection.out.try_send(Outgoing::Frame(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(%conn, "outgoing queue full; dropping the connection");
+                self.remove(
+                    conn,
+                    Some(CloseReason::new(
+                        1013,
+                        "client fell behind; reconnect to resync",
+                    )),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove(conn, None),
+        }
+    }
+
+    fn send_to(&mut self, conn: ConnectionId, frame: Bytes) {
+        self.outbox.push((Target::One(conn), frame));
+    }
+
+    fn broadcast(&mut self, frame: Bytes) {
+        self.outbox.push((Target::All, frame));
+    }
+
+    /// Writes the notebook to its file (after merging any outside change), then records the save.
+    fn save(&mut self) -> SaveStatus {
+        self.check_disk();
+        let document = self.doc_mut();
+        if let Some(problem) = &document.disk_problem {
+            return SaveStatus::Failed(problem.clone());
+        }
+        let bytes = Notebook::from_doc(&document.doc.transact()).to_ipynb();
+        let hash = content_hash(&bytes);
+        let status = if hash == document.disk_hash {
+            SaveStatus::Skipped
+        } else {
+            match document.file.write(&bytes) {
+                Ok(stamp) => {
+                    document.disk_stamp = Some(stamp);
+                    document.disk_hash = hash.clone();
+                    SaveStatus::Success
+                }
+                Err(e) => return SaveStatus::Failed(format!("cannot write the file: {e}")),
+            }
+        };
+        document.unsaved_since = None;
+        self.write_state(|txn, state| {
+            if state.get(txn, "dirty") != Some(yrs::Out::Any(false.into())) {
+                state.insert(txn, "dirty", false);
+            }
+            state.insert(txn, "hash", hash.as_str());
+        });
+        self.flush();
+        if let Err(e) = self.record_saved_point(&hash) {
+            tracing::warn!("cannot record the save in the log: {e}");
+        }
+        status
+    }
+
+    /// The document as it now stands is what the file holds: remember it as the merge base,
+    /// and compact the log into it when the log has grown large.
+    fn record_saved_point(&mut self, hash: &str) -> Result<(), crate::storage::StoreError> {
+        let config = self.config.clone();
+        let document = self.doc_mut();
+        document.base = document
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let threshold = config
+            .compact_min_bytes
+            .max(config.compact_ratio * document.snapshot_len);
+        if document.log_bytes > threshold {
+            document
+                .log
+                .compact(&document.base, document.last_seq, hash)?;
+            document.snapshot_len = document.base.len() as u64;
+            document.log_bytes = 0;
+            tracing::debug!(snapshot = document.snapshot_len, "compacted the update log");
+        } else {
+            document.log.mark_saved(document.last_seq, hash)?;
+        }
+        Ok(())
+    }
+
+    /// Notices a change made to the file outside Quire and merges it in.
+    fn check_disk(&mut self) {
+        let document = self.doc_mut();
+        let stamp = match document.file.stat() {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                document.disk_problem = Some(format!("cannot read the file: {e}"));
+                return;
+            }
+        };
+        let Some(stamp) = stamp else {
+            document.disk_problem =
+                Some("the file was deleted or moved outside Quire; not recreating it".into());
+            document.disk_stamp = None;
+            return;
+        };
+        if Some(stamp) == document.disk_stamp {
+            return;
+        }
+        let bytes = match document.file.read() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                document.disk_problem = Some(format!("cannot read the file: {e}"));
+                return;
+            }
+        };
+        document.disk_stamp = Some(stamp);
+        if content_hash(&bytes) == document.disk_hash {
+            document.disk_problem = None;
+            return;
+        }
+        match Notebook::from_ipynb(&bytes) {
+            Ok(on_disk) => {
+                document.disk_problem = None;
+                self.merge_outside_edit(on_disk, bytes);
+            }
+            Err(e) => {
+                tracing::warn!("the file changed outside Quire and is not a notebook: {e}");
+                document.disk_problem = Some(format!(
+                    "the file on disk is no longer a valid notebook ({e}); not overwriting it"
+                ));
+            }
+        }
+    }
+
+    /// Replays the outside change onto the room, then makes the file and the log agree again.
+    fn merge_outside_edit(&mut self, on_disk: Notebook, bytes: Vec<u8>) {
+        let hash = content_hash(&bytes);
+        let document = self.doc_mut();
+        let edit = match merge::external_edit(&document.base, &on_disk) {
+            Ok(edit) => edit,
+            Err(e) => {
+                tracing::error!("{e}");
+                document.disk_problem = Some(e.to_string());
+                return;
+            }
+        };
+        tracing::info!("merging a change made to the file outside Quire");
+        let delta = {
+            let mut txn = document.doc.transact_mut();
+            match Update::decode_v1(&edit.update).map(|u| txn.apply_update(u)) {
+                Ok(Ok(())) => txn.encode_update_v1(),
+                _ => {
+                    drop(txn);
+                    document.disk_problem = Some("cannot merge the outside change".into());
+                    return;
+                }
+            }
+        };
+        document.disk_hash = hash.clone();
+        document.base = edit.new_base;
+        if delta != [0, 0] {
+            self.record_change(Bytes::from(delta), false);
+        }
+        self.flush();
+        // If the room had edits of its own, write the merged notebook now; otherwise the file
+        // already holds the document. Either way the log learns the new saved point at once, so a
+        // crash cannot make us replay the same outside edit twice.
+        let merged = Notebook::from_doc(&self.doc_mut().doc.transact());
+        if merged == on_disk {
+            self.doc_mut().unsaved_since = None;
+            if let Err(e) = self.record_saved_point(&hash) {
+                tracing::warn!("cannot record the merge in the log: {e}");
+            }
+        } else if let SaveStatus::Failed(why) = self.save() {
+            tracing::warn!("cannot save the merged notebook: {why}");
+        }
+    }
+}
+
+/// Rebuilds a document from its history; the merge base is the state as of the saved point.
+fn restore(document: &mut Document, history: History) -> Result<(), String> {
+    apply_update_bytes(&document.doc, &history.snapshot)?;
+    document.snapshot_len = history.snapshot.len() as u64;
+    let mut base_taken = false;
+    for (seq, update) in &history.updates {
+        if *seq > history.saved_seq && !base_taken {
+            document.base = document
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            base_taken = true;
+        }
+        apply_update_bytes(&document.doc, update)?;
+        document.last_seq = *seq;
+        document.log_bytes += update.len() as u64;
+    }
+    if !base_taken {
+        document.base = document
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+    }
+    document.last_seq = document.last_seq.max(history.saved_seq);
+    Ok(())
+}
+
+fn apply_update_bytes(doc: &Doc, bytes: &[u8]) -> Result<(), String> {
+    let update = Update::decode_v1(bytes).map_err(|e| format!("corrupt stored update: {e}"))?;
+    doc.transact_mut()
+        .apply_update(update)
+        .map_err(|e| format!("stored update does not apply: {e}"))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
