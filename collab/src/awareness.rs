@@ -175,7 +175,10 @@ impl AwarenessTable {
             let entry = &self.entries[&client];
             write_var_uint(&mut out, client);
             write_var_uint(&mut out, entry.clock);
-            write_var_bytes(&mut out, entry.state.as_deref().unwrap_or("null").as_bytes());
+            write_var_bytes(
+                &mut out,
+                entry.state.as_deref().unwrap_or("null").as_bytes(),
+            );
         }
         out
     }
@@ -183,7 +186,8 @@ impl AwarenessTable {
 
 /// Replaces the `user` field of a state with the authenticated identity. `None` for a removal.
 fn stamp(json: &str, identity: &Identity) -> Result<Option<String>, AwarenessError> {
-    let value: Value = serde_json::from_str(json).map_err(|_| AwarenessError("state is not JSON"))?;
+    let value: Value =
+        serde_json::from_str(json).map_err(|_| AwarenessError("state is not JSON"))?;
     match value {
         Value::Null => Ok(None),
         Value::Object(mut state) => {
@@ -240,7 +244,10 @@ mod tests {
         let mut table = AwarenessTable::default();
         let now = Instant::now();
         let claim = encode_update(7, 1, &json!({"user": {"name": "root"}, "cursors": []}));
-        let relayed = table.apply(ConnectionId(1), &ada(), &claim, now).unwrap().unwrap();
+        let relayed = table
+            .apply(ConnectionId(1), &ada(), &claim, now)
+            .unwrap()
+            .unwrap();
         let entries = decode_update(&relayed).unwrap();
         assert_eq!(entries[0].2["user"]["username"], "ada");
         assert_eq!(entries[0].2["cursors"], json!([]));
@@ -253,7 +260,10 @@ mod tests {
         let mine = encode_update(7, 1, &json!({"a": 1}));
         table.apply(ConnectionId(1), &ada(), &mine, now).unwrap();
         let forged = encode_update(7, 9, &Value::Null);
-        assert_eq!(table.apply(ConnectionId(2), &ada(), &forged, now).unwrap(), None);
+        assert_eq!(
+            table.apply(ConnectionId(2), &ada(), &forged, now).unwrap(),
+            None
+        );
         assert_eq!(table.live_states(), 1);
     }
 
@@ -263,10 +273,20 @@ mod tests {
         let start = Instant::now();
         let timeout = Duration::from_secs(30);
         table
-            .apply(ConnectionId(1), &ada(), &encode_update(1, 1, &json!({})), start)
+            .apply(
+                ConnectionId(1),
+                &ada(),
+                &encode_update(1, 1, &json!({})),
+                start,
+            )
             .unwrap();
         table
-            .apply(ConnectionId(2), &ada(), &encode_update(2, 1, &json!({})), start)
+            .apply(
+                ConnectionId(2),
+                &ada(),
+                &encode_update(2, 1, &json!({})),
+                start,
+            )
             .unwrap();
         assert_eq!(table.expire(start + Duration::from_secs(29), timeout), None);
         table
@@ -277,7 +297,9 @@ mod tests {
                 start + Duration::from_secs(20),
             )
             .unwrap();
-        let removal = table.expire(start + Duration::from_secs(31), timeout).unwrap();
+        let removal = table
+            .expire(start + Duration::from_secs(31), timeout)
+            .unwrap();
         let entries = decode_update(&removal).unwrap();
         assert_eq!(entries, vec![(1, 2, Value::Null)]);
         let removal = table.remove_connection(ConnectionId(2)).unwrap();
@@ -291,7 +313,12 @@ mod tests {
         let now = Instant::now();
         assert!(table.apply(ConnectionId(1), &ada(), &[1, 7], now).is_err());
         assert!(table
-            .apply(ConnectionId(1), &ada(), &encode_update(1, 1, &json!(5)), now)
+            .apply(
+                ConnectionId(1),
+                &ada(),
+                &encode_update(1, 1, &json!(5)),
+                now
+            )
             .is_err());
     }
 }

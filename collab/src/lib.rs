@@ -5,10 +5,10 @@
 //! room actor ([`Room`]), which persists through the storage traits [`UpdateLog`] and
 //! [`NotebookFile`] that the server implements.
 
-mod ids;
-pub mod notebook;
 pub mod awareness;
+mod ids;
 pub mod merge;
+pub mod notebook;
 pub mod protocol;
 mod room;
 mod storage;

@@ -151,7 +151,11 @@ fn replay(txn: &mut TransactionMut, base: &Notebook, disk: &Notebook) {
         }
     }
     if base.nbformat_minor != disk.nbformat_minor {
-        meta.insert(txn, "nbformat_minor", json_to_any(&disk.nbformat_minor.into()));
+        meta.insert(
+            txn,
+            "nbformat_minor",
+            json_to_any(&disk.nbformat_minor.into()),
+        );
     }
 }
 
@@ -287,7 +291,10 @@ mod tests {
             .iter()
             .map(|(id, src)| serde_json::json!({"cell_type": "code", "id": id, "metadata": {}, "source": src, "outputs": [], "execution_count": null}))
             .collect::<Vec<_>>();
-        Notebook::from_json(serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})).unwrap()
+        Notebook::from_json(
+            serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+        )
+        .unwrap()
     }
 
     fn room_from(base: &[u8]) -> Doc {

@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use serde_json::{Map as JsonMap, Value};
 use sha2::{Digest, Sha256};
-use yrs::types::ToJson;
-use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, Map, MapPrelim, MapRef, OffsetKind,
-    Options, Out, ReadTxn, Text, TextPrelim, TextRef, Transact, TransactionMut, WriteTxn,
-};
 use yrs::any::Number;
 use yrs::block::ClientID;
+use yrs::types::ToJson;
+use yrs::{
+    Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, Map, MapPrelim, MapRef, OffsetKind, Options,
+    Out, ReadTxn, Text, TextPrelim, TextRef, Transact, TransactionMut, WriteTxn,
+};
 
 /// The Yjs client id used for the items a notebook file becomes when it is first loaded.
 /// Fixed so that loading the same file twice yields the same item ids.
@@ -246,7 +246,11 @@ impl Notebook {
         let metadata = meta.insert(txn, "metadata", MapPrelim::default());
         fill_map(txn, &metadata, &self.metadata);
         meta.insert(txn, "nbformat", Any::Number(Number::Int(self.nbformat)));
-        meta.insert(txn, "nbformat_minor", Any::Number(Number::Int(self.nbformat_minor)));
+        meta.insert(
+            txn,
+            "nbformat_minor",
+            Any::Number(Number::Int(self.nbformat_minor)),
+        );
         let cells = txn.get_or_insert_array("cells");
         for cell in &self.cells {
             let len = cells.len(txn);
@@ -258,7 +262,9 @@ impl Notebook {
     pub fn from_doc<T: ReadTxn>(txn: &T) -> Notebook {
         let mut notebook = Notebook::new_empty();
         if let Some(meta) = txn.get_map("meta") {
-            if let Some(v) = meta.get(txn, "nbformat").and_then(|v| out_to_json(txn, &v).as_i64())
+            if let Some(v) = meta
+                .get(txn, "nbformat")
+                .and_then(|v| out_to_json(txn, &v).as_i64())
             {
                 notebook.nbformat = v;
             }
@@ -358,8 +364,9 @@ fn parse_cell(raw: Value) -> Result<Cell, NotebookError> {
         return Err(invalid("a cell must be an object"));
     };
     let cell_type = match obj.get("cell_type") {
-        Some(Value::String(t)) => CellType::parse(t)
-            .ok_or_else(|| invalid(format!("unknown cell_type {t:?}")))?,
+        Some(Value::String(t)) => {
+            CellType::parse(t).ok_or_else(|| invalid(format!("unknown cell_type {t:?}")))?
+        }
         _ => return Err(invalid("missing \"cell_type\"")),
     };
     let id = match obj.remove("id") {
@@ -368,9 +375,8 @@ fn parse_cell(raw: Value) -> Result<Cell, NotebookError> {
         Some(_) => return Err(invalid("\"id\" must be a string")),
     };
     let source = match obj.remove("source") {
-        Some(value) => multiline(&value).ok_or_else(|| {
-            invalid("\"source\" must be a string or a list of strings")
-        })?,
+        Some(value) => multiline(&value)
+            .ok_or_else(|| invalid("\"source\" must be a string or a list of strings"))?,
         None => return Err(invalid("missing \"source\"")),
     };
     let metadata = match obj.remove("metadata") {
@@ -713,7 +719,10 @@ mod tests {
         // A second trip changes nothing: the file form is a fixed point.
         assert_eq!(Notebook::from_ipynb(&back.to_ipynb()).unwrap(), back);
         let file: Value = serde_json::from_slice(&back.to_ipynb()).unwrap();
-        assert_eq!(file["cells"][1]["source"], serde_json::json!(["print(1)\n", "print(2)"]));
+        assert_eq!(
+            file["cells"][1]["source"],
+            serde_json::json!(["print(1)\n", "print(2)"])
+        );
         assert_eq!(file["cells"][1]["execution_count"], serde_json::json!(3));
         assert_eq!(file["cells"][1]["metadata"]["n"], serde_json::json!(2.5));
         assert_eq!(
@@ -773,13 +782,19 @@ mod tests {
         ];
         for (bytes, expected) in cases {
             let message = Notebook::from_ipynb(bytes).unwrap_err().to_string();
-            assert!(message.contains(expected), "{message:?} should mention {expected:?}");
+            assert!(
+                message.contains(expected),
+                "{message:?} should mention {expected:?}"
+            );
         }
     }
 
     #[test]
     fn splits_lines_like_python() {
-        assert_eq!(split_lines("a\nb\r\nc\rd"), vec!["a\n", "b\r\n", "c\r", "d"]);
+        assert_eq!(
+            split_lines("a\nb\r\nc\rd"),
+            vec!["a\n", "b\r\n", "c\r", "d"]
+        );
         assert_eq!(split_lines(""), Vec::<&str>::new());
         assert_eq!(split_lines("x\n"), vec!["x\n"]);
     }

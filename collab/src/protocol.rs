@@ -110,7 +110,8 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn var_uint(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        let (value, used) = read_var_uint(&self.data[self.pos..]).ok_or(FrameError::Truncated(what))?;
+        let (value, used) =
+            read_var_uint(&self.data[self.pos..]).ok_or(FrameError::Truncated(what))?;
         self.pos += used;
         Ok(value)
     }

@@ -569,7 +569,8 @@ impl Room {
                     Some(_) => self.save(),
                     None => SaveStatus::Failed("this room has no document".into()),
                 };
-                let reply = json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
+                let reply =
+                    json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
                 self.send_to(conn, protocol::encode_raw(&reply.to_string()));
             }
             other => tracing::debug!(%conn, "ignoring RAW message {other:?}"),

@@ -1,1 +1,56 @@
-fn main(){}
+//! `quire serve [DIR]`: see `quire serve --help`.
+
+use std::io::Write;
+
+use clap::Parser;
+use quire_server::config::{Cli, Command, Config};
+use quire_server::{serve, AppState};
+use rand::RngCore;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command } = Cli::parse();
+    let Command::Serve(args) = command;
+    let config = Config::from_args(args)?;
+    let token = config.token.clone().unwrap_or_else(|| {
+        let mut bytes = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    });
+    let open_browser = config.open_browser;
+    let bind = config.bind.clone();
+    let state = AppState::new(config, token.clone())?;
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}/?token={token}");
+    println!("Quire is serving {} at {url}", state.root.path().display());
+    std::io::stdout().flush()?;
+    if open_browser {
+        // Best effort, like `jupyter lab`: no browser is not an error.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate.recv() => {},
+    }
+}

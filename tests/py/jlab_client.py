@@ -32,7 +32,6 @@ from pycrdt import (
     create_awareness_message,
     create_sync_message,
     create_update_message,
-    get_state,
     handle_sync_message,
 )
 
@@ -76,6 +75,9 @@ class Client:
         self.synced = asyncio.Event()  # set on receiving SyncStep2
         self.applying_remote = False  # True while applying a server update: don't echo it
         self.outgoing = []  # local updates waiting to be sent
+        # Everything the server sent, and only that: the echo of our edit shows up here.
+        # (pycrdt.get_state(update) can't be used: it ignores blocks not starting at clock 0.)
+        self.server_view = Doc()
         self.echo_clock = None  # our clock that the server must echo back
         self.echoed = asyncio.Event()
         self.doc.observe(self._on_doc_update)
@@ -118,11 +120,14 @@ class Client:
                     self.applying_remote = False
                 if reply is not None:
                     await self.ws.send(reply)
-                if sub == YSyncMessageType.SYNC_STEP2:
-                    self.synced.set()
-                elif sub == YSyncMessageType.SYNC_UPDATE and self.echo_clock is not None:
+                if sub in (YSyncMessageType.SYNC_STEP2, YSyncMessageType.SYNC_UPDATE):
                     update = Decoder(message[2:]).read_message()
-                    if parse_state_vector(get_state(update)).get(self.doc.client_id, 0) >= self.echo_clock:
+                    if update != b"\x00\x00":
+                        self.server_view.apply_update(update)
+                    if sub == YSyncMessageType.SYNC_STEP2:
+                        self.synced.set()
+                    if self.echo_clock is not None and parse_state_vector(
+                            self.server_view.get_state()).get(self.doc.client_id, 0) >= self.echo_clock:
                         self.echoed.set()
             elif msg_type == YMessageType.AWARENESS:
                 self.awareness.apply_awareness_update(Decoder(message[1:]).read_message(), "remote")

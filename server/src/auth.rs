@@ -1,0 +1,174 @@
+//! Jupyter-style token authentication.
+//!
+//! A request is authenticated by `Authorization: token …`, by `?token=…` (which also sets a login
+//! cookie, so the token need appear in a URL only once), or by that cookie. Websockets are checked
+//! the same way before the upgrade completes, and must come from our own origin.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const COOKIE_NAME: &str = "quire-session";
+
+/// Compares secrets in time independent of where they first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn header_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim().to_string())
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE_NAME).then(|| value.to_string())
+        })
+}
+
+pub enum Authenticated {
+    /// By header or cookie.
+    Yes,
+    /// By `?token=`: answer with a login cookie.
+    ByQueryToken,
+    No,
+}
+
+pub fn check(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Authenticated {
+    let token = state.token.as_bytes();
+    if header_token(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token)) {
+        return Authenticated::Yes;
+    }
+    if let Some(cookie) = cookie_value(headers) {
+        if state
+            .store
+            .has_login(&collab::content_hash(cookie.as_bytes()))
+            .unwrap_or(false)
+        {
+            return Authenticated::Yes;
+        }
+    }
+    if query_token(query).is_some_and(|t| constant_time_eq(t.as_bytes(), token)) {
+        return Authenticated::ByQueryToken;
+    }
+    Authenticated::No
+}
+
+/// A fresh login cookie, remembered (hashed) in the store.
+pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let value = hex::encode(secret);
+    state
+        .store
+        .add_login(&collab::content_hash(value.as_bytes()))
+        .map_err(|e| tracing::error!("cannot store a login: {e}"))
+        .ok()?;
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax"
+    ))
+    .ok()
+}
+
+/// Middleware for every authenticated route.
+pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let verdict = check(&state, request.headers(), request.uri().query());
+    match verdict {
+        Authenticated::No => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "authentication required: pass the token",
+        )
+        .into_response(),
+        Authenticated::Yes => next.run(request).await,
+        Authenticated::ByQueryToken => {
+            let mut response = next.run(request).await;
+            if let Some(cookie) = login_cookie(&state) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+    }
+}
+
+/// A browser's cross-site websocket must not ride on our cookie: the Origin, when sent, must
+/// name the host the request was sent to.
+pub fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tokens_from_each_place() {
+        assert_eq!(query_token(Some("a=1&token=abc%20d")), Some("abc d".into()));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("token s3cret"),
+        );
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x=1; quire-session=v"),
+        );
+        assert_eq!(header_token(&headers), Some("s3cret".into()));
+        assert_eq!(cookie_value(&headers), Some("v".into()));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+    }
+
+    #[test]
+    fn foreign_origins_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8888"));
+        assert!(origin_allowed(&headers));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8888"),
+        );
+        assert!(origin_allowed(&headers));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!origin_allowed(&headers));
+    }
+}

@@ -1,0 +1,366 @@
+//! JupyterLab's collaboration endpoints: the session PUT, the room websocket, and `/api/me`.
+//!
+//! `PUT /api/collaboration/session/{path}` gives a file its stable id; the client then opens
+//! `/api/collaboration/room/{format}:{type}:{fileId}?sessionId=…`. A room id with fewer than two
+//! colons (JupyterLab's `JupyterLab:globalAwareness`) is a transient, awareness-only room.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use collab::protocol::decode_frame;
+use collab::{CloseReason, FileId, Identity, LoadError, Outgoing, Room, RoomHandle, RoomInput};
+use dashmap::DashMap;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
+
+use crate::error::{ApiError, ApiResult};
+use crate::files::LocalNotebook;
+use crate::AppState;
+
+/// Close codes JupyterLab's provider understands.
+const CLOSE_NOT_FOUND: u16 = 4404;
+const CLOSE_BAD_REQUEST: u16 = 4400;
+const CLOSE_LOAD_FAILURE: u16 = 4500;
+const CLOSE_SESSION: u16 = 1003;
+
+/// The rooms open in this process, by room name.
+#[derive(Clone, Default)]
+pub struct Rooms {
+    open: Arc<DashMap<String, RoomHandle>>,
+    by_file: Arc<DashMap<FileId, String>>,
+    /// Serializes room creation so one document is never loaded twice.
+    creating: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Rooms {
+    pub fn get(&self, file: FileId) -> Option<RoomHandle> {
+        let name = self.by_file.get(&file)?.clone();
+        self.open
+            .get(&name)
+            .map(|h| h.clone())
+            .filter(|h| !h.is_closed())
+    }
+
+    /// Saves every room and closes its connections; for graceful shutdown.
+    pub async fn shutdown_all(&self) {
+        let handles: Vec<RoomHandle> = self.open.iter().map(|e| e.value().clone()).collect();
+        for handle in handles {
+            handle.shutdown().await;
+        }
+    }
+
+    async fn get_or_open(
+        &self,
+        state: &AppState,
+        name: &str,
+        file: Option<(FileId, String)>,
+    ) -> Result<RoomHandle, LoadError> {
+        if let Some(handle) = self.open.get(name).map(|h| h.clone()) {
+            if !handle.is_closed() {
+                return Ok(handle);
+            }
+        }
+        let _creating = self.creating.lock().await;
+        if let Some(handle) = self.open.get(name).map(|h| h.clone()) {
+            if !handle.is_closed() {
+                return Ok(handle);
+            }
+        }
+        let config = state.config.room.clone();
+        let file_id = file.as_ref().map(|(id, _)| *id);
+        let room = match file {
+            None => Room::transient(name, config),
+            Some((file_id, api_path)) => {
+                let notebook =
+                    LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
+                let log = state.store.update_log(file_id);
+                let room_name = name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    Room::open(&room_name, config, Box::new(notebook), Box::new(log))
+                })
+                .await
+                .map_err(|e| LoadError::Store(e.to_string()))??
+            }
+        };
+        let handle = room.handle();
+        self.open.insert(name.to_string(), handle.clone());
+        if let Some(file_id) = file_id {
+            self.by_file.insert(file_id, name.to_string());
+        }
+        let rooms = self.clone();
+        let room_name = name.to_string();
+        let finished = handle.clone();
+        tokio::spawn(async move {
+            room.run().await;
+            rooms
+                .open
+                .remove_if(&room_name, |_, h| h.same_room(&finished));
+            rooms
+                .by_file
+                .retain(|_, n| n != &room_name || rooms.open.contains_key(n));
+        });
+        Ok(handle)
+    }
+}
+
+/// The identity of whoever holds the token (single-user mode: the account running Quire).
+pub fn owner_identity() -> Identity {
+    let username = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "quire".to_string());
+    Identity::from_username(&username)
+}
+
+pub async fn me(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"identity": state.identity, "permissions": {}}))
+}
+
+#[derive(Deserialize)]
+pub struct SessionBody {
+    format: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+pub async fn put_session(
+    State(state): State<AppState>,
+    UrlPath(api_path): UrlPath<String>,
+    body: Option<Json<SessionBody>>,
+) -> ApiResult<Response> {
+    let body = body.map(|b| b.0).unwrap_or(SessionBody {
+        format: None,
+        kind: None,
+    });
+    let api_path = crate::paths::Root::normalize(&api_path)?;
+    let path = state.root.resolve(&api_path)?;
+    let meta = std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
+    let (file_id, created) = state
+        .store
+        .id_for_path(state.root.path(), &api_path, meta.ino())
+        .map_err(|e| ApiError::internal("cannot index the file", e))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "format": body.format.unwrap_or_else(|| "json".into()),
+        "type": body.kind.unwrap_or_else(|| "notebook".into()),
+        "fileId": file_id.to_string(),
+        "sessionId": state.store.session_id,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RoomQuery {
+    #[serde(rename = "sessionId")]
+    session_id: Option<String>,
+}
+
+pub async fn room_socket(
+    State(state): State<AppState>,
+    UrlPath(room): UrlPath<String>,
+    Query(query): Query<RoomQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !crate::auth::origin_allowed(&headers) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross-origin websocket refused")
+            .into_response();
+    }
+    let limit = state.config.max_frame_bytes;
+    upgrade
+        // Frames beyond our limit are read only far enough to refuse them with a clear reason.
+        .max_message_size(limit.saturating_mul(2))
+        .max_frame_size(limit.saturating_mul(2))
+        .on_upgrade(move |socket| async move {
+            serve_socket(state, socket, room, query.session_id).await;
+        })
+}
+
+/// Why a connection cannot join, as a close frame.
+async fn admit(
+    state: &AppState,
+    room: &str,
+    session_id: Option<&str>,
+) -> Result<(RoomHandle, String), CloseReason> {
+    let parts: Vec<&str> = room.splitn(3, ':').collect();
+    if parts.len() < 3 {
+        let handle = state
+            .rooms
+            .get_or_open(state, room, None)
+            .await
+            .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+        return Ok((handle, room.to_string()));
+    }
+    let (format, kind, id) = (parts[0], parts[1], parts[2]);
+    if (format, kind) != ("json", "notebook") {
+        return Err(CloseReason::new(
+            CLOSE_BAD_REQUEST,
+            format!("unsupported document type {format}:{kind}"),
+        ));
+    }
+    let file_id = FileId::parse(id)
+        .ok_or_else(|| CloseReason::new(CLOSE_BAD_REQUEST, "malformed file id"))?;
+    let path = state
+        .store
+        .path_for_id(state.root.path(), file_id)
+        .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?
+        .ok_or_else(|| CloseReason::new(CLOSE_NOT_FOUND, "no file with this id"))?;
+    if let Some(session_id) = session_id {
+        let allowed = state
+            .store
+            .session_may_join(session_id, file_id)
+            .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+        if !allowed {
+            let reason = json!({
+                "reason": "unknown_session",
+                "sessionId": state.store.session_id,
+                "reloadable": true,
+            });
+            return Err(CloseReason::new(CLOSE_SESSION, reason.to_string()));
+        }
+    }
+    let name = format!("json:notebook:{file_id}");
+    let handle = state
+        .rooms
+        .get_or_open(state, &name, Some((file_id, path)))
+        .await
+        .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+    Ok((handle, name))
+}
+
+async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: reason.code,
+            reason: truncate_reason(&reason.reason).into(),
+        })))
+        .await;
+}
+
+/// A close reason is at most 123 bytes.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+async fn serve_socket(
+    state: AppState,
+    socket: WebSocket,
+    room: String,
+    session_id: Option<String>,
+) {
+    let mut joined = None;
+    // A room that unloads between lookup and join is simply opened again.
+    for _ in 0..3 {
+        let (handle, name) = match admit(&state, &room, session_id.as_deref()).await {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                tracing::info!(room = %room, code = reason.code, "refusing connection: {}", reason.reason);
+                return close_socket(socket, reason).await;
+            }
+        };
+        if let Ok(j) = handle.join(state.identity.clone()).await {
+            joined = Some((handle, name, j));
+            break;
+        }
+    }
+    let Some((handle, name, joined)) = joined else {
+        return close_socket(
+            socket,
+            CloseReason::new(1013, "room unavailable, try again"),
+        )
+        .await;
+    };
+    let conn = joined.conn;
+    let span = tracing::info_span!("connection", %conn, room = %name);
+    let _guard = span.enter();
+    tracing::debug!("joined");
+    let (mut sink, mut stream) = socket.split();
+    let mut outgoing = joined.outgoing;
+    let mut kicked = joined.kicked;
+    let writer = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                biased;
+                reason = &mut kicked => match reason {
+                    Ok(reason) => Outgoing::Close(reason),
+                    Err(_) => match outgoing.recv().await {
+                        Some(out) => out,
+                        None => break,
+                    },
+                },
+                out = outgoing.recv() => match out {
+                    Some(out) => out,
+                    None => break,
+                },
+            };
+            match next {
+                Outgoing::Frame(bytes) => {
+                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close(reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: reason.code,
+                            reason: truncate_reason(&reason.reason).into(),
+                        })))
+                        .await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let limit = state.config.max_frame_bytes;
+    while let Some(message) = stream.next().await {
+        let bytes = match message {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Text(_)) => {
+                let reason = CloseReason::new(
+                    CLOSE_BAD_REQUEST,
+                    "text frames are not part of the protocol",
+                );
+                let _ = handle.send(RoomInput::Kick { conn, reason }).await;
+                break;
+            }
+            Ok(_) => continue,
+        };
+        match decode_frame(&bytes, limit) {
+            Ok(frame) => {
+                if handle.send(RoomInput::Frame { conn, frame }).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::info!("closing connection: {e}");
+                let reason = CloseReason::new(e.close_code(), e.to_string());
+                let _ = handle.send(RoomInput::Kick { conn, reason }).await;
+                break;
+            }
+        }
+        if writer.is_finished() {
+            break;
+        }
+    }
+    let _ = handle.send(RoomInput::Leave { conn }).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    tracing::debug!("left");
+}

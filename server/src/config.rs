@@ -1,0 +1,124 @@
+//! Configuration: one struct, filled from the command line, `QUIRE_*` environment variables and
+//! an optional TOML file, in that order of precedence.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use collab::RoomConfig;
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quire",
+    version,
+    about = "Real-time collaboration server for Jupyter notebooks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Serve the notebooks under DIR (default: the current directory).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// The folder whose notebooks to serve.
+    #[arg(env = "QUIRE_ROOT")]
+    pub dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "QUIRE_BIND")]
+    pub bind: Option<String>,
+    /// The access token; a random one is made and printed when absent.
+    #[arg(long, env = "QUIRE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where Quire keeps its database (file ids, edit history).
+    #[arg(long, env = "QUIRE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not open a browser.
+    #[arg(long, env = "QUIRE_NO_BROWSER")]
+    pub no_browser: bool,
+    /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
+    /// autosave_delay_ms, max_frame_bytes.
+    #[arg(long, env = "QUIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    root: Option<PathBuf>,
+    bind: Option<String>,
+    token: Option<String>,
+    state_dir: Option<PathBuf>,
+    no_browser: Option<bool>,
+    room_linger_secs: Option<u64>,
+    autosave_delay_ms: Option<u64>,
+    max_frame_bytes: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub bind: String,
+    pub token: Option<String>,
+    pub state_dir: PathBuf,
+    pub open_browser: bool,
+    pub room: RoomConfig,
+    /// The largest websocket frame accepted; a 12 MB notebook's full sync must fit.
+    pub max_frame_bytes: usize,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("quire");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/quire"),
+        None => PathBuf::from(".quire-state"),
+    }
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut room = RoomConfig::default();
+        if let Some(secs) = file.room_linger_secs {
+            room.linger = Duration::from_secs(secs);
+        }
+        if let Some(ms) = file.autosave_delay_ms {
+            room.autosave_delay = Duration::from_millis(ms);
+        }
+        Ok(Config {
+            root: args.dir.or(file.root).unwrap_or_else(|| PathBuf::from(".")),
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| DEFAULT_BIND.to_string()),
+            token: args.token.or(file.token).filter(|t| !t.is_empty()),
+            state_dir: args
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(default_state_dir),
+            open_browser: !(args.no_browser || file.no_browser.unwrap_or(false)),
+            room,
+            max_frame_bytes: file.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES),
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! The `quire` server: HTTP and websockets around the `collab` rooms.
+//!
+//! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a listener the caller
+//! bound, until a shutdown signal, then saves every open room before returning.
+
+mod auth;
+mod collaboration;
+pub mod config;
+mod contents;
+mod error;
+mod files;
+pub mod paths;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::{get, put};
+use axum::Router;
+use collab::Identity;
+
+pub use collaboration::Rooms;
+pub use config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub root: paths::Root,
+    pub store: store::Store,
+    pub rooms: Rooms,
+    pub token: Arc<str>,
+    pub identity: Identity,
+}
+
+impl AppState {
+    pub fn new(config: Config, token: String) -> anyhow::Result<AppState> {
+        use anyhow::Context;
+        let root = paths::Root::new(&config.root)
+            .with_context(|| format!("cannot serve {}", config.root.display()))?;
+        let store = store::Store::open(&config.state_dir)?;
+        Ok(AppState {
+            config: Arc::new(config),
+            root,
+            store,
+            rooms: Rooms::default(),
+            token: token.into(),
+            identity: collaboration::owner_identity(),
+        })
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/contents",
+            get(contents::get_root).post(contents::post_root),
+        )
+        .route(
+            "/api/contents/",
+            get(contents::get_root).post(contents::post_root),
+        )
+        .route(
+            "/api/contents/{*path}",
+            get(contents::get)
+                .post(contents::post)
+                .put(contents::put)
+                .patch(contents::patch)
+                .delete(contents::delete),
+        )
+        .route("/api/me", get(collaboration::me))
+        .route(
+            "/api/collaboration/session/{*path}",
+            put(collaboration::put_session),
+        )
+        .route(
+            "/api/collaboration/room/{room}",
+            get(collaboration::room_socket),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
+    Router::new()
+        .route("/", get(index))
+        .route("/api", get(api_version))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn index() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        "<!doctype html><title>Quire</title><p>Quire is running. Connect JupyterLab's \
+         collaboration client to this server; the browser app arrives in a later release.</p>",
+    )
+}
+
+async fn api_version() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Serves until `shutdown` resolves, then saves and closes every room.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let rooms = state.rooms.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: saving open notebooks");
+            rooms.shutdown_all().await;
+        })
+        .await
+}

@@ -1,0 +1,470 @@
+//! The embedded store: one SQLite file under the state directory.
+//!
+//! It holds file ids (uuid ↔ path, following renames and moves), the server sessions a client's
+//! `sessionId` refers to, login cookies, and each document's Yjs history (a snapshot plus the
+//! updates after it). WAL mode with `synchronous=NORMAL`: a committed transaction survives the
+//! process being killed (it is in the WAL file the OS holds), and commits cost no fsync.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use collab::{FileId, History, StoreError, UpdateLog};
+use rusqlite::{params, Connection, OptionalExtension};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS server_sessions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL UNIQUE,
+    started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    inode INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_inode ON files(inode);
+CREATE TABLE IF NOT EXISTS documents (
+    file_id TEXT PRIMARY KEY,
+    history_session INTEGER NOT NULL,
+    snapshot BLOB NOT NULL,
+    snapshot_seq INTEGER NOT NULL,
+    saved_seq INTEGER NOT NULL,
+    saved_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS updates (
+    file_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (file_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logins (
+    cookie_hash TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+";
+
+/// How many directory entries a search for a file moved outside Quire may look at.
+const MOVE_SEARCH_LIMIT: usize = 100_000;
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Mutex<Connection>>,
+    /// This process's session: its id, and its place in the order of sessions.
+    pub session_id: String,
+    session_seq: i64,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!("cannot create the state directory {}", state_dir.display())
+        })?;
+        let path = state_dir.join("quire.sqlite3");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        conn.execute(
+            "INSERT INTO server_sessions (session_id, started_at) VALUES (?1, ?2)",
+            params![session_id, now_secs()],
+        )?;
+        let session_seq = conn.last_insert_rowid();
+        Ok(Store {
+            db: Arc::new(Mutex::new(conn)),
+            session_id,
+            session_seq,
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent: keep going.
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// May a client whose document came from server session `session_id` sync with this
+    /// document's history? Only if that history already existed then (the Yjs items it holds
+    /// are ours), or it is this very session.
+    pub fn session_may_join(&self, session_id: &str, file: FileId) -> rusqlite::Result<bool> {
+        if session_id == self.session_id {
+            return Ok(true);
+        }
+        let db = self.db();
+        let client_seq: Option<i64> = db
+            .query_row(
+                "SELECT seq FROM server_sessions WHERE session_id = ?1",
+                [session_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let history_seq: Option<i64> = db
+            .query_row(
+                "SELECT history_session FROM documents WHERE file_id = ?1",
+                [file.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(matches!((client_seq, history_seq), (Some(c), Some(h)) if c >= h))
+    }
+
+    /// The id of the file at `api_path` (which exists, with inode `inode`), and whether it was
+    /// just indexed. A file moved outside Quire keeps its id: an indexed inode whose recorded
+    /// path no longer holds it is taken to have moved here.
+    pub fn id_for_path(
+        &self,
+        root: &Path,
+        api_path: &str,
+        inode: u64,
+    ) -> rusqlite::Result<(FileId, bool)> {
+        let db = self.db();
+        let by_path: Option<String> = db
+            .query_row("SELECT id FROM files WHERE path = ?1", [api_path], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = by_path {
+            db.execute(
+                "UPDATE files SET inode = ?1 WHERE id = ?2",
+                params![inode as i64, id],
+            )?;
+            return Ok((parse_id(&id), false));
+        }
+        let mut stmt = db.prepare("SELECT id, path FROM files WHERE inode = ?1")?;
+        let candidates: Vec<(String, String)> = stmt
+            .query_map([inode as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        for (id, old_path) in candidates {
+            let still_there = std::fs::metadata(root.join(&old_path))
+                .map(|m| m.ino() == inode)
+                .unwrap_or(false);
+            if !still_there {
+                db.execute(
+                    "UPDATE files SET path = ?1 WHERE id = ?2",
+                    params![api_path, id],
+                )?;
+                tracing::info!(%id, from = %old_path, to = %api_path, "file moved outside Quire");
+                return Ok((parse_id(&id), false));
+            }
+        }
+        let id = FileId::new_random();
+        db.execute(
+            "INSERT INTO files (id, path, inode) VALUES (?1, ?2, ?3)",
+            params![id.to_string(), api_path, inode as i64],
+        )?;
+        Ok((id, true))
+    }
+
+    /// Where the file with this id is now. When its recorded path no longer holds it, the
+    /// served tree is searched for its inode (it was moved outside Quire).
+    pub fn path_for_id(&self, root: &Path, id: FileId) -> rusqlite::Result<Option<String>> {
+        let row: Option<(String, i64)> = self
+            .db()
+            .query_row(
+                "SELECT path, inode FROM files WHERE id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((path, inode)) = row else {
+            return Ok(None);
+        };
+        if root.join(&path).is_file() {
+            return Ok(Some(path));
+        }
+        let Some(found) = find_inode(root, inode as u64) else {
+            return Ok(None);
+        };
+        self.db().execute(
+            "UPDATE files SET path = ?1 WHERE id = ?2",
+            params![found, id.to_string()],
+        )?;
+        Ok(Some(found))
+    }
+
+    pub fn update_inode(&self, id: FileId, inode: u64) -> rusqlite::Result<()> {
+        self.db().execute(
+            "UPDATE files SET inode = ?1 WHERE id = ?2",
+            params![inode as i64, id.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// A rename through the contents API: the file (or every file under a directory) keeps its id.
+    /// Returns the ids whose paths changed, with their new paths.
+    pub fn renamed(&self, from: &str, to: &str) -> rusqlite::Result<Vec<(FileId, String)>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        // Whatever was indexed at the destination is gone now.
+        tx.execute(
+            "DELETE FROM files WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+            params![to, format!("{to}/")],
+        )?;
+        let mut moved = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT id, path FROM files WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+            )?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map(params![from, format!("{from}/")], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (id, path) in rows {
+                let new_path = format!("{to}{}", &path[from.len()..]);
+                tx.execute(
+                    "UPDATE files SET path = ?1 WHERE id = ?2",
+                    params![new_path, id],
+                )?;
+                moved.push((parse_id(&id), new_path));
+            }
+        }
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    pub fn add_login(&self, cookie_hash: &str) -> rusqlite::Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO logins (cookie_hash, created_at) VALUES (?1, ?2)",
+            params![cookie_hash, now_secs()],
+        )?;
+        Ok(())
+    }
+
+    pub fn has_login(&self, cookie_hash: &str) -> rusqlite::Result<bool> {
+        self.db()
+            .query_row(
+                "SELECT 1 FROM logins WHERE cookie_hash = ?1",
+                [cookie_hash],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+    }
+
+    /// The durable history of one document, for its room.
+    pub fn update_log(&self, file: FileId) -> SqliteLog {
+        SqliteLog {
+            store: self.clone(),
+            file: file.to_string(),
+            next_seq: 1,
+        }
+    }
+
+    /// Bytes held for a document: (snapshot, updates). For tests and benchmarks.
+    pub fn history_size(&self, file: FileId) -> rusqlite::Result<(u64, u64)> {
+        let db = self.db();
+        let snapshot: i64 = db
+            .query_row(
+                "SELECT coalesce(length(snapshot), 0) FROM documents WHERE file_id = ?1",
+                [file.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let updates: i64 = db.query_row(
+            "SELECT coalesce(sum(length(data)), 0) FROM updates WHERE file_id = ?1",
+            [file.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok((snapshot as u64, updates as u64))
+    }
+}
+
+fn parse_id(text: &str) -> FileId {
+    FileId::parse(text).unwrap_or_else(|| {
+        tracing::error!("corrupt file id {text:?} in the database");
+        FileId(uuid::Uuid::nil())
+    })
+}
+
+/// Breadth-first search of the served tree for a file with this inode (hidden folders skipped).
+fn find_inode(root: &Path, inode: u64) -> Option<String> {
+    let mut queue: std::collections::VecDeque<PathBuf> = [root.to_path_buf()].into();
+    let mut seen = 0;
+    while let Some(dir) = queue.pop_front() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MOVE_SEARCH_LIMIT {
+                return None;
+            }
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                queue.push_back(entry.path());
+            } else if meta.is_file() && meta.ino() == inode {
+                let rel = entry.path().strip_prefix(root).ok()?.to_path_buf();
+                return Some(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    None
+}
+
+pub struct SqliteLog {
+    store: Store,
+    file: String,
+    next_seq: i64,
+}
+
+impl UpdateLog for SqliteLog {
+    fn load(&mut self) -> Result<Option<History>, StoreError> {
+        let db = self.store.db();
+        let row: Option<(Vec<u8>, i64, i64, String)> = db
+            .query_row(
+                "SELECT snapshot, snapshot_seq, saved_seq, saved_hash FROM documents WHERE file_id = ?1",
+                [&self.file],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((snapshot, snapshot_seq, saved_seq, saved_hash)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = db.prepare(
+            "SELECT seq, data FROM updates WHERE file_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let updates: Vec<(u64, Vec<u8>)> = stmt
+            .query_map(params![self.file, snapshot_seq], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        self.next_seq = updates
+            .last()
+            .map(|(s, _)| *s as i64)
+            .unwrap_or(snapshot_seq)
+            .max(saved_seq)
+            + 1;
+        Ok(Some(History {
+            snapshot,
+            updates,
+            saved_seq: saved_seq as u64,
+            saved_hash,
+        }))
+    }
+
+    fn start(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<(), StoreError> {
+        let mut db = self.store.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM updates WHERE file_id = ?1", [&self.file])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO documents (file_id, history_session, snapshot, snapshot_seq, saved_seq, saved_hash)
+             VALUES (?1, ?2, ?3, 0, 0, ?4)",
+            params![self.file, self.store.session_seq, snapshot, saved_hash],
+        )?;
+        tx.commit()?;
+        self.next_seq = 1;
+        Ok(())
+    }
+
+    fn append(&mut self, updates: &[Bytes]) -> Result<u64, StoreError> {
+        let mut db = self.store.db();
+        let tx = db.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO updates (file_id, seq, data) VALUES (?1, ?2, ?3)")?;
+            for (i, update) in updates.iter().enumerate() {
+                stmt.execute(params![self.file, self.next_seq + i as i64, &update[..]])?;
+            }
+        }
+        tx.commit()?;
+        self.next_seq += updates.len() as i64;
+        Ok((self.next_seq - 1) as u64)
+    }
+
+    fn mark_saved(&mut self, seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        self.store.db().execute(
+            "UPDATE documents SET saved_seq = ?1, saved_hash = ?2 WHERE file_id = ?3",
+            params![seq as i64, saved_hash, self.file],
+        )?;
+        Ok(())
+    }
+
+    fn compact(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        let mut db = self.store.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "UPDATE documents SET snapshot = ?1, snapshot_seq = ?2, saved_seq = ?2, saved_hash = ?3 WHERE file_id = ?4",
+            params![snapshot, seq as i64, saved_hash, self.file],
+        )?;
+        tx.execute(
+            "DELETE FROM updates WHERE file_id = ?1 AND seq <= ?2",
+            params![self.file, seq as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_survives_reopening_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileId::new_random();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut log = store.update_log(file);
+            assert!(log.load().unwrap().is_none());
+            log.start(b"snap", "h0").unwrap();
+            assert_eq!(
+                log.append(&[Bytes::from_static(b"u1"), Bytes::from_static(b"u2")])
+                    .unwrap(),
+                2
+            );
+            log.mark_saved(1, "h1").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.update_log(file);
+        let history = log.load().unwrap().unwrap();
+        assert_eq!(history.snapshot, b"snap");
+        assert_eq!(
+            history.updates,
+            vec![(1, b"u1".to_vec()), (2, b"u2".to_vec())]
+        );
+        assert_eq!((history.saved_seq, history.saved_hash.as_str()), (1, "h1"));
+        assert_eq!(log.append(&[Bytes::from_static(b"u3")]).unwrap(), 3);
+        log.compact(b"snap3", 3, "h3").unwrap();
+        let history = log.load().unwrap().unwrap();
+        assert_eq!(history.snapshot, b"snap3");
+        assert!(history.updates.is_empty());
+        assert_eq!(log.append(&[Bytes::from_static(b"u4")]).unwrap(), 4);
+    }
+
+    #[test]
+    fn old_sessions_may_join_only_histories_they_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileId::new_random();
+        let first = Store::open(dir.path()).unwrap();
+        let old_session = first.session_id.clone();
+        let second = Store::open(dir.path()).unwrap();
+        // History began in the second session: a client of the first cannot hold its items.
+        second.update_log(file).start(b"s", "h").unwrap();
+        assert!(!second.session_may_join(&old_session, file).unwrap());
+        assert!(second.session_may_join(&second.session_id, file).unwrap());
+        let third = Store::open(dir.path()).unwrap();
+        assert!(third.session_may_join(&second.session_id, file).unwrap());
+        assert!(!third.session_may_join("not-a-session", file).unwrap());
+    }
+}
