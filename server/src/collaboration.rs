@@ -294,15 +294,17 @@ async fn serve_socket(
     let mut outgoing = joined.outgoing;
     let mut kicked = joined.kicked;
     let writer = tokio::spawn(async move {
+        // The room drops the kick sender when it lets a connection go normally.
+        let mut kick_pending = true;
         loop {
             let next = tokio::select! {
                 biased;
-                reason = &mut kicked => match reason {
+                reason = &mut kicked, if kick_pending => match reason {
                     Ok(reason) => Outgoing::Close(reason),
-                    Err(_) => match outgoing.recv().await {
-                        Some(out) => out,
-                        None => break,
-                    },
+                    Err(_) => {
+                        kick_pending = false;
+                        continue;
+                    }
                 },
                 out = outgoing.recv() => match out {
                     Some(out) => out,

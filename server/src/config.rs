@@ -44,7 +44,7 @@ pub struct ServeArgs {
     #[arg(long, env = "QUIRE_NO_BROWSER")]
     pub no_browser: bool,
     /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
-    /// autosave_delay_ms, max_frame_bytes.
+    /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes.
     #[arg(long, env = "QUIRE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -59,6 +59,8 @@ struct FileConfig {
     no_browser: Option<bool>,
     room_linger_secs: Option<u64>,
     autosave_delay_ms: Option<u64>,
+    autosave_max_delay_ms: Option<u64>,
+    compact_min_bytes: Option<u64>,
     max_frame_bytes: Option<usize>,
 }
 
@@ -104,6 +106,12 @@ impl Config {
         }
         if let Some(ms) = file.autosave_delay_ms {
             room.autosave_delay = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.autosave_max_delay_ms {
+            room.autosave_max_delay = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = file.compact_min_bytes {
+            room.compact_min_bytes = bytes;
         }
         Ok(Config {
             root: args.dir.or(file.root).unwrap_or_else(|| PathBuf::from(".")),
