@@ -22,7 +22,10 @@ pub const TOKEN: &str = "test-token-0123456789";
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `quire` binary, built once if `cargo test` did not already build it.
@@ -185,7 +188,12 @@ impl TestServer {
 
     /// A blocking HTTP request with the token; returns (status, body).
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        self.http_with(method, path, body, &[("Authorization", &format!("token {TOKEN}"))])
+        self.http_with(
+            method,
+            path,
+            body,
+            &[("Authorization", &format!("token {TOKEN}"))],
+        )
     }
 
     pub fn http_with(
@@ -198,10 +206,16 @@ impl TestServer {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         let body = body.unwrap_or("");
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
             self.port,
             body.len()
         );
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
+        {
+            request.push_str("Connection: close\r\n");
+        }
         if !body.is_empty() {
             request.push_str("Content-Type: application/json\r\n");
         }
@@ -211,8 +225,18 @@ impl TestServer {
         request.push_str("\r\n");
         request.push_str(body);
         stream.write_all(request.as_bytes()).unwrap();
+        // Read until the server closes, or (for kept-alive upgrade attempts) goes quiet.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+            }
+        }
         let text = String::from_utf8_lossy(&response).into_owned();
         let status = text
             .split(' ')
@@ -221,7 +245,10 @@ impl TestServer {
             .unwrap_or(0);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         // Bodies here are small; undo chunked encoding if the server used it.
-        let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if text
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_string()
@@ -235,9 +262,18 @@ impl TestServer {
         let encoded: String = path
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
-                    (b as char).to_string()
-                }
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')' => (b as char).to_string(),
                 _ => format!("%{b:02X}"),
             })
             .collect();
@@ -246,7 +282,10 @@ impl TestServer {
             &format!("/api/collaboration/session/{encoded}"),
             Some(r#"{"format":"json","type":"notebook"}"#),
         );
-        assert!(status == 200 || status == 201, "session PUT gave {status}: {body}");
+        assert!(
+            status == 200 || status == 201,
+            "session PUT gave {status}: {body}"
+        );
         let v: Value = serde_json::from_str(&body).unwrap();
         (
             v["fileId"].as_str().unwrap().to_string(),
@@ -285,7 +324,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }
@@ -302,7 +343,8 @@ fn unsafe_kill(pid: u32, signal: i32) {
         .status();
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A y-websocket client holding a real yrs document.
 pub struct YClient {
@@ -326,7 +368,9 @@ impl YClient {
     }
 
     pub async fn connect(url: &str) -> YClient {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
         YClient {
             doc: collab::notebook::new_doc(),
             socket,
@@ -347,7 +391,10 @@ impl YClient {
     }
 
     pub async fn send(&mut self, frame: Bytes) {
-        self.socket.send(Message::Binary(frame)).await.expect("send");
+        self.socket
+            .send(Message::Binary(frame))
+            .await
+            .expect("send");
     }
 
     /// Makes a local change and sends it as an update.
@@ -382,7 +429,11 @@ impl YClient {
     }
 
     /// Reads frames, handling them, until `done` holds, the socket closes, or time runs out.
-    pub async fn pump_until(&mut self, timeout: Duration, mut done: impl FnMut(&YClient) -> bool) -> bool {
+    pub async fn pump_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&YClient) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while !done(self) {
             if self.closed.is_some() {
@@ -392,7 +443,8 @@ impl YClient {
             match next {
                 Err(_) => return done(self),
                 Ok(None) => {
-                    self.closed.get_or_insert((1006, "connection dropped".into()));
+                    self.closed
+                        .get_or_insert((1006, "connection dropped".into()));
                 }
                 Ok(Some(Err(_))) => {
                     self.closed.get_or_insert((1006, "connection error".into()));
@@ -443,7 +495,10 @@ impl YClient {
 
     fn apply(&self, update: &[u8]) {
         let update = Update::decode_v1(update).expect("server updates decode");
-        self.doc.transact_mut().apply_update(update).expect("server updates apply");
+        self.doc
+            .transact_mut()
+            .apply_update(update)
+            .expect("server updates apply");
     }
 
     /// Sends an edit and waits until the server has echoed an update back (so it is durable).
@@ -453,7 +508,11 @@ impl YClient {
         let echoed = self
             .pump_until(Duration::from_secs(10), |c| c.updates_received > before)
             .await;
-        assert!(echoed, "the server did not echo the edit (closed: {:?})", self.closed);
+        assert!(
+            echoed,
+            "the server did not echo the edit (closed: {:?})",
+            self.closed
+        );
     }
 
     /// JupyterLab's RAW save; returns the reply's status.
@@ -461,9 +520,15 @@ impl YClient {
         self.send(protocol::encode_raw_save(save_id)).await;
         let needle = format!("\"responseTo\":{save_id}");
         let replied = self
-            .pump_until(Duration::from_secs(30), |c| c.raw.iter().any(|r| r.contains(&needle)))
+            .pump_until(Duration::from_secs(30), |c| {
+                c.raw.iter().any(|r| r.contains(&needle))
+            })
             .await;
-        assert!(replied, "no reply to save {save_id} (closed: {:?})", self.closed);
+        assert!(
+            replied,
+            "no reply to save {save_id} (closed: {:?})",
+            self.closed
+        );
         let reply = self.raw.iter().find(|r| r.contains(&needle)).unwrap();
         let v: Value = serde_json::from_str(reply).unwrap();
         v["status"].as_str().unwrap_or_default().to_string()
@@ -472,7 +537,9 @@ impl YClient {
     /// Waits for the server to close the socket; returns its code and reason.
     pub async fn expect_close(&mut self, timeout: Duration) -> (u16, String) {
         self.pump_until(timeout, |c| c.closed.is_some()).await;
-        self.closed.clone().expect("the server closes the connection")
+        self.closed
+            .clone()
+            .expect("the server closes the connection")
     }
 }
 

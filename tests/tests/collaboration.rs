@@ -15,10 +15,21 @@ async fn two_yrs_clients_converge() {
     ada.append_to_cell(0, " + 10").await;
     bob.append_to_cell(1, " * 3").await;
     let expected = vec!["a = 1 + 10".to_string(), "b = 2 * 3".to_string()];
-    assert!(ada.pump_until(Duration::from_secs(5), |c| c.sources() == expected).await);
-    assert!(bob.pump_until(Duration::from_secs(5), |c| c.sources() == expected).await);
+    assert!(
+        ada.pump_until(Duration::from_secs(5), |c| c.sources() == expected)
+            .await
+    );
+    assert!(
+        bob.pump_until(Duration::from_secs(5), |c| c.sources() == expected)
+            .await
+    );
     assert!(server.eventually(Duration::from_secs(5), || {
-        read_notebook(&server.path("nb.ipynb")).cells.iter().map(|c| c.source.clone()).collect::<Vec<_>>() == expected
+        read_notebook(&server.path("nb.ipynb"))
+            .cells
+            .iter()
+            .map(|c| c.source.clone())
+            .collect::<Vec<_>>()
+            == expected
     }));
 }
 
@@ -54,7 +65,8 @@ async fn three_clients_typing_in_one_cell_converge() {
     }
     let all_marks = |c: &YClient| {
         let text = &c.sources()[0];
-        (0..3).all(|who| (0..20).all(|round| text.matches(&format!("[{who}:{round}]")).count() == 1))
+        (0..3)
+            .all(|who| (0..20).all(|round| text.matches(&format!("[{who}:{round}]")).count() == 1))
     };
     for client in clients.iter_mut() {
         assert!(client.pump_until(Duration::from_secs(10), all_marks).await);
@@ -69,15 +81,26 @@ async fn three_clients_typing_in_one_cell_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterlab_data_model_edits_and_the_file_follows_within_two_seconds() {
-    let corpus = std::fs::read(quire_tests::repo_root().join("tests/corpus/every-output.ipynb")).unwrap();
+    let corpus =
+        std::fs::read(quire_tests::repo_root().join("tests/corpus/every-output.ipynb")).unwrap();
     let server = TestServer::start(&[("work/every output.ipynb", &corpus)]);
     let mut watcher = YClient::join(&server, "work/every output.ipynb").await;
     let base = server.base();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         run_python(
             "tests/py/jlab_client.py",
-            &["--base", &base, "--token", TOKEN, "--path", "work/every output.ipynb",
-              "--append-to-cell", "1", "--text", "\nprint('from jupyterlab')"],
+            &[
+                "--base",
+                &base,
+                "--token",
+                TOKEN,
+                "--path",
+                "work/every output.ipynb",
+                "--append-to-cell",
+                "1",
+                "--text",
+                "\nprint('from jupyterlab')",
+            ],
         )
     })
     .await
@@ -85,15 +108,26 @@ async fn jupyterlab_data_model_edits_and_the_file_follows_within_two_seconds() {
     assert_eq!(code, 0, "jlab_client failed: {stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["synced"], true);
-    assert_eq!(report["cells"].as_array().unwrap().len(), watcher.sources().len());
-    assert!(report["cells"][1]["source"].as_str().unwrap().ends_with("print('from jupyterlab')"));
+    assert_eq!(
+        report["cells"].as_array().unwrap().len(),
+        watcher.sources().len()
+    );
+    assert!(report["cells"][1]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("print('from jupyterlab')"));
     // The other client sees it live, and the file on disk within 2 s.
-    assert!(watcher
-        .pump_until(Duration::from_secs(2), |c| c.sources()[1].ends_with("print('from jupyterlab')"))
-        .await);
+    assert!(
+        watcher
+            .pump_until(Duration::from_secs(2), |c| c.sources()[1]
+                .ends_with("print('from jupyterlab')"))
+            .await
+    );
     let path = server.path("work/every output.ipynb");
     assert!(server.eventually(Duration::from_secs(2), || {
-        read_notebook(&path).cells[1].source.ends_with("print('from jupyterlab')")
+        read_notebook(&path).cells[1]
+            .source
+            .ends_with("print('from jupyterlab')")
     }));
     let (code, out, err) = run_python("tests/py/validate.py", &[path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -104,7 +138,8 @@ async fn presence_is_relayed_with_the_server_stamped_identity() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let mut bob = YClient::join(&server, "nb.ipynb").await;
-    let claim = serde_json::json!({"user": {"username": "someone-else", "name": "Mallory"}, "cursors": []});
+    let claim =
+        serde_json::json!({"user": {"username": "someone-else", "name": "Mallory"}, "cursors": []});
     let update = collab::awareness::encode_update(4242, 1, &claim);
     ada.send(collab::protocol::encode_awareness(&update)).await;
     let seen = bob

@@ -9,15 +9,21 @@ const NO_AUTOSAVE: &str = "autosave_delay_ms = 600000\nautosave_max_delay_ms = 6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echoed_edit_survives_kill_9_and_nothing_is_duplicated() {
-    let mut server =
-        TestServer::start_with_config(&[("nb.ipynb", &notebook_with(&["first", "second"]))], NO_AUTOSAVE);
+    let mut server = TestServer::start_with_config(
+        &[("nb.ipynb", &notebook_with(&["first", "second"]))],
+        NO_AUTOSAVE,
+    );
     let (file_id, session_id) = server.session("nb.ipynb");
     let url = server.room_url(&file_id, &session_id);
     let mut ada = YClient::connect(&url).await;
     ada.sync().await;
     ada.append_and_wait_echo(0, " durable").await;
     server.kill9();
-    assert_eq!(read_notebook(&server.path("nb.ipynb")).cells[0].source, "first", "not yet saved");
+    assert_eq!(
+        read_notebook(&server.path("nb.ipynb")).cells[0].source,
+        "first",
+        "not yet saved"
+    );
 
     server.restart();
     // Ada reconnects with the document and session she had, as y-websocket does.
@@ -33,7 +39,11 @@ async fn an_echoed_edit_survives_kill_9_and_nothing_is_duplicated() {
     assert_eq!(bob.sources(), vec!["first durable", "second"]);
     let status = ada.save(1).await;
     assert_eq!(status, "success");
-    let on_disk: Vec<String> = read_notebook(&server.path("nb.ipynb")).cells.into_iter().map(|c| c.source).collect();
+    let on_disk: Vec<String> = read_notebook(&server.path("nb.ipynb"))
+        .cells
+        .into_iter()
+        .map(|c| c.source)
+        .collect();
     assert_eq!(on_disk, vec!["first durable", "second"]);
 }
 
@@ -61,12 +71,19 @@ async fn a_session_from_a_lost_history_is_refused_with_1003() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_saves_unsaved_edits() {
-    let mut server = TestServer::start_with_config(&[("nb.ipynb", &notebook_with(&["x"]))], NO_AUTOSAVE);
+    let mut server =
+        TestServer::start_with_config(&[("nb.ipynb", &notebook_with(&["x"]))], NO_AUTOSAVE);
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     ada.append_and_wait_echo(0, " = 42").await;
     let status = server.terminate();
-    assert!(status.success(), "quire exits cleanly on SIGTERM: {status:?}");
-    assert_eq!(read_notebook(&server.path("nb.ipynb")).cells[0].source, "x = 42");
+    assert!(
+        status.success(),
+        "quire exits cleanly on SIGTERM: {status:?}"
+    );
+    assert_eq!(
+        read_notebook(&server.path("nb.ipynb")).cells[0].source,
+        "x = 42"
+    );
     let (code, _) = ada.expect_close(Duration::from_secs(5)).await;
     assert_eq!(code, 1001);
 }
@@ -89,7 +106,10 @@ async fn the_log_is_compacted_and_history_restores_after_restart() {
     drop(ada);
     server.terminate();
     let (snapshot, log) = history_size(&server);
-    assert!(log <= 4 * snapshot.max(2000), "log of {log} bytes beside a {snapshot}-byte snapshot");
+    assert!(
+        log <= 4 * snapshot.max(2000),
+        "log of {log} bytes beside a {snapshot}-byte snapshot"
+    );
     server.restart();
     let bob = YClient::join(&server, "nb.ipynb").await;
     assert_eq!(bob.sources(), expected);
@@ -103,7 +123,10 @@ fn history_size(server: &TestServer) -> (u64, u64) {
                c.execute('select coalesce(sum(length(data)),0) from updates').fetchone()[0])",
         server.state_dir.join("quire.sqlite3").to_str().unwrap()
     );
-    let out = std::process::Command::new(quire_tests::python()).args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new(quire_tests::python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap())
