@@ -1,0 +1,190 @@
+//! The contents API and file ids that follow files wherever they go.
+
+use std::time::Duration;
+
+use quire_tests::{notebook_with, TestServer, YClient, TOKEN};
+use serde_json::Value;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_listing_creation_and_deletion() {
+    let server = TestServer::start(&[
+        ("nb.ipynb", &notebook_with(&["x = 1"])),
+        ("notes.txt", b"hello"),
+        (".hidden", b"h"),
+    ]);
+    let (status, body) = server.http("GET", "/api/contents?content=1", None);
+    assert_eq!(status, 200);
+    let listing = json(&body);
+    let names: Vec<&str> = listing["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["nb.ipynb", "notes.txt"]);
+
+    let (status, body) = server.http("GET", "/api/contents/nb.ipynb?content=0&hash=1", None);
+    assert_eq!(status, 200);
+    let model = json(&body);
+    assert_eq!(model["type"], "notebook");
+    assert_eq!(model["content"], Value::Null);
+    assert_eq!(
+        model["hash"].as_str().unwrap(),
+        collab::content_hash(&std::fs::read(server.path("nb.ipynb")).unwrap())
+    );
+    assert_eq!(model["hash_algorithm"], "sha256");
+    for key in [
+        "name",
+        "path",
+        "last_modified",
+        "created",
+        "writable",
+        "size",
+        "mimetype",
+        "format",
+    ] {
+        assert!(model.get(key).is_some(), "model lacks {key}");
+    }
+    let (_, body) = server.http("GET", "/api/contents/nb.ipynb?content=1", None);
+    assert_eq!(
+        json(&body)["content"]["cells"][0]["source"],
+        serde_json::json!(["x = 1"])
+    );
+    let (_, body) = server.http("GET", "/api/contents/notes.txt", None);
+    assert_eq!(json(&body)["content"], "hello");
+
+    let (status, body) = server.http("POST", "/api/contents", Some(r#"{"type":"notebook"}"#));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json(&body)["path"], "Untitled.ipynb");
+    let (_, body) = server.http("POST", "/api/contents", Some(r#"{"type":"notebook"}"#));
+    assert_eq!(json(&body)["path"], "Untitled1.ipynb");
+    let (_, body) = server.http("POST", "/api/contents", Some(r#"{"type":"directory"}"#));
+    assert_eq!(json(&body)["path"], "Untitled Folder");
+    let (status, _) = server.http(
+        "POST",
+        "/api/contents/Untitled%20Folder",
+        Some(r#"{"type":"file","ext":".py"}"#),
+    );
+    assert_eq!(status, 201);
+    assert!(server.path("Untitled Folder/untitled.py").exists());
+    let untitled =
+        collab::Notebook::from_ipynb(&std::fs::read(server.path("Untitled.ipynb")).unwrap())
+            .unwrap();
+    assert_eq!(untitled.nbformat_minor, 5);
+
+    let (status, _) = server.http("DELETE", "/api/contents/Untitled%20Folder", None);
+    assert_eq!(status, 400, "a folder with files is not deleted");
+    let (status, _) = server.http("DELETE", "/api/contents/Untitled1.ipynb", None);
+    assert_eq!(status, 204);
+    assert!(!server.path("Untitled1.ipynb").exists());
+    let (status, _) = server.http("GET", "/api/contents/Untitled1.ipynb", None);
+    assert_eq!(status, 404);
+    let (status, _) = server.http("GET", "/api/contents/.hidden", None);
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ids_follow_renames_moves_and_restarts() {
+    let mut server =
+        TestServer::start(&[("a.ipynb", &notebook_with(&["x"])), ("sub/keep.txt", b"")]);
+    let (first, _) = server.session("a.ipynb");
+    let encoded = "/api/collaboration/session/a.ipynb";
+    let (status, _) = server.http(
+        "PUT",
+        encoded,
+        Some(r#"{"format":"json","type":"notebook"}"#),
+    );
+    assert_eq!(status, 200, "an indexed file answers 200");
+
+    // Renamed through the API while a client is in the room: same id, and state.path follows.
+    let mut ada = YClient::join(&server, "a.ipynb").await;
+    let (status, body) = server.http(
+        "PATCH",
+        "/api/contents/a.ipynb",
+        Some(r#"{"path":"sub/b.ipynb"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.session("sub/b.ipynb").0, first);
+    let path_is = |c: &YClient, p: &str| {
+        use yrs::{Map, ReadTxn, Transact};
+        let txn = c.doc.transact();
+        txn.get_map("state")
+            .and_then(|s| s.get(&txn, "path"))
+            .map(|v| v.to_string(&txn))
+            == Some(p.to_string())
+    };
+    assert!(
+        ada.pump_until(Duration::from_secs(5), |c| path_is(c, "sub/b.ipynb"))
+            .await
+    );
+    let (status, _) = server.http(
+        "PATCH",
+        "/api/contents/sub%2Fb.ipynb",
+        Some(r#"{"path":"sub/keep.txt"}"#),
+    );
+    assert_eq!(status, 409, "renaming onto an existing file is refused");
+    drop(ada);
+
+    // Moved outside Quire, then the server restarts: still the same id.
+    std::fs::create_dir_all(server.path("elsewhere")).unwrap();
+    std::fs::rename(server.path("sub/b.ipynb"), server.path("elsewhere/c.ipynb")).unwrap();
+    server.kill9();
+    server.restart();
+    assert_eq!(server.session("elsewhere/c.ipynb").0, first);
+    // And a client holding the old id finds the file wherever it went.
+    std::fs::rename(server.path("elsewhere/c.ipynb"), server.path("d.ipynb")).unwrap();
+    let (_, session) = server.session("sub/keep.txt");
+    let mut bob = YClient::connect(&server.room_url(&first, &session)).await;
+    bob.sync().await;
+    assert_eq!(bob.sources(), vec!["x"]);
+    let (status, _) = server.http(
+        "PUT",
+        "/api/collaboration/session/missing.ipynb",
+        Some("{}"),
+    );
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_in_a_url_once_then_a_cookie() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
+    let response = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(
+            stream,
+            "GET /api/me?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let cookie = response
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a login cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(response.to_lowercase().contains("httponly"));
+    let (status, body) = server.http_with("GET", "/api/me", None, &[("Cookie", &cookie)]);
+    assert_eq!(status, 200);
+    let me = json(&body);
+    for key in ["username", "name", "display_name", "initials", "color"] {
+        assert!(me["identity"][key].is_string(), "identity lacks {key}");
+    }
+    let (status, _) = server.http_with(
+        "GET",
+        "/api/me",
+        None,
+        &[("Cookie", "quire-session=forged")],
+    );
+    assert_eq!(status, 403);
+}
