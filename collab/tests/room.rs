@@ -1,0 +1,298 @@
+//! The room driven directly through its mailbox, with in-memory storage and a paused clock.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use collab::protocol::{self, decode_frame, Frame};
+use collab::{
+    FileStamp, History, Identity, Joined, NotebookFile, Outgoing, Room, RoomConfig, RoomHandle,
+    RoomInput, StoreError, UpdateLog,
+};
+use tokio::time::Duration;
+use yrs::updates::decoder::Decode;
+use yrs::{Text, Transact};
+
+#[derive(Clone, Default)]
+struct MemoryFile {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    writes: Arc<Mutex<u32>>,
+}
+
+impl NotebookFile for MemoryFile {
+    fn api_path(&self) -> String {
+        "nb.ipynb".into()
+    }
+    fn stat(&self) -> std::io::Result<Option<FileStamp>> {
+        let bytes = self.bytes.lock().unwrap();
+        Ok(Some(FileStamp {
+            modified_ns: *self.writes.lock().unwrap() as i128,
+            len: bytes.len() as u64,
+            inode: 1,
+        }))
+    }
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        Ok(self.bytes.lock().unwrap().clone())
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<FileStamp> {
+        *self.bytes.lock().unwrap() = bytes.to_vec();
+        *self.writes.lock().unwrap() += 1;
+        Ok(self.stat()?.unwrap())
+    }
+    fn moved_to(&mut self, _: String) {}
+}
+
+#[derive(Clone, Default)]
+struct MemoryLog {
+    history: Arc<Mutex<Option<History>>>,
+}
+
+impl UpdateLog for MemoryLog {
+    fn load(&mut self) -> Result<Option<History>, StoreError> {
+        Ok(self.history.lock().unwrap().clone())
+    }
+    fn start(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<(), StoreError> {
+        *self.history.lock().unwrap() = Some(History {
+            snapshot: snapshot.to_vec(),
+            updates: vec![],
+            saved_seq: 0,
+            saved_hash: saved_hash.into(),
+        });
+        Ok(())
+    }
+    fn append(&mut self, updates: &[Bytes]) -> Result<u64, StoreError> {
+        let mut guard = self.history.lock().unwrap();
+        let history = guard.as_mut().unwrap();
+        let mut seq = history
+            .updates
+            .last()
+            .map(|u| u.0)
+            .unwrap_or(history.saved_seq);
+        for update in updates {
+            seq += 1;
+            history.updates.push((seq, update.to_vec()));
+        }
+        Ok(seq)
+    }
+    fn mark_saved(&mut self, seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        let mut guard = self.history.lock().unwrap();
+        let history = guard.as_mut().unwrap();
+        history.saved_seq = seq;
+        history.saved_hash = saved_hash.into();
+        Ok(())
+    }
+    fn compact(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        let mut guard = self.history.lock().unwrap();
+        let history = guard.as_mut().unwrap();
+        history.snapshot = snapshot.to_vec();
+        history.updates.retain(|(s, _)| *s > seq);
+        history.saved_seq = seq;
+        history.saved_hash = saved_hash.into();
+        Ok(())
+    }
+}
+
+const NOTEBOOK: &str = r#"{"cells":[{"cell_type":"code","id":"c","metadata":{},"source":"x","outputs":[],"execution_count":null}],
+  "metadata":{},"nbformat":4,"nbformat_minor":5}"#;
+
+fn open_room(
+    config: RoomConfig,
+) -> (
+    RoomHandle,
+    MemoryFile,
+    MemoryLog,
+    tokio::task::JoinHandle<()>,
+) {
+    let file = MemoryFile::default();
+    *file.bytes.lock().unwrap() = NOTEBOOK.as_bytes().to_vec();
+    let log = MemoryLog::default();
+    let room = Room::open(
+        "test",
+        config,
+        Box::new(file.clone()),
+        Box::new(log.clone()),
+    )
+    .unwrap();
+    let handle = room.handle();
+    let task = tokio::spawn(room.run());
+    (handle, file, log, task)
+}
+
+async fn join(room: &RoomHandle, name: &str) -> Joined {
+    room.join(Identity::from_username(name)).await.unwrap()
+}
+
+/// An update that appends `text` to the first cell, made on a copy of the room's document.
+fn append_update(text: &str) -> Bytes {
+    // A peer's document: the loaded notebook under a client id of its own.
+    let loaded = collab::Notebook::from_ipynb(NOTEBOOK.as_bytes())
+        .unwrap()
+        .to_doc();
+    let initial = yrs::ReadTxn::encode_state_as_update_v1(&loaded.transact(), &Default::default());
+    let doc = collab::notebook::new_doc();
+    doc.transact_mut()
+        .apply_update(yrs::Update::decode_v1(&initial).unwrap())
+        .unwrap();
+    let before = yrs::ReadTxn::state_vector(&doc.transact());
+    let mut txn = doc.transact_mut();
+    let source = collab::notebook::cell_source(&txn, 0).unwrap();
+    source.push(&mut txn, text);
+    drop(txn);
+    let update = yrs::ReadTxn::encode_state_as_update_v1(&doc.transact(), &before);
+    protocol::encode_sync_update(&update)
+}
+
+fn frame(conn: &Joined, bytes: Bytes) -> RoomInput {
+    RoomInput::Frame {
+        conn: conn.conn,
+        frame: decode_frame(&bytes, usize::MAX).unwrap(),
+    }
+}
+
+fn drain(joined: &mut Joined) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while let Ok(out) = joined.outgoing.try_recv() {
+        if let Outgoing::Frame(bytes) = out {
+            frames.push(decode_frame(&bytes, usize::MAX).unwrap());
+        }
+    }
+    frames
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() {
+    let config = RoomConfig {
+        outgoing_queue: 8,
+        ..RoomConfig::default()
+    };
+    let (room, _, _, _) = open_room(config);
+    let mut stalled = join(&room, "stalled").await;
+    let mut reader = join(&room, "reader").await;
+    let mut writer = join(&room, "writer").await;
+    let mut received = 0;
+    for i in 0..50 {
+        room.send(frame(&writer, append_update(&format!("{i},"))))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drain(&mut writer);
+        received += drain(&mut reader)
+            .iter()
+            .filter(|f| matches!(f, Frame::SyncUpdate(_)))
+            .count();
+    }
+    assert_eq!(received, 50, "the reading client got every edit");
+    let reason = stalled
+        .kicked
+        .try_recv()
+        .expect("the stalled client was dropped");
+    assert_eq!(reason.code, 1013);
+    // Its queue holds what it had room for, and then nothing more arrives.
+    assert!(drain(&mut stalled).len() <= 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_room_lingers_then_unloads_saving_first_and_a_rejoin_cancels_it() {
+    let config = RoomConfig {
+        linger: Duration::from_secs(60),
+        ..RoomConfig::default()
+    };
+    let (room, file, _, task) = open_room(config);
+    let ada = join(&room, "ada").await;
+    room.send(frame(&ada, append_update("y"))).await.unwrap();
+    room.send(RoomInput::Leave { conn: ada.conn })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let bob = join(&room, "bob").await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(!room.is_closed(), "bob is here: the room stays");
+    room.send(RoomInput::Leave { conn: bob.conn })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    task.await.unwrap();
+    assert!(room.is_closed());
+    let saved = collab::Notebook::from_ipynb(&file.bytes.lock().unwrap()).unwrap();
+    assert_eq!(saved.cells[0].source, "xy");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_presence_expires_after_thirty_seconds() {
+    let (room, _, _, _) = open_room(RoomConfig::default());
+    let ada = join(&room, "ada").await;
+    let mut bob = join(&room, "bob").await;
+    let state = serde_json::json!({"cursors": []});
+    room.send(frame(
+        &ada,
+        protocol::encode_awareness(&collab::awareness::encode_update(5, 1, &state)),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    let removed = |frames: &[Frame]| {
+        frames.iter().any(|f| match f {
+            Frame::Awareness(p) => collab::awareness::decode_update(p)
+                .unwrap()
+                .iter()
+                .any(|(_, _, s)| s.is_null()),
+            _ => false,
+        })
+    };
+    assert!(!removed(&drain(&mut bob)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(removed(&drain(&mut bob)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn updates_are_logged_before_anyone_sees_them_and_duplicates_cost_nothing() {
+    let (room, _, log, _) = open_room(RoomConfig::default());
+    let ada = join(&room, "ada").await;
+    let mut bob = join(&room, "bob").await;
+    let update = append_update("!");
+    room.send(frame(&ada, update.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let seen = drain(&mut bob)
+        .iter()
+        .filter(|f| matches!(f, Frame::SyncUpdate(_)))
+        .count();
+    assert_eq!(seen, 1);
+    let logged = log.history.lock().unwrap().as_ref().unwrap().updates.len();
+    // A Python client re-sending what it received: applied twice, harmless, not re-broadcast.
+    room.send(frame(&ada, update)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        drain(&mut bob)
+            .iter()
+            .filter(|f| matches!(f, Frame::SyncUpdate(_)))
+            .count(),
+        0
+    );
+    assert_eq!(
+        log.history.lock().unwrap().as_ref().unwrap().updates.len(),
+        logged
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_from_a_foreign_history_gets_a_conflict() {
+    let (room, _, _, _) = open_room(RoomConfig::default());
+    let mut ada = join(&room, "ada").await;
+    // An update whose first block starts at clock 5 of an unknown client: its history is missing.
+    let other = collab::notebook::new_doc_with_client(777);
+    let text = other.get_or_insert_text("t");
+    for _ in 0..2 {
+        text.push(&mut other.transact_mut(), "abcde");
+    }
+    let partial = yrs::ReadTxn::encode_state_as_update_v1(
+        &other.transact(),
+        &yrs::StateVector::from_iter([(yrs::block::ClientID::new(777), 5)]),
+    );
+    room.send(frame(&ada, protocol::encode_sync_update(&partial)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let conflict = drain(&mut ada)
+        .iter()
+        .any(|f| matches!(f, Frame::Raw { text, .. } if text.contains("conflict")));
+    assert!(conflict);
+}
