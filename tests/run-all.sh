@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: prepares the Python environment the end-to-end tests drive (pycrdt,
-# jupyter_ydoc, nbformat from PyPI) in tests/.venv, then the whole Cargo workspace.
+# jupyter_ydoc, nbformat from PyPI) in tests/.venv, then every test target of the workspace,
+# and closes with one "N passed, N failed" line summing all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x tests/.venv/bin/python ] || ! tests/.venv/bin/python -c 'import pycrdt, jupyter_ydoc, nbformat, websockets' 2>/dev/null; then
@@ -8,4 +9,10 @@ if [ ! -x tests/.venv/bin/python ] || ! tests/.venv/bin/python -c 'import pycrdt
   tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi
 export QUIRE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
-cargo test --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

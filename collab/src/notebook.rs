@@ -302,9 +302,10 @@ pub fn new_doc_with_client(client_id: u64) -> Doc {
 
 /// A Y document with a random client id, for a room or a scratch copy.
 pub fn new_doc() -> Doc {
-    let mut options = Options::default();
-    options.offset_kind = OffsetKind::Utf16;
-    Doc::with_options(options)
+    Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
 }
 
 /// Inserts one cell as a Y map at `index` of the cells array, keys in sorted order.
