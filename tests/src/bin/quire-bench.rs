@@ -1,0 +1,145 @@
+//! `cargo run --release -p quire-tests --bin quire-bench`: measures the room against the real
+//! (release) binary over loopback websockets and prints figures; it asserts nothing.
+//!
+//! 1. Edit cost by document size: one writer types one character at a time into a notebook
+//!    with one cell and into a 10 MB notebook; a reader measures edit-to-peer latency, and the
+//!    server's CPU time per edit is read from /proc.
+//! 2. Sync time: a new client joining a 1,000-cell, 10 MB notebook, cold (room loaded from the
+//!    file) and warm (room already open), until the server's step 2 is applied.
+
+use std::time::{Duration, Instant};
+
+use quire_tests::{notebook_with, TestServer, YClient};
+use yrs::Text;
+
+const EDITS: usize = 4000;
+const EDIT_INTERVAL: Duration = Duration::from_millis(2);
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // utime and stime are fields 14 and 15; after the ')' they are at 11 and 12.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> f64 {
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0)
+}
+
+/// A 1,000-cell notebook with about `total_bytes` of outputs spread over its code cells.
+fn big_notebook(cells: usize, total_bytes: usize) -> Vec<u8> {
+    let per_cell = total_bytes / cells;
+    let payload: String = (0..per_cell).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    let cells: Vec<serde_json::Value> = (0..cells)
+        .map(|i| {
+            serde_json::json!({
+                "cell_type": "code", "id": format!("c{i}"), "metadata": {}, "execution_count": i + 1,
+                "source": format!("x_{i} = compute({i})\nx_{i}"),
+                "outputs": [{"output_type": "execute_result", "execution_count": i + 1, "metadata": {},
+                             "data": {"text/plain": format!("{i}"), "image/png": payload}}]
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})).unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn edit_cost(label: &str, notebook: &[u8]) {
+    let server = TestServer::start_with_config(&[("nb.ipynb", notebook)], "autosave_delay_ms = 1000\n");
+    let mut writer = YClient::join(&server, "nb.ipynb").await;
+    let mut reader = YClient::join(&server, "nb.ipynb").await;
+    let pid = server.child.id();
+    let reading = tokio::spawn(async move {
+        let mut arrivals = Vec::with_capacity(EDITS);
+        let mut seen = 0;
+        while arrivals.len() < EDITS {
+            reader.pump_until(Duration::from_secs(30), |c| c.updates_received > seen).await;
+            let now = Instant::now();
+            while seen < reader.updates_received {
+                seen += 1;
+                arrivals.push(now);
+            }
+            if reader.closed.is_some() {
+                break;
+            }
+        }
+        arrivals
+    });
+    let cpu_before = cpu_ticks(pid);
+    let mut sent = Vec::with_capacity(EDITS);
+    let start = Instant::now();
+    for i in 0..EDITS {
+        let due = start + EDIT_INTERVAL * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        sent.push(Instant::now());
+        writer
+            .edit(|txn| {
+                let source = collab::notebook::cell_source(txn, 0).unwrap();
+                let len = source.len(txn);
+                source.insert(txn, len, "x");
+            })
+            .await;
+        // Keep the writer's socket drained of its echoes.
+        writer.pump_for(Duration::from_micros(1)).await;
+    }
+    let arrivals = reading.await.unwrap();
+    let cpu_after = cpu_ticks(pid);
+    let mut latencies: Vec<f64> = sent
+        .iter()
+        .zip(&arrivals)
+        .map(|(s, r)| r.duration_since(*s).as_secs_f64() * 1000.0)
+        .collect();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let cpu_ms = (cpu_after - cpu_before) as f64 / ticks_per_second() * 1000.0;
+    println!(
+        "edit cost | {label:<28} | {:>5} edits | p50 {:>6.3} ms | p99 {:>6.3} ms | server CPU {:>6.3} ms/edit",
+        arrivals.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        cpu_ms / EDITS as f64
+    );
+}
+
+async fn sync_time(notebook: &[u8]) {
+    let server = TestServer::start(&[("big.ipynb", notebook)]);
+    let (file_id, session) = server.session("big.ipynb");
+    let url = server.room_url(&file_id, &session);
+    for label in ["cold (room loads the file)", "warm (room already open)", "warm, again"] {
+        let start = Instant::now();
+        let mut client = YClient::connect(&url).await;
+        client.sync().await;
+        let elapsed = start.elapsed();
+        println!(
+            "sync time | 1,000 cells, {:.1} MB file | {label:<27} | {:>7.1} ms | {} cells",
+            notebook.len() as f64 / 1e6,
+            elapsed.as_secs_f64() * 1000.0,
+            client.sources().len()
+        );
+        // Keep one client in the room so it stays loaded.
+        std::mem::forget(client);
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var_os("QUIRE_BIN").is_none() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "quire-server", "--bin", "quire"])
+            .current_dir(quire_tests::repo_root())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| quire_tests::repo_root().join("target"));
+        std::env::set_var("QUIRE_BIN", target.join("release/quire"));
+    }
+    let big = big_notebook(1000, 10_000_000);
+    edit_cost("1-cell notebook", &notebook_with(&["x"])).await;
+    edit_cost(&format!("1,000 cells, {:.1} MB", big.len() as f64 / 1e6), &big).await;
+    sync_time(&big).await;
+}
