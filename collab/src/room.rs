@@ -12,6 +12,7 @@
 //! relays awareness.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde_json::json;
@@ -211,7 +212,8 @@ enum Target {
 /// The document side of a room: the doc, its file, its history.
 struct Document {
     doc: Doc,
-    file: Box<dyn NotebookFile>,
+    /// Shared with the blocking task that writes it; held only for the duration of one call.
+    file: Arc<Mutex<Box<dyn NotebookFile>>>,
     log: Box<dyn UpdateLog>,
     /// Sequence number of the last update in the log.
     last_seq: u64,
@@ -228,6 +230,48 @@ struct Document {
     unsaved_since: Option<Instant>,
     last_change: Instant,
     next_poll: Instant,
+    /// Who waits for the save being written right now (`None`: no save in flight).
+    saving: Option<Vec<SaveWaiter>>,
+    /// A save asked for while another was in flight.
+    save_queued: Option<Vec<SaveWaiter>>,
+}
+
+/// Someone waiting for a save's outcome.
+enum SaveWaiter {
+    Raw { conn: ConnectionId, save_id: u64 },
+    Reply(oneshot::Sender<SaveStatus>),
+}
+
+/// What the blocking save task reports: the document state it wrote (as of log sequence
+/// number `seq`) and how it went.
+struct SaveOutcome {
+    seq: u64,
+    snapshot: Vec<u8>,
+    result: Result<(SaveStatus, Option<FileStamp>, String), String>,
+}
+
+fn lock(file: &Mutex<Box<dyn NotebookFile>>) -> std::sync::MutexGuard<'_, Box<dyn NotebookFile>> {
+    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serializes a document state to .ipynb and writes it unless the file already holds it.
+/// Runs on a blocking thread: for a large notebook this is the expensive part of a save.
+fn write_snapshot(
+    file: &Mutex<Box<dyn NotebookFile>>,
+    snapshot: &[u8],
+    disk_hash: &str,
+) -> Result<(SaveStatus, Option<FileStamp>, String), String> {
+    let doc = new_doc();
+    apply_update_bytes(&doc, snapshot)?;
+    let bytes = Notebook::from_doc(&doc.transact()).to_ipynb();
+    let hash = content_hash(&bytes);
+    if hash == disk_hash {
+        return Ok((SaveStatus::Skipped, None, hash));
+    }
+    let stamp = lock(file)
+        .write(&bytes)
+        .map_err(|e| format!("cannot write the file: {e}"))?;
+    Ok((SaveStatus::Success, Some(stamp), hash))
 }
 
 pub struct Room {
@@ -243,6 +287,10 @@ pub struct Room {
     outbox: Vec<(Target, Bytes)>,
     linger_until: Option<Instant>,
     stopping: bool,
+    /// Replies owed once the room has shut down.
+    shutdown_replies: Vec<oneshot::Sender<()>>,
+    save_results: mpsc::UnboundedReceiver<SaveOutcome>,
+    save_results_tx: mpsc::UnboundedSender<SaveOutcome>,
 }
 
 /// Origin of the room's own writes to the `state` map: they do not make the notebook unsaved.
@@ -252,6 +300,7 @@ impl Room {
     fn new(name: String, config: RoomConfig, document: Option<Document>) -> Room {
         let (tx, inbox) = mpsc::channel(1024);
         let linger_until = Some(Instant::now() + config.linger);
+        let (save_results_tx, save_results) = mpsc::unbounded_channel();
         Room {
             name,
             config,
@@ -264,6 +313,9 @@ impl Room {
             outbox: Vec::new(),
             linger_until,
             stopping: false,
+            shutdown_replies: Vec::new(),
+            save_results,
+            save_results_tx,
         }
     }
 
@@ -290,7 +342,7 @@ impl Room {
         let now = Instant::now();
         let mut document = Document {
             doc,
-            file,
+            file: Arc::new(Mutex::new(file)),
             log,
             last_seq: 0,
             log_bytes: 0,
@@ -302,6 +354,8 @@ impl Room {
             unsaved_since: None,
             last_change: now,
             next_poll: now,
+            saving: None,
+            save_queued: None,
         };
         let mut outside_edit = false;
         match history {
@@ -327,7 +381,7 @@ impl Room {
             }
         }
         let mut room = Room::new(name.to_string(), config, Some(document));
-        let path = room.doc_mut().file.api_path();
+        let path = lock(&room.doc_mut().file).api_path();
         room.write_state(|txn, state| {
             state.insert(txn, "path", path.as_str());
         });
@@ -369,25 +423,57 @@ impl Room {
                     }
                     None => self.stopping = true,
                 },
+                Some(outcome) = self.save_results.recv() => self.on_save_finished(outcome),
                 _ = sleep_until(deadline) => self.on_timer(),
             }
             self.flush();
         }
-        self.close_down(CloseReason::new(1001, "the room closed"));
+        let reason = if self.shutdown_replies.is_empty() {
+            CloseReason::new(1001, "the room closed")
+        } else {
+            CloseReason::new(1001, "the server is shutting down")
+        };
+        self.close_down(reason).await;
+        for reply in self.shutdown_replies.drain(..) {
+            let _ = reply.send(());
+        }
         tracing::debug!("room closed");
     }
 
-    fn close_down(&mut self, reason: CloseReason) {
-        if self.document.is_some() && self.doc_mut().unsaved_since.is_some() {
-            if let SaveStatus::Failed(why) = self.save() {
-                tracing::warn!("final save failed: {why}");
+    /// Final save (waiting for one in flight first), then every connection is closed.
+    async fn close_down(&mut self, reason: CloseReason) {
+        self.inbox.close();
+        if self.document.is_some() {
+            if self.doc_mut().saving.is_some() {
+                if let Some(outcome) = self.save_results.recv().await {
+                    self.on_save_finished(outcome);
+                }
+            }
+            if self.doc_mut().unsaved_since.is_some() {
+                self.check_disk();
+                self.flush();
+                let document = self.doc_mut();
+                let snapshot = document
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                let result = write_snapshot(&document.file, &snapshot, &document.disk_hash);
+                if let Err(why) = &result {
+                    tracing::warn!("final save failed: {why}");
+                }
+                let seq = document.last_seq;
+                document.saving = Some(Vec::new());
+                self.on_save_finished(SaveOutcome {
+                    seq,
+                    snapshot,
+                    result,
+                });
             }
         }
         self.flush();
         for (_, conn) in self.connections.drain() {
             let _ = conn.out.try_send(Outgoing::Close(reason.clone()));
         }
-        self.inbox.close();
     }
 
     fn next_deadline(&self) -> Instant {
@@ -401,7 +487,8 @@ impl Room {
         }
         if let Some(document) = &self.document {
             deadline = deadline.min(document.next_poll);
-            if let Some(since) = document.unsaved_since {
+            // While a save is in flight its completion is what wakes the room.
+            if let (Some(since), None) = (document.unsaved_since, &document.saving) {
                 let debounced = document.last_change + self.config.autosave_delay;
                 deadline = deadline.min(debounced.min(since + self.config.autosave_max_delay));
             }
@@ -419,16 +506,12 @@ impl Room {
                 self.doc_mut().next_poll = now + self.config.file_poll_interval;
                 self.check_disk();
             }
+            let (delay, max_delay) = (self.config.autosave_delay, self.config.autosave_max_delay);
             let document = self.doc_mut();
             if let Some(since) = document.unsaved_since {
-                let due = (document.last_change + self.config.autosave_delay)
-                    .min(since + self.config.autosave_max_delay);
-                if now >= due {
-                    if let SaveStatus::Failed(why) = self.save() {
-                        tracing::warn!("autosave failed: {why}");
-                        // Try again later rather than spinning.
-                        self.doc_mut().last_change = now + self.config.autosave_max_delay;
-                    }
+                let due = (document.last_change + delay).min(since + max_delay);
+                if now >= due && document.saving.is_none() {
+                    self.request_save(None);
                 }
             }
         }
@@ -447,16 +530,15 @@ impl Room {
                     self.handle_frame(conn, frame);
                 }
             }
-            RoomInput::Save { reply } => {
-                let status = match self.document {
-                    Some(_) => self.save(),
-                    None => SaveStatus::Failed("this room has no document".into()),
-                };
-                let _ = reply.send(status);
-            }
+            RoomInput::Save { reply } => match self.document {
+                Some(_) => self.request_save(Some(SaveWaiter::Reply(reply))),
+                None => {
+                    let _ = reply.send(SaveStatus::Failed("this room has no document".into()));
+                }
+            },
             RoomInput::Moved { api_path } => {
                 if self.document.is_some() {
-                    self.doc_mut().file.moved_to(api_path.clone());
+                    lock(&self.doc_mut().file).moved_to(api_path.clone());
                     self.write_state(|txn, state| {
                         state.insert(txn, "path", api_path.as_str());
                     });
@@ -464,8 +546,7 @@ impl Room {
             }
             RoomInput::Shutdown { reply } => {
                 self.stopping = true;
-                self.close_down(CloseReason::new(1001, "the server is shutting down"));
-                let _ = reply.send(());
+                self.shutdown_replies.push(reply);
             }
         }
     }
@@ -565,13 +646,13 @@ impl Room {
                 let Some((save_id, _)) = protocol::read_var_uint(tail) else {
                     return self.refuse(conn, "RAW save without a request id".into());
                 };
-                let status = match self.document {
-                    Some(_) => self.save(),
-                    None => SaveStatus::Failed("this room has no document".into()),
-                };
-                let reply =
-                    json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
-                self.send_to(conn, protocol::encode_raw(&reply.to_string()));
+                match self.document {
+                    Some(_) => self.request_save(Some(SaveWaiter::Raw { conn, save_id })),
+                    None => self.answer_save(
+                        SaveWaiter::Raw { conn, save_id },
+                        &SaveStatus::Failed("this room has no document".into()),
+                    ),
+                }
             }
             other => tracing::debug!(%conn, "ignoring RAW message {other:?}"),
         }
@@ -710,62 +791,134 @@ impl Room {
         self.outbox.push((Target::All, frame));
     }
 
-    /// Writes the notebook to its file (after merging any outside change), then records the save.
-    fn save(&mut self) -> SaveStatus {
-        self.check_disk();
+    /// Asks for a save: starts one now, or after the one in flight.
+    fn request_save(&mut self, waiter: Option<SaveWaiter>) {
         let document = self.doc_mut();
-        if let Some(problem) = &document.disk_problem {
-            return SaveStatus::Failed(problem.clone());
+        if document.saving.is_some() {
+            document
+                .save_queued
+                .get_or_insert_with(Vec::new)
+                .extend(waiter);
+            return;
         }
-        let bytes = Notebook::from_doc(&document.doc.transact()).to_ipynb();
-        let hash = content_hash(&bytes);
-        let status = if hash == document.disk_hash {
-            SaveStatus::Skipped
-        } else {
-            match document.file.write(&bytes) {
-                Ok(stamp) => {
-                    document.disk_stamp = Some(stamp);
-                    document.disk_hash = hash.clone();
-                    SaveStatus::Success
-                }
-                Err(e) => return SaveStatus::Failed(format!("cannot write the file: {e}")),
-            }
-        };
-        document.unsaved_since = None;
-        self.write_state(|txn, state| {
-            if state.get(txn, "dirty") != Some(yrs::Out::Any(false.into())) {
-                state.insert(txn, "dirty", false);
-            }
-            state.insert(txn, "hash", hash.as_str());
-        });
-        self.flush();
-        if let Err(e) = self.record_saved_point(&hash) {
-            tracing::warn!("cannot record the save in the log: {e}");
-        }
-        status
+        self.start_save(waiter.into_iter().collect());
     }
 
-    /// The document as it now stands is what the file holds: remember it as the merge base,
-    /// and compact the log into it when the log has grown large.
-    fn record_saved_point(&mut self, hash: &str) -> Result<(), crate::storage::StoreError> {
-        let config = self.config.clone();
+    /// Merges any outside change, then hands the document's state to a blocking task that
+    /// serializes and writes it; the room goes on serving meanwhile.
+    fn start_save(&mut self, waiters: Vec<SaveWaiter>) {
+        self.check_disk();
         let document = self.doc_mut();
-        document.base = document
+        if document.saving.is_some() {
+            // Merging an outside change started a save of its own: ride along with it.
+            document
+                .save_queued
+                .get_or_insert_with(Vec::new)
+                .extend(waiters);
+            return;
+        }
+        if let Some(problem) = document.disk_problem.clone() {
+            for waiter in waiters {
+                self.answer_save(waiter, &SaveStatus::Failed(problem.clone()));
+            }
+            return;
+        }
+        self.flush();
+        let document = self.doc_mut();
+        let seq = document.last_seq;
+        let snapshot = document
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
+        document.unsaved_since = None;
+        document.saving = Some(waiters);
+        let file = document.file.clone();
+        let disk_hash = document.disk_hash.clone();
+        let results = self.save_results_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = write_snapshot(&file, &snapshot, &disk_hash);
+            let _ = results.send(SaveOutcome {
+                seq,
+                snapshot,
+                result,
+            });
+        });
+    }
+
+    fn on_save_finished(&mut self, outcome: SaveOutcome) {
+        let autosave_max_delay = self.config.autosave_max_delay;
+        let document = self.doc_mut();
+        let waiters = document.saving.take().unwrap_or_default();
+        let status = match outcome.result {
+            Ok((status, stamp, hash)) => {
+                if stamp.is_some() {
+                    document.disk_stamp = stamp;
+                }
+                document.disk_hash = hash.clone();
+                document.base = outcome.snapshot;
+                self.write_state(|txn, state| {
+                    if state.get(txn, "dirty") != Some(yrs::Out::Any(false.into())) {
+                        state.insert(txn, "dirty", false);
+                    }
+                    state.insert(txn, "hash", hash.as_str());
+                });
+                self.flush();
+                if let Err(e) = self.record_saved_point(outcome.seq, &hash) {
+                    tracing::warn!("cannot record the save in the log: {e}");
+                }
+                status
+            }
+            Err(why) => {
+                tracing::warn!("save failed: {why}");
+                // Keep the changes marked unsaved and try again later, not in a tight loop.
+                let now = Instant::now();
+                document.unsaved_since.get_or_insert(now);
+                document.last_change = now + autosave_max_delay;
+                SaveStatus::Failed(why)
+            }
+        };
+        for waiter in waiters {
+            self.answer_save(waiter, &status);
+        }
+        if let Some(queued) = self.doc_mut().save_queued.take() {
+            self.start_save(queued);
+        }
+    }
+
+    fn answer_save(&mut self, waiter: SaveWaiter, status: &SaveStatus) {
+        match waiter {
+            SaveWaiter::Raw { conn, save_id } => {
+                let reply =
+                    json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
+                self.send_to(conn, protocol::encode_raw(&reply.to_string()));
+            }
+            SaveWaiter::Reply(reply) => {
+                let _ = reply.send(status.clone());
+            }
+        }
+    }
+
+    /// The document as of log sequence number `seq` (its state now in `base`) is what the file
+    /// holds: record that, and compact the log into it when the log has grown large.
+    fn record_saved_point(
+        &mut self,
+        seq: u64,
+        hash: &str,
+    ) -> Result<(), crate::storage::StoreError> {
+        let config = self.config.clone();
+        let document = self.doc_mut();
         let threshold = config
             .compact_min_bytes
             .max(config.compact_ratio * document.snapshot_len);
         if document.log_bytes > threshold {
-            document
-                .log
-                .compact(&document.base, document.last_seq, hash)?;
+            document.log.compact(&document.base, seq, hash)?;
             document.snapshot_len = document.base.len() as u64;
+            // The few updates after `seq` (made during the save) are not counted: close enough
+            // for deciding when to compact next.
             document.log_bytes = 0;
             tracing::debug!(snapshot = document.snapshot_len, "compacted the update log");
         } else {
-            document.log.mark_saved(document.last_seq, hash)?;
+            document.log.mark_saved(seq, hash)?;
         }
         Ok(())
     }
@@ -773,7 +926,11 @@ impl Room {
     /// Notices a change made to the file outside Quire and merges it in.
     fn check_disk(&mut self) {
         let document = self.doc_mut();
-        let stamp = match document.file.stat() {
+        if document.saving.is_some() {
+            // Our own write is under way: the file is ours until it reports back.
+            return;
+        }
+        let stamp = match lock(&document.file).stat() {
             Ok(stamp) => stamp,
             Err(e) => {
                 document.disk_problem = Some(format!("cannot read the file: {e}"));
@@ -789,7 +946,7 @@ impl Room {
         if Some(stamp) == document.disk_stamp {
             return;
         }
-        let bytes = match document.file.read() {
+        let bytes = match lock(&document.file).read() {
             Ok(bytes) => bytes,
             Err(e) => {
                 document.disk_problem = Some(format!("cannot read the file: {e}"));
@@ -850,12 +1007,18 @@ impl Room {
         // crash cannot make us replay the same outside edit twice.
         let merged = Notebook::from_doc(&self.doc_mut().doc.transact());
         if merged == on_disk {
-            self.doc_mut().unsaved_since = None;
-            if let Err(e) = self.record_saved_point(&hash) {
+            let document = self.doc_mut();
+            document.unsaved_since = None;
+            document.base = document
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let seq = document.last_seq;
+            if let Err(e) = self.record_saved_point(seq, &hash) {
                 tracing::warn!("cannot record the merge in the log: {e}");
             }
-        } else if let SaveStatus::Failed(why) = self.save() {
-            tracing::warn!("cannot save the merged notebook: {why}");
+        } else {
+            self.request_save(None);
         }
     }
 }

@@ -17,20 +17,33 @@ const EDIT_INTERVAL: Duration = Duration::from_millis(2);
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15; after the ')' they are at 11 and 12.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 fn ticks_per_second() -> f64 {
-    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0)
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
 }
 
 /// A 1,000-cell notebook with about `total_bytes` of outputs spread over its code cells.
 fn big_notebook(cells: usize, total_bytes: usize) -> Vec<u8> {
     let per_cell = total_bytes / cells;
-    let payload: String = (0..per_cell).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    let payload: String = (0..per_cell)
+        .map(|i| (b'A' + (i % 26) as u8) as char)
+        .collect();
     let cells: Vec<serde_json::Value> = (0..cells)
         .map(|i| {
             serde_json::json!({
@@ -41,7 +54,10 @@ fn big_notebook(cells: usize, total_bytes: usize) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})).unwrap()
+    serde_json::to_vec(
+        &serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+    )
+    .unwrap()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -49,7 +65,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn edit_cost(label: &str, notebook: &[u8]) {
-    let server = TestServer::start_with_config(&[("nb.ipynb", notebook)], "autosave_delay_ms = 1000\n");
+    let server =
+        TestServer::start_with_config(&[("nb.ipynb", notebook)], "autosave_delay_ms = 1000\n");
     let mut writer = YClient::join(&server, "nb.ipynb").await;
     let mut reader = YClient::join(&server, "nb.ipynb").await;
     let pid = server.child.id();
@@ -57,7 +74,9 @@ async fn edit_cost(label: &str, notebook: &[u8]) {
         let mut arrivals = Vec::with_capacity(EDITS);
         let mut seen = 0;
         while arrivals.len() < EDITS {
-            reader.pump_until(Duration::from_secs(30), |c| c.updates_received > seen).await;
+            reader
+                .pump_until(Duration::from_secs(30), |c| c.updates_received > seen)
+                .await;
             let now = Instant::now();
             while seen < reader.updates_received {
                 seen += 1;
@@ -108,7 +127,11 @@ async fn sync_time(notebook: &[u8]) {
     let server = TestServer::start(&[("big.ipynb", notebook)]);
     let (file_id, session) = server.session("big.ipynb");
     let url = server.room_url(&file_id, &session);
-    for label in ["cold (room loads the file)", "warm (room already open)", "warm, again"] {
+    for label in [
+        "cold (room loads the file)",
+        "warm (room already open)",
+        "warm, again",
+    ] {
         let start = Instant::now();
         let mut client = YClient::connect(&url).await;
         client.sync().await;
@@ -140,6 +163,10 @@ async fn main() {
     }
     let big = big_notebook(1000, 10_000_000);
     edit_cost("1-cell notebook", &notebook_with(&["x"])).await;
-    edit_cost(&format!("1,000 cells, {:.1} MB", big.len() as f64 / 1e6), &big).await;
+    edit_cost(
+        &format!("1,000 cells, {:.1} MB", big.len() as f64 / 1e6),
+        &big,
+    )
+    .await;
     sync_time(&big).await;
 }
