@@ -6,6 +6,7 @@
 //! [`NotebookFile`] that the server implements.
 
 pub mod awareness;
+mod content;
 mod ids;
 pub mod merge;
 pub mod notebook;
@@ -13,8 +14,9 @@ pub mod protocol;
 mod room;
 mod storage;
 
+pub use content::{Content, DocumentKind};
 pub use ids::{ConnectionId, FileId, Identity};
-pub use notebook::{Cell, CellType, Notebook, NotebookError};
+pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
     CloseReason, Joined, LoadError, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle, RoomInput,
     SaveStatus,

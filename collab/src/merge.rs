@@ -19,7 +19,7 @@ use yrs::{
 };
 
 use crate::notebook::{fill_map, insert_cell, insert_output, json_to_any, new_doc};
-use crate::{Cell, CellType, Notebook};
+use crate::{Cell, CellType, Content, Notebook};
 
 /// What the merge produced: the update for the room, and the new base (the fork's whole state).
 pub struct ExternalEdit {
@@ -31,18 +31,26 @@ pub struct ExternalEdit {
 #[error("cannot replay the outside edit: {0}")]
 pub struct MergeError(String);
 
-pub fn external_edit(base_update: &[u8], disk: &Notebook) -> Result<ExternalEdit, MergeError> {
+pub fn external_edit(base_update: &[u8], disk: &Content) -> Result<ExternalEdit, MergeError> {
     let fork = new_doc();
     let base_update = Update::decode_v1(base_update).map_err(|e| MergeError(e.to_string()))?;
     fork.transact_mut()
         .apply_update(base_update)
         .map_err(|e| MergeError(e.to_string()))?;
     let before = fork.transact().state_vector();
-    let base = Notebook::from_doc(&fork.transact());
-    let disk = align_ids(&base, disk);
-    {
-        let mut txn = fork.transact_mut();
-        replay(&mut txn, &base, &disk);
+    match disk {
+        Content::Notebook(disk) => {
+            let base = Notebook::from_doc(&fork.transact());
+            let disk = align_ids(&base, disk);
+            let mut txn = fork.transact_mut();
+            replay(&mut txn, &base, &disk);
+        }
+        Content::Text(disk) => {
+            let mut txn = fork.transact_mut();
+            let source = txn.get_or_insert_text("source");
+            let base = source.get_string(&txn);
+            replay_text(&mut txn, &source, &base, disk);
+        }
     }
     let txn = fork.transact();
     Ok(ExternalEdit {
@@ -320,7 +328,7 @@ mod tests {
             text.push(&mut txn, "!!");
         }
         let disk = notebook(&[("a", "Hello world 🌍"), ("n", "new"), ("b", "x = 1")]);
-        let edit = external_edit(&base, &disk).unwrap();
+        let edit = external_edit(&base, &Content::Notebook(disk)).unwrap();
         room.transact_mut()
             .apply_update(Update::decode_v1(&edit.update).unwrap())
             .unwrap();
@@ -344,7 +352,7 @@ mod tests {
             .encode_state_as_update_v1(&StateVector::default());
         let mut disk = notebook(&[("x", "one"), ("y", "two!"), ("z", "three")]);
         disk.nbformat_minor = 4;
-        let edit = external_edit(&base, &disk).unwrap();
+        let edit = external_edit(&base, &Content::Notebook(disk)).unwrap();
         let room = room_from(&base);
         room.transact_mut()
             .apply_update(Update::decode_v1(&edit.update).unwrap())

@@ -94,6 +94,8 @@ pub enum NotebookError {
     Invalid(String),
     #[error("unsupported notebook format {0}: Quire reads nbformat 4.0 to 4.5")]
     UnsupportedVersion(String),
+    #[error("not a text file: it is not valid UTF-8")]
+    NotText,
 }
 
 fn invalid(message: impl Into<String>) -> NotebookError {

@@ -27,7 +27,7 @@ use crate::merge;
 use crate::notebook::new_doc;
 use crate::protocol::{self, Frame};
 use crate::storage::{content_hash, FileStamp, History, NotebookFile, UpdateLog};
-use crate::{ConnectionId, Identity, Notebook, NotebookError};
+use crate::{ConnectionId, Content, DocumentKind, Identity, NotebookError};
 
 /// Tunables; the defaults follow what JupyterLab's clients expect.
 #[derive(Clone, Debug)]
@@ -149,7 +149,7 @@ pub struct RoomClosed;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]
-    NotANotebook(#[from] NotebookError),
+    InvalidContent(#[from] NotebookError),
     #[error("cannot read the notebook: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot read the document history: {0}")]
@@ -211,6 +211,7 @@ enum Target {
 
 /// The document side of a room: the doc, its file, its history.
 struct Document {
+    kind: DocumentKind,
     doc: Doc,
     /// Shared with the blocking task that writes it; held only for the duration of one call.
     file: Arc<Mutex<Box<dyn NotebookFile>>>,
@@ -257,13 +258,14 @@ fn lock(file: &Mutex<Box<dyn NotebookFile>>) -> std::sync::MutexGuard<'_, Box<dy
 /// Serializes a document state to .ipynb and writes it unless the file already holds it.
 /// Runs on a blocking thread: for a large notebook this is the expensive part of a save.
 fn write_snapshot(
+    kind: DocumentKind,
     file: &Mutex<Box<dyn NotebookFile>>,
     snapshot: &[u8],
     disk_hash: &str,
 ) -> Result<(SaveStatus, Option<FileStamp>, String), String> {
     let doc = new_doc();
     apply_update_bytes(&doc, snapshot)?;
-    let bytes = Notebook::from_doc(&doc.transact()).to_ipynb();
+    let bytes = Content::from_doc(kind, &doc.transact()).to_bytes();
     let hash = content_hash(&bytes);
     if hash == disk_hash {
         return Ok((SaveStatus::Skipped, None, hash));
@@ -326,21 +328,23 @@ impl Room {
 
     /// Opens a notebook: restores its history if there is one (merging any change made to the
     /// file while it was closed), or builds the document from the file and starts a history.
-    /// A file that is not a notebook is refused and never touched.
+    /// A file that does not parse as `kind` is refused and never touched.
     pub fn open(
         name: &str,
+        kind: DocumentKind,
         config: RoomConfig,
         file: Box<dyn NotebookFile>,
         mut log: Box<dyn UpdateLog>,
     ) -> Result<Room, LoadError> {
         let bytes = file.read()?;
         let disk_stamp = file.stat()?;
-        let on_disk = Notebook::from_ipynb(&bytes)?;
+        let on_disk = kind.parse(&bytes)?;
         let disk_hash = content_hash(&bytes);
         let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
         let doc = new_doc();
         let now = Instant::now();
         let mut document = Document {
+            kind,
             doc,
             file: Arc::new(Mutex::new(file)),
             log,
@@ -387,7 +391,7 @@ impl Room {
         });
         if outside_edit {
             room.merge_outside_edit(on_disk, bytes);
-        } else if Notebook::from_doc(&room.doc_mut().doc.transact()) != on_disk {
+        } else if Content::from_doc(kind, &room.doc_mut().doc.transact()) != on_disk {
             room.doc_mut().unsaved_since = Some(now);
         }
         room.flush();
@@ -457,7 +461,12 @@ impl Room {
                     .doc
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
-                let result = write_snapshot(&document.file, &snapshot, &document.disk_hash);
+                let result = write_snapshot(
+                    document.kind,
+                    &document.file,
+                    &snapshot,
+                    &document.disk_hash,
+                );
                 if let Err(why) = &result {
                     tracing::warn!("final save failed: {why}");
                 }
@@ -833,10 +842,11 @@ impl Room {
         document.unsaved_since = None;
         document.saving = Some(waiters);
         let file = document.file.clone();
+        let kind = document.kind;
         let disk_hash = document.disk_hash.clone();
         let results = self.save_results_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = write_snapshot(&file, &snapshot, &disk_hash);
+            let result = write_snapshot(kind, &file, &snapshot, &disk_hash);
             let _ = results.send(SaveOutcome {
                 seq,
                 snapshot,
@@ -958,22 +968,22 @@ impl Room {
             document.disk_problem = None;
             return;
         }
-        match Notebook::from_ipynb(&bytes) {
+        match document.kind.parse(&bytes) {
             Ok(on_disk) => {
                 document.disk_problem = None;
                 self.merge_outside_edit(on_disk, bytes);
             }
             Err(e) => {
-                tracing::warn!("the file changed outside Quire and is not a notebook: {e}");
+                tracing::warn!("the file changed outside Quire and cannot be read: {e}");
                 document.disk_problem = Some(format!(
-                    "the file on disk is no longer a valid notebook ({e}); not overwriting it"
+                    "the file on disk can no longer be read ({e}); not overwriting it"
                 ));
             }
         }
     }
 
     /// Replays the outside change onto the room, then makes the file and the log agree again.
-    fn merge_outside_edit(&mut self, on_disk: Notebook, bytes: Vec<u8>) {
+    fn merge_outside_edit(&mut self, on_disk: Content, bytes: Vec<u8>) {
         let hash = content_hash(&bytes);
         let document = self.doc_mut();
         let edit = match merge::external_edit(&document.base, &on_disk) {
@@ -1005,7 +1015,8 @@ impl Room {
         // If the room had edits of its own, write the merged notebook now; otherwise the file
         // already holds the document. Either way the log learns the new saved point at once, so a
         // crash cannot make us replay the same outside edit twice.
-        let merged = Notebook::from_doc(&self.doc_mut().doc.transact());
+        let kind = self.doc_mut().kind;
+        let merged = Content::from_doc(kind, &self.doc_mut().doc.transact());
         if merged == on_disk {
             let document = self.doc_mut();
             document.unsaved_since = None;

@@ -107,6 +107,7 @@ fn open_room(
     let log = MemoryLog::default();
     let room = Room::open(
         "test",
+        collab::DocumentKind::Notebook,
         config,
         Box::new(file.clone()),
         Box::new(log.clone()),

@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use collab::protocol::decode_frame;
-use collab::{CloseReason, FileId, Identity, LoadError, Outgoing, Room, RoomHandle, RoomInput};
+use collab::{
+    CloseReason, DocumentKind, FileId, Identity, LoadError, Outgoing, Room, RoomHandle, RoomInput,
+};
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -33,18 +35,19 @@ const CLOSE_SESSION: u16 = 1003;
 #[derive(Clone, Default)]
 pub struct Rooms {
     open: Arc<DashMap<String, RoomHandle>>,
-    by_file: Arc<DashMap<FileId, String>>,
     /// Serializes room creation so one document is never loaded twice.
     creating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Rooms {
-    pub fn get(&self, file: FileId) -> Option<RoomHandle> {
-        let name = self.by_file.get(&file)?.clone();
+    /// The open rooms of one file (a notebook may also be open as text in an editor).
+    pub fn of_file(&self, file: FileId) -> Vec<RoomHandle> {
+        let suffix = format!(":{file}");
         self.open
-            .get(&name)
-            .map(|h| h.clone())
-            .filter(|h| !h.is_closed())
+            .iter()
+            .filter(|e| e.key().ends_with(&suffix) && !e.value().is_closed())
+            .map(|e| e.value().clone())
+            .collect()
     }
 
     /// Saves every room and closes its connections; for graceful shutdown.
@@ -59,7 +62,7 @@ impl Rooms {
         &self,
         state: &AppState,
         name: &str,
-        file: Option<(FileId, String)>,
+        file: Option<(DocumentKind, FileId, String)>,
     ) -> Result<RoomHandle, LoadError> {
         if let Some(handle) = self.open.get(name).map(|h| h.clone()) {
             if !handle.is_closed() {
@@ -73,16 +76,15 @@ impl Rooms {
             }
         }
         let config = state.config.room.clone();
-        let file_id = file.as_ref().map(|(id, _)| *id);
         let room = match file {
             None => Room::transient(name, config),
-            Some((file_id, api_path)) => {
-                let notebook =
+            Some((kind, file_id, api_path)) => {
+                let file =
                     LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
                 let log = state.store.update_log(file_id);
                 let room_name = name.to_string();
                 tokio::task::spawn_blocking(move || {
-                    Room::open(&room_name, config, Box::new(notebook), Box::new(log))
+                    Room::open(&room_name, kind, config, Box::new(file), Box::new(log))
                 })
                 .await
                 .map_err(|e| LoadError::Store(e.to_string()))??
@@ -90,9 +92,6 @@ impl Rooms {
         };
         let handle = room.handle();
         self.open.insert(name.to_string(), handle.clone());
-        if let Some(file_id) = file_id {
-            self.by_file.insert(file_id, name.to_string());
-        }
         let rooms = self.clone();
         let room_name = name.to_string();
         let finished = handle.clone();
@@ -101,9 +100,6 @@ impl Rooms {
             rooms
                 .open
                 .remove_if(&room_name, |_, h| h.same_room(&finished));
-            rooms
-                .by_file
-                .retain(|_, n| n != &room_name || rooms.open.contains_key(n));
         });
         Ok(handle)
     }
@@ -204,12 +200,12 @@ async fn admit(
         return Ok((handle, room.to_string()));
     }
     let (format, kind, id) = (parts[0], parts[1], parts[2]);
-    if (format, kind) != ("json", "notebook") {
+    let Some(kind) = DocumentKind::from_format_and_type(format, kind) else {
         return Err(CloseReason::new(
             CLOSE_BAD_REQUEST,
             format!("unsupported document type {format}:{kind}"),
         ));
-    }
+    };
     let file_id = FileId::parse(id)
         .ok_or_else(|| CloseReason::new(CLOSE_BAD_REQUEST, "malformed file id"))?;
     let path = state
@@ -231,10 +227,10 @@ async fn admit(
             return Err(CloseReason::new(CLOSE_SESSION, reason.to_string()));
         }
     }
-    let name = format!("json:notebook:{file_id}");
+    let name = format!("{}:{file_id}", kind.room_prefix());
     let handle = state
         .rooms
-        .get_or_open(state, &name, Some((file_id, path)))
+        .get_or_open(state, &name, Some((kind, file_id, path)))
         .await
         .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
     Ok((handle, name))

@@ -425,8 +425,9 @@ pub async fn patch(
         .renamed(&from_api, &to_api)
         .map_err(|e| ApiError::internal("cannot record the rename", e))?;
     for (file_id, new_path) in moved {
-        if let Some(room) = state.rooms.get(file_id) {
-            let _ = room.send(RoomInput::Moved { api_path: new_path }).await;
+        for room in state.rooms.of_file(file_id) {
+            let api_path = new_path.clone();
+            let _ = room.send(RoomInput::Moved { api_path }).await;
         }
     }
     Ok(Json(model(&to_api, &to, false, false, None)?))

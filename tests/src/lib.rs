@@ -256,8 +256,13 @@ impl TestServer {
         (status, body)
     }
 
-    /// The JupyterLab session handshake: (fileId, sessionId).
+    /// The JupyterLab session handshake for a notebook: (fileId, sessionId).
     pub fn session(&self, path: &str) -> (String, String) {
+        self.session_as(path, "json", "notebook")
+    }
+
+    /// The session handshake for any document type (`text`/`file` for an editor).
+    pub fn session_as(&self, path: &str, format: &str, kind: &str) -> (String, String) {
         // encodeURIComponent, as JupyterLab does.
         let encoded: String = path
             .bytes()
@@ -280,7 +285,7 @@ impl TestServer {
         let (status, body) = self.http(
             "PUT",
             &format!("/api/collaboration/session/{encoded}"),
-            Some(r#"{"format":"json","type":"notebook"}"#),
+            Some(&format!(r#"{{"format":"{format}","type":"{kind}"}}"#)),
         );
         assert!(
             status == 200 || status == 201,
@@ -294,8 +299,13 @@ impl TestServer {
     }
 
     pub fn room_url(&self, file_id: &str, session_id: &str) -> String {
+        self.room_url_for("json:notebook", file_id, session_id)
+    }
+
+    /// The websocket address of a room: `prefix` is `format:type`, e.g. `text:file`.
+    pub fn room_url_for(&self, prefix: &str, file_id: &str, session_id: &str) -> String {
         format!(
-            "ws://127.0.0.1:{}/api/collaboration/room/json:notebook:{file_id}?sessionId={session_id}&token={TOKEN}",
+            "ws://127.0.0.1:{}/api/collaboration/room/{prefix}:{file_id}?sessionId={session_id}&token={TOKEN}",
             self.port
         )
     }
