@@ -164,3 +164,72 @@ async fn presence_is_relayed_with_the_server_stamped_identity() {
         .await;
     assert!(removed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_awareness_room_works_with_the_login_cookie_alone() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
+    // Log in once with the token in the URL, as a browser opening the printed link does.
+    let response = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(
+            stream,
+            "GET /api/me?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    let cookie = response
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a login cookie")
+        .to_string();
+    let url = format!(
+        "ws://127.0.0.1:{}/api/collaboration/room/JupyterLab:globalAwareness",
+        server.port
+    );
+    let connect = |cookie: Option<&str>| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("Cookie", cookie.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    assert!(connect(None).await.is_err(), "no cookie, no token: refused");
+    let (mut ada, _) = connect(Some(&cookie)).await.unwrap();
+    let (mut bob, _) = connect(Some(&cookie)).await.unwrap();
+    let state = serde_json::json!({"current": "nb.ipynb"});
+    let update = collab::awareness::encode_update(11, 1, &state);
+    ada.send(Message::Binary(collab::protocol::encode_awareness(&update)))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = bob.next().await {
+            if let Message::Binary(bytes) = message {
+                if let Ok(collab::protocol::Frame::Awareness(payload)) =
+                    collab::protocol::decode_frame(&bytes, usize::MAX)
+                {
+                    let entries = collab::awareness::decode_update(&payload).unwrap();
+                    if entries
+                        .iter()
+                        .any(|(id, _, s)| *id == 11 && s["current"] == "nb.ipynb")
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true));
+}
