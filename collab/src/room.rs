@@ -614,6 +614,12 @@ impl Room {
     fn handle_frame(&mut self, conn: ConnectionId, frame: Frame) {
         match frame {
             Frame::SyncStep1(state_vector) => {
+                if !counts_fit(&state_vector, 2) {
+                    return self.refuse(
+                        conn,
+                        "malformed state vector: impossible entry count".into(),
+                    );
+                }
                 let sv = match StateVector::decode_v1(&state_vector) {
                     Ok(sv) => sv,
                     Err(e) => return self.refuse(conn, format!("malformed state vector: {e}")),
@@ -677,6 +683,11 @@ impl Room {
         // The empty update (no structs, no deletions) is a client's "nothing new".
         if payload == [0, 0] {
             return;
+        }
+        // An update starts with its number of clients, each taking at least 3 bytes: refuse a
+        // count the payload cannot hold before the decoder reserves memory for it.
+        if !counts_fit(payload, 3) {
+            return self.refuse(conn, "malformed update: impossible client count".into());
         }
         let update = match Update::decode_v1(payload) {
             Ok(update) => update,
@@ -1066,6 +1077,17 @@ fn apply_update_bytes(doc: &Doc, bytes: &[u8]) -> Result<(), String> {
     doc.transact_mut()
         .apply_update(update)
         .map_err(|e| format!("stored update does not apply: {e}"))
+}
+
+/// Whether the leading varUint count of `payload` could be honest, given each entry takes at
+/// least `min_entry_bytes`. A few bytes can otherwise declare billions of entries.
+fn counts_fit(payload: &[u8], min_entry_bytes: u64) -> bool {
+    match protocol::read_var_uint(payload) {
+        Some((count, used)) => {
+            count.saturating_mul(min_entry_bytes) <= (payload.len() - used) as u64
+        }
+        None => false,
+    }
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -53,6 +53,18 @@ async fn malformed_frames_close_only_their_sender() {
             "state vector",
         ),
         (
+            "a state vector claiming four billion clients",
+            collab::protocol::encode_sync_step1(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1]),
+            4400,
+            "impossible entry count",
+        ),
+        (
+            "an update claiming four billion clients",
+            collab::protocol::encode_sync_update(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 0]),
+            4400,
+            "impossible client count",
+        ),
+        (
             "malformed awareness",
             collab::protocol::encode_awareness(&[3, 1]),
             4400,
