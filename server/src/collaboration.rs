@@ -83,11 +83,14 @@ impl Rooms {
                     LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
                 let log = state.store.update_log(file_id);
                 let room_name = name.to_string();
-                tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let room = tokio::task::spawn_blocking(move || {
                     Room::open(&room_name, kind, config, Box::new(file), Box::new(log))
                 })
                 .await
-                .map_err(|e| LoadError::Store(e.to_string()))??
+                .map_err(|e| LoadError::Store(e.to_string()))??;
+                tracing::info!(room = %name, elapsed_ms = started.elapsed().as_millis() as u64, "room opened");
+                room
             }
         };
         let handle = room.handle();

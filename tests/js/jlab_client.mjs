@@ -163,6 +163,10 @@ async function main() {
   const serverView = new Y.Doc();
   const instrumented = new WeakSet();
   let wake = () => {};
+  const t0 = Date.now();
+  const debug = process.env.JLAB_CLIENT_DEBUG
+    ? (...m) => process.stderr.write(`[${Date.now() - t0} ms] ${m.join(' ')}\n`)
+    : () => {};
   const instrument = ws => {
     if (!ws || instrumented.has(ws)) return;
     instrumented.add(ws);
@@ -170,12 +174,14 @@ async function main() {
     ws.send = (data, ...rest) => {
       const kind = frameKind(new Uint8Array(data));
       sent[kind] = (sent[kind] ?? 0) + 1;
+      debug('sent', kind, data.byteLength ?? data.length);
       return send(data, ...rest);
     };
     ws.addEventListener('message', event => {
       const bytes = new Uint8Array(event.data);
       const kind = frameKind(bytes);
       received[kind] = (received[kind] ?? 0) + 1;
+      debug('received', kind, bytes.length);
       try {
         const decoder = decoding.createDecoder(bytes);
         const messageType = decoding.readVarUint(decoder);
@@ -205,6 +211,7 @@ async function main() {
     wake();
   });
   provider.on('connection-close', event => {
+    debug('closed', event?.code, event?.reason);
     closes.push({ code: event?.code ?? null, reason: event?.reason ?? '' });
     wake();
   });
@@ -317,7 +324,10 @@ async function main() {
         } catch {
           return;
         }
-        if (parsed && parsed.type === 'save' && parsed.responseTo === saveId) reply = parsed;
+        if (parsed && parsed.type === 'save' && parsed.responseTo === saveId) {
+          reply = parsed;
+          wake(); // the instrumentation listener ran before this one
+        }
       };
       ws.addEventListener('message', handler);
       const encoder = encoding.createEncoder();
