@@ -17,7 +17,7 @@
 //   7. print one line of JSON and exit 0
 //
 // Usage: node jlab_client.mjs --base URL --token T --path P [--append-to-cell N --text S]
-//          [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N]
+//          [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]
 // Exit codes: 0 ok, 1 usage/protocol error, 2 HTTP error, 3 websocket closed by the server,
 // 4 timeout.
 
@@ -44,7 +44,7 @@ class ClientError extends Error {
 function usage(message) {
   throw new ClientError(
     `${message}\nusage: node jlab_client.mjs --base URL --token T --path P ` +
-      '[--append-to-cell N --text S] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N]'
+      '[--append-to-cell N --text S] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]'
   );
 }
 
@@ -61,7 +61,8 @@ function parseCli() {
         save: { type: 'boolean', default: false },
         'expect-users': { type: 'string', default: '0' },
         'linger-ms': { type: 'string', default: '0' },
-        'timeout-ms': { type: 'string', default: '15000' }
+        'timeout-ms': { type: 'string', default: '15000' },
+        'dump-notebook': { type: 'boolean', default: false }
       },
       strict: true
     }));
@@ -85,6 +86,7 @@ function parseCli() {
     appendToCell: int('append-to-cell'),
     text: values.text,
     save: values.save,
+    dumpNotebook: values['dump-notebook'],
     expectUsers: int('expect-users'),
     lingerMs: int('linger-ms'),
     timeoutMs: int('timeout-ms')
@@ -372,6 +374,10 @@ async function main() {
       rawMessages,
       frames: { sent, received }
     };
+    if (args.dumpNotebook) {
+      // What JupyterLab renders and what it would write with "Download": YNotebook.toJSON().
+      report.notebook = notebook.toJSON();
+    }
     cleanup();
     await new Promise(resolve => process.stdout.write(JSON.stringify(report) + '\n', resolve));
     return 0;

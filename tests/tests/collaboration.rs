@@ -8,6 +8,9 @@ use yrs::Text;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_yrs_clients_converge() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["a = 1", "b = 2"]))]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(0o640);
+    std::fs::set_permissions(server.path("nb.ipynb"), mode).unwrap();
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let mut bob = YClient::join(&server, "nb.ipynb").await;
     assert_eq!(ada.sources(), vec!["a = 1", "b = 2"]);
@@ -31,6 +34,22 @@ async fn two_yrs_clients_converge() {
             .collect::<Vec<_>>()
             == expected
     }));
+    let saved = std::fs::metadata(server.path("nb.ipynb")).unwrap();
+    assert_eq!(
+        saved.permissions().mode() & 0o777,
+        0o640,
+        "the file keeps its mode"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("quire-tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
