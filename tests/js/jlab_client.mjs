@@ -11,7 +11,7 @@
 //        model.ydoc, {disableBc: true, params: {sessionId, token}, awareness: model.awareness,
 //        WebSocketPolyfill: ws})
 //   4. on 'sync' (true): state.set('document_id', provider.roomname), as JupyterLab does
-//   5. optionally append text to cell N (YNotebook API) and wait for the server's echo
+//   5. optionally append (or insert --at) text in cell N (YNotebook API), wait for the echo
 //   6. optionally save exactly as WebSocketProvider.save() does (RAW "save" + id, read the
 //      RAW JSON reply through a 'message' listener on provider.ws)
 //   7. print one line of JSON and exit 0
@@ -44,7 +44,7 @@ class ClientError extends Error {
 function usage(message) {
   throw new ClientError(
     `${message}\nusage: node jlab_client.mjs --base URL --token T --path P ` +
-      '[--append-to-cell N --text S] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]'
+      '[--append-to-cell N --text S [--at UTF16_OFFSET]] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]'
   );
 }
 
@@ -58,6 +58,7 @@ function parseCli() {
         path: { type: 'string' },
         'append-to-cell': { type: 'string' },
         text: { type: 'string' },
+        at: { type: 'string' },
         save: { type: 'boolean', default: false },
         'expect-users': { type: 'string', default: '0' },
         'linger-ms': { type: 'string', default: '0' },
@@ -85,6 +86,7 @@ function parseCli() {
     path: values.path,
     appendToCell: int('append-to-cell'),
     text: values.text,
+    at: int('at'),
     save: values.save,
     dumpNotebook: values['dump-notebook'],
     expectUsers: int('expect-users'),
@@ -218,7 +220,16 @@ async function main() {
     wake();
   });
   provider.on('connection-error', () => wake());
-  awareness.on('change', () => wake());
+  // Every other user seen in awareness during the session (they may have left by the end).
+  const seenUsers = new Map();
+  awareness.on('change', () => {
+    for (const [id, state] of awareness.getStates()) {
+      if (id !== ydoc.clientID && state && state.user) {
+        seenUsers.set(id, state.user.name ?? state.user.username ?? null);
+      }
+    }
+    wake();
+  });
   // JupyterLab sets the `user` field once the identity is known.
   awareness.setLocalStateField('user', me.identity);
 
@@ -287,8 +298,11 @@ async function main() {
         );
       }
       const cell = notebook.getCell(args.appendToCell);
-      const end = cell.ysource.length; // UTF-16 code units, as the editor counts
-      cell.updateSource(end, end, args.text);
+      // Offsets are UTF-16 code units, as the editor counts them. Default: the end.
+      const length = cell.ysource.length;
+      const at = args.at ?? length;
+      if (at > length) throw new ClientError(`--at ${at}: cell ${args.appendToCell} has ${length} UTF-16 units`);
+      cell.updateSource(at, at, args.text);
       // JupyterLab's document model marks the shared state dirty on a content change.
       notebook.dirty = true;
     }
@@ -302,7 +316,7 @@ async function main() {
     if (args.expectUsers > 0) {
       await until(
         `${args.expectUsers} other user(s) in awareness`,
-        () => [...awareness.getStates().keys()].filter(id => id !== ydoc.clientID).length >= args.expectUsers
+        () => seenUsers.size >= args.expectUsers
       );
     }
 
@@ -365,7 +379,8 @@ async function main() {
       nbformat_minor: notebook.nbformat_minor,
       state: ydoc.getMap('state').toJSON(),
       saveStatus,
-      awarenessUsers: others.map(([, s]) => s?.user?.name ?? s?.user?.username ?? null),
+      // Names of the other users seen (by client id) at any time; and those still present.
+      awarenessUsers: [...seenUsers.values()],
       awarenessStates: others.map(([id, s]) => ({ clientID: id, ...s })),
       identity: me.identity,
       closes,

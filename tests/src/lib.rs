@@ -256,6 +256,39 @@ impl TestServer {
         (status, body)
     }
 
+    /// Opens the printed link (`?token=` in the URL) and returns the raw response, whose
+    /// `set-cookie` logs the browser in.
+    pub fn open_login_link(&self) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "GET /api/me?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// The `name=value` of the login cookie a response set.
+    pub fn cookie_from(response: &str) -> String {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .expect("a login cookie")
+            .to_string()
+    }
+
+    /// The cell sources of a notebook file on disk.
+    pub fn sources_on_disk(&self, name: &str) -> Vec<String> {
+        read_notebook(&self.path(name))
+            .cells
+            .into_iter()
+            .map(|c| c.source)
+            .collect()
+    }
+
     /// The JupyterLab session handshake for a notebook: (fileId, sessionId).
     pub fn session(&self, path: &str) -> (String, String) {
         self.session_as(path, "json", "notebook")

@@ -27,12 +27,7 @@ async fn two_yrs_clients_converge() {
             .await
     );
     assert!(server.eventually(Duration::from_secs(5), || {
-        read_notebook(&server.path("nb.ipynb"))
-            .cells
-            .iter()
-            .map(|c| c.source.clone())
-            .collect::<Vec<_>>()
-            == expected
+        server.sources_on_disk("nb.ipynb") == expected
     }));
     let saved = std::fs::metadata(server.path("nb.ipynb")).unwrap();
     assert_eq!(
@@ -192,24 +187,7 @@ async fn the_global_awareness_room_works_with_the_login_cookie_alone() {
 
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
     // Log in once with the token in the URL, as a browser opening the printed link does.
-    let response = {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        write!(
-            stream,
-            "GET /api/me?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
-    let cookie = response
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a login cookie")
-        .to_string();
+    let cookie = TestServer::cookie_from(&server.open_login_link());
     let url = format!(
         "ws://127.0.0.1:{}/api/collaboration/room/JupyterLab:globalAwareness",
         server.port

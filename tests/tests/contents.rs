@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use quire_tests::{notebook_with, TestServer, YClient, TOKEN};
+use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::Value;
 
 fn json(body: &str) -> Value {
@@ -152,27 +152,9 @@ async fn file_ids_follow_renames_moves_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_in_a_url_once_then_a_cookie() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
-    let response = {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        write!(
-            stream,
-            "GET /api/me?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
+    let response = server.open_login_link();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let cookie = response
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .expect("a login cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = TestServer::cookie_from(&response);
     assert!(response.to_lowercase().contains("httponly"));
     let (status, body) = server.http_with("GET", "/api/me", None, &[("Cookie", &cookie)]);
     assert_eq!(status, 200);

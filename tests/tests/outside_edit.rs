@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use quire_tests::{read_notebook, TestServer, YClient};
+use quire_tests::{TestServer, YClient};
 use serde_json::json;
 
 fn file(cells: serde_json::Value) -> Vec<u8> {
@@ -43,12 +43,7 @@ async fn outside_and_room_edits_are_both_kept() {
     assert!(merged, "room has {:?}", ada.sources());
     // The merged notebook is what the file holds now.
     assert!(server.eventually(Duration::from_secs(5), || {
-        read_notebook(&server.path("nb.ipynb"))
-            .cells
-            .iter()
-            .map(|c| c.source.clone())
-            .collect::<Vec<_>>()
-            == expected
+        server.sources_on_disk("nb.ipynb") == expected
     }));
 }
 
