@@ -215,6 +215,13 @@ pub async fn get(
     UrlPath(api_path): UrlPath<String>,
     Query(query): Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
+    // JupyterLab lists a file's checkpoints when it opens it; Quire keeps none yet.
+    if let Some(file) = api_path.strip_suffix("/checkpoints") {
+        let (_, path) = resolve(&state, file)?;
+        if path.is_file() {
+            return Ok(Json(Value::Array(Vec::new())));
+        }
+    }
     let (api_path, path) = resolve(&state, &api_path)?;
     let with_content = flag(&query.content, true);
     let with_hash = flag(&query.hash, false);

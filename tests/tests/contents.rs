@@ -54,6 +54,8 @@ async fn models_listing_creation_and_deletion() {
         json(&body)["content"]["cells"][0]["source"],
         serde_json::json!(["x = 1"])
     );
+    let (status, body) = server.http("GET", "/api/contents/nb.ipynb/checkpoints", None);
+    assert_eq!((status, body.as_str()), (200, "[]"));
     let (_, body) = server.http("GET", "/api/contents/notes.txt", None);
     assert_eq!(json(&body)["content"], "hello");
 
