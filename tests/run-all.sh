@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test: prepares the Python environment the end-to-end tests drive (pycrdt,
-# jupyter_ydoc, nbformat from PyPI) in tests/.venv, then every test target of the workspace,
-# and closes with one "N passed, N failed" line summing all test binaries.
+# jupyter_ydoc, nbformat from PyPI) in tests/.venv and the npm packages in tests/js, then every
+# test target of the workspace, and closes with one "N passed, N failed" line summing all test
+# binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x tests/.venv/bin/python ] || ! tests/.venv/bin/python -c 'import pycrdt, jupyter_ydoc, nbformat, websockets' 2>/dev/null; then
   python3 -m venv tests/.venv
   tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi
+# JupyterLab's own JavaScript stack (yjs, y-websocket, @jupyter/ydoc), reinstalled when the
+# lockfile is newer than what is installed.
+[ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ] ||
+  npm ci --prefix tests/js --omit=optional --no-audit --no-fund
 export QUIRE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -98,8 +98,9 @@ pub enum SaveStatus {
 impl SaveStatus {
     fn as_str(&self) -> &'static str {
         match self {
-            SaveStatus::Success => "success",
-            SaveStatus::Skipped => "skipped",
+            // JupyterLab's provider treats "skipped" as "a save is already in progress" and shows
+            // an error; a file that already holds the document is a successful save.
+            SaveStatus::Success | SaveStatus::Skipped => "success",
             SaveStatus::Failed(_) => "failed",
         }
     }

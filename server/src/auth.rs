@@ -99,6 +99,13 @@ pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
 
 /// Middleware for every authenticated route.
 pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let changes_state = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes_state && !same_site(request.headers()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
     let verdict = check(&state, request.headers(), request.uri().query());
     match verdict {
         Authenticated::No => ApiError::new(
@@ -115,6 +122,17 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             response
         }
     }
+}
+
+/// A state-changing request must not come from another site riding on our cookie: browsers
+/// say where a request comes from in `Sec-Fetch-Site` and `Origin`. (Clients that are not
+/// browsers send neither and authenticate with the token.)
+pub fn same_site(headers: &HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site") | Some("same-site")) {
+        return false;
+    }
+    origin_allowed(headers)
 }
 
 /// A browser's cross-site websocket must not ride on our cookie: the Origin, when sent, must
@@ -153,6 +171,23 @@ mod tests {
         assert_eq!(cookie_value(&headers), Some("v".into()));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
+    }
+
+    #[test]
+    fn cross_site_writes_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8888"));
+        assert!(same_site(&headers));
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_site(&headers));
+        headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_site(&headers));
+        headers.remove("sec-fetch-site");
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!same_site(&headers));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
 use crate::AppState;
 
@@ -120,7 +120,7 @@ pub async fn me(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"identity": state.identity, "permissions": {}}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct SessionBody {
     format: Option<String>,
     #[serde(rename = "type")]
@@ -130,12 +130,9 @@ pub struct SessionBody {
 pub async fn put_session(
     State(state): State<AppState>,
     UrlPath(api_path): UrlPath<String>,
-    body: Option<Json<SessionBody>>,
+    JsonBody(body): JsonBody<Option<SessionBody>>,
 ) -> ApiResult<Response> {
-    let body = body.map(|b| b.0).unwrap_or(SessionBody {
-        format: None,
-        kind: None,
-    });
+    let body = body.unwrap_or_default();
     let api_path = crate::paths::Root::normalize(&api_path)?;
     let path = state.root.resolve(&api_path)?;
     let meta = std::fs::metadata(&path)
@@ -239,6 +236,11 @@ async fn admit(
     Ok((handle, name))
 }
 
+/// How long to wait for a client to answer our close frame. Clients such as y-websocket send
+/// frames the moment the socket opens; dropping the socket with those unread resets the TCP
+/// connection, and the client then sees 1006 instead of our close code.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
@@ -246,6 +248,14 @@ async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
             reason: truncate_reason(&reason.reason).into(),
         })))
         .await;
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A close reason is at most 123 bytes.
@@ -330,10 +340,14 @@ async fn serve_socket(
         let _ = sink.close().await;
     });
     let limit = state.config.max_frame_bytes;
+    let mut client_gone = false;
     while let Some(message) = stream.next().await {
         let bytes = match message {
             Ok(Message::Binary(bytes)) => bytes,
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Close(_)) | Err(_) => {
+                client_gone = true;
+                break;
+            }
             Ok(Message::Text(_)) => {
                 let reason = CloseReason::new(
                     CLOSE_BAD_REQUEST,
@@ -360,6 +374,18 @@ async fn serve_socket(
         if writer.is_finished() {
             break;
         }
+    }
+    if !client_gone {
+        // We are closing: read (and drop) until the client answers our close frame, so the
+        // connection ends cleanly and the client sees our close code.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     let _ = handle.send(RoomInput::Leave { conn }).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;

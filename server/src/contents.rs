@@ -17,7 +17,7 @@ use collab::{content_hash, Notebook, RoomInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -254,21 +254,16 @@ pub struct CreateBody {
 pub async fn post(
     State(state): State<AppState>,
     UrlPath(dir): UrlPath<String>,
-    body: Option<Json<CreateBody>>,
+    JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    create_in(state, dir, body.map(|b| b.0).unwrap_or_default()).await
+    create_in(state, dir, body.unwrap_or_default()).await
 }
 
 pub async fn post_root(
     state: State<AppState>,
-    body: Option<Json<CreateBody>>,
+    JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    create_in(
-        state.0,
-        String::new(),
-        body.map(|b| b.0).unwrap_or_default(),
-    )
-    .await
+    create_in(state.0, String::new(), body.unwrap_or_default()).await
 }
 
 async fn create_in(state: AppState, dir: String, body: CreateBody) -> ApiResult<Response> {
@@ -358,7 +353,7 @@ pub struct SaveBody {
 pub async fn put(
     State(state): State<AppState>,
     UrlPath(api_path): UrlPath<String>,
-    Json(body): Json<SaveBody>,
+    JsonBody(body): JsonBody<SaveBody>,
 ) -> ApiResult<Response> {
     let (api_path, path) = resolve(&state, &api_path)?;
     let existed = path.exists();
@@ -408,7 +403,7 @@ pub struct RenameBody {
 pub async fn patch(
     State(state): State<AppState>,
     UrlPath(api_path): UrlPath<String>,
-    Json(body): Json<RenameBody>,
+    JsonBody(body): JsonBody<RenameBody>,
 ) -> ApiResult<Json<Value>> {
     let (from_api, from) = resolve(&state, &api_path)?;
     let (to_api, to) = resolve(&state, &body.path)?;

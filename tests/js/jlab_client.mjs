@@ -7,6 +7,8 @@
 //   1. GET  {base}api/me                                    -> identity (awareness `user`)
 //   2. PUT  {base}api/collaboration/session/{encodeURIComponent(path)}
 //           {"format":"json","type":"notebook"}             -> fileId, sessionId
+//      (both through ServerConnection.makeRequest's logic: `?<timestamp>` cache buster,
+//      `Authorization: token T`, and the string body's own `text/plain;charset=UTF-8` type)
 //   3. new WebsocketProvider(wsBase + 'api/collaboration/room', 'json:notebook:' + fileId,
 //        model.ydoc, {disableBc: true, params: {sessionId, token}, awareness: model.awareness,
 //        WebSocketPolyfill: ws})
@@ -18,6 +20,7 @@
 //
 // Usage: node jlab_client.mjs --base URL --token T --path P [--append-to-cell N --text S]
 //          [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]
+//          [--expect-close] [--file-id ID] [--session-id ID]
 // Exit codes: 0 ok, 1 usage/protocol error, 2 HTTP error, 3 websocket closed by the server,
 // 4 timeout.
 
@@ -44,7 +47,7 @@ class ClientError extends Error {
 function usage(message) {
   throw new ClientError(
     `${message}\nusage: node jlab_client.mjs --base URL --token T --path P ` +
-      '[--append-to-cell N --text S [--at UTF16_OFFSET]] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]'
+      '[--append-to-cell N --text S [--at UTF16_OFFSET]] [--save] [--expect-users N] [--linger-ms N] [--timeout-ms N] [--dump-notebook]\n          [--expect-close] [--file-id ID] [--session-id ID]'
   );
 }
 
@@ -63,7 +66,10 @@ function parseCli() {
         'expect-users': { type: 'string', default: '0' },
         'linger-ms': { type: 'string', default: '0' },
         'timeout-ms': { type: 'string', default: '15000' },
-        'dump-notebook': { type: 'boolean', default: false }
+        'dump-notebook': { type: 'boolean', default: false },
+        'expect-close': { type: 'boolean', default: false },
+        'file-id': { type: 'string' },
+        'session-id': { type: 'string' }
       },
       strict: true
     }));
@@ -89,28 +95,49 @@ function parseCli() {
     at: int('at'),
     save: values.save,
     dumpNotebook: values['dump-notebook'],
+    expectClose: values['expect-close'],
+    fileId: values['file-id'],
+    sessionId: values['session-id'],
     expectUsers: int('expect-users'),
     lingerMs: int('linger-ms'),
     timeoutMs: int('timeout-ms')
   };
 }
 
+/**
+ * A request made the way @jupyterlab/services' ServerConnection.makeRequest makes it: a cache
+ * buster appended (settings.init.cache is 'no-store'), a Request built from the init (a string
+ * body gives it `Content-Type: text/plain;charset=UTF-8`, exactly as in a browser), then
+ * `Authorization: token T`, and `Content-Type: application/json` only when none is set yet.
+ */
 async function http(method, url, token, body) {
-  const headers = { Authorization: `token ${token}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const busted = url + (/\?/.test(url) ? '&' : '?') + new Date().getTime();
+  const request = new Request(busted, {
+    method,
+    body: body === undefined ? undefined : JSON.stringify(body)
+  });
+  let authenticated = false;
+  if (token) {
+    authenticated = true;
+    request.headers.append('Authorization', `token ${token}`);
+  }
+  if (!request.headers.has('Content-Type') && authenticated) {
+    request.headers.set('Content-Type', 'application/json');
+  }
+  const sentType = request.headers.get('Content-Type');
   let response;
   try {
-    response = await fetch(url, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body)
-    });
+    response = await fetch(request);
   } catch (e) {
     throw new ClientError(`${method} ${url} failed: ${e.cause?.message ?? e.message}`, 2);
   }
   const text = await response.text();
   if (!response.ok) {
-    throw new ClientError(`${method} ${url} -> HTTP ${response.status}: ${text.slice(0, 500)}`, 2);
+    throw new ClientError(
+      `${method} ${busted} (Content-Type: ${sentType}, as JupyterLab sends it) -> ` +
+        `HTTP ${response.status}: ${text.slice(0, 500)}`,
+      2
+    );
   }
   try {
     return { status: response.status, body: JSON.parse(text) };
@@ -149,7 +176,10 @@ async function main() {
       throw new ClientError(`session PUT reply lacks "${key}": ${JSON.stringify(session.body)}`, 2);
     }
   }
-  const { format, type, fileId, sessionId } = session.body;
+  const { format, type } = session.body;
+  // Overrides, to see how the server refuses a stale session or an unknown file.
+  const fileId = args.fileId ?? session.body.fileId;
+  const sessionId = args.sessionId ?? session.body.sessionId;
 
   // 3. The shared model and the provider, as JupyterLab builds them.
   const notebook = new YNotebook({ disableDocumentWideUndoRedo: true });
@@ -230,7 +260,9 @@ async function main() {
     }
     wake();
   });
-  // JupyterLab sets the `user` field once the identity is known.
+  // RtcContentProvider sets `autosave` when it creates the model; the provider sets `user`
+  // once the identity is known.
+  awareness.setLocalStateField('autosave', true);
   awareness.setLocalStateField('user', me.identity);
 
   let hasSynced = false;
@@ -269,7 +301,9 @@ async function main() {
         );
       }, timeoutMs);
       wake = () => {
-        const fatal = closes.find(c => [4400, 4404, 4500, 1003].includes(c.code));
+        const fatal = args.expectClose
+          ? undefined
+          : closes.find(c => [4400, 4404, 4500, 1003].includes(c.code));
         if (fatal) {
           clearTimeout(timer);
           wake = () => {};
@@ -289,6 +323,15 @@ async function main() {
     });
 
   try {
+    if (args.expectClose) {
+      // The first close the provider sees, exactly as JupyterLab's 'connection-close' handler
+      // would (it gives the document up on 4400/4404/4500, shows a dialog on 1003).
+      await until('the server to close the websocket', () => closes.length > 0);
+      const report = { closed: closes[0].code, reason: closes[0].reason, synced: hasSynced };
+      cleanup();
+      await new Promise(resolve => process.stdout.write(JSON.stringify(report) + '\n', resolve));
+      return 0;
+    }
     await until('the sync event (SyncStep2 from the server)', () => hasSynced);
 
     if (args.appendToCell !== undefined) {
@@ -363,6 +406,14 @@ async function main() {
       }
     }
 
+    // RtcContentProvider.get/save: the file's metadata over REST (never its content), beside
+    // the websocket. With `hash=1` it must agree with `state.hash` once saved, or JupyterLab
+    // believes the file changed on disk.
+    const contentsUrl =
+      `${args.base}api/contents/${args.path.split('/').map(encodeURIComponent).join('/')}` +
+      '?type=notebook&content=0&hash=1';
+    const contents = (await http('GET', contentsUrl, args.token)).body;
+
     if (args.lingerMs > 0) {
       await new Promise(resolve => setTimeout(resolve, args.lingerMs));
     }
@@ -379,6 +430,7 @@ async function main() {
       nbformat_minor: notebook.nbformat_minor,
       state: ydoc.getMap('state').toJSON(),
       saveStatus,
+      contents,
       // Names of the other users seen (by client id) at any time; and those still present.
       awarenessUsers: [...seenUsers.values()],
       awarenessStates: others.map(([id, s]) => ({ clientID: id, ...s })),
