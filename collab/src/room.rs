@@ -337,11 +337,13 @@ impl Room {
         file: Box<dyn NotebookFile>,
         mut log: Box<dyn UpdateLog>,
     ) -> Result<Room, LoadError> {
+        let started = std::time::Instant::now();
         let bytes = file.read()?;
         let disk_stamp = file.stat()?;
         let on_disk = kind.parse(&bytes)?;
         let disk_hash = content_hash(&bytes);
         let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
+        tracing::debug!(room = name, elapsed = ?started.elapsed(), "file read and parsed, history loaded");
         let doc = new_doc();
         let now = Instant::now();
         let mut document = Document {
@@ -363,6 +365,7 @@ impl Room {
             save_queued: None,
         };
         let mut outside_edit = false;
+        let restored = history.is_some();
         match history {
             Some(history) => {
                 let saved_hash = history.saved_hash.clone();
@@ -377,6 +380,7 @@ impl Room {
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
                 apply_update_bytes(&document.doc, &initial).map_err(LoadError::Store)?;
+                tracing::debug!(room = name, elapsed = ?started.elapsed(), "document built");
                 document
                     .log
                     .start(&initial, &disk_hash)
@@ -385,6 +389,7 @@ impl Room {
                 document.base = initial;
             }
         }
+        tracing::debug!(room = name, elapsed = ?started.elapsed(), "history ready");
         let mut room = Room::new(name.to_string(), config, Some(document));
         let path = lock(&room.doc_mut().file).api_path();
         room.write_state(|txn, state| {
@@ -392,7 +397,7 @@ impl Room {
         });
         if outside_edit {
             room.merge_outside_edit(on_disk, bytes);
-        } else if Content::from_doc(kind, &room.doc_mut().doc.transact()) != on_disk {
+        } else if restored && Content::from_doc(kind, &room.doc_mut().doc.transact()) != on_disk {
             room.doc_mut().unsaved_since = Some(now);
         }
         room.flush();
