@@ -48,8 +48,7 @@ pub fn external_edit(base_update: &[u8], disk: &Content) -> Result<ExternalEdit,
         Content::Text(disk) => {
             let mut txn = fork.transact_mut();
             let source = txn.get_or_insert_text("source");
-            let base = source.get_string(&txn);
-            replay_text(&mut txn, &source, &base, disk);
+            replay_text(&mut txn, &source, disk);
         }
     }
     let txn = fork.transact();
@@ -66,6 +65,13 @@ fn align_ids(base: &Notebook, disk: &Notebook) -> Notebook {
     let ids_in_file = disk.nbformat_minor >= 5;
     let known: HashSet<&str> = base.cells.iter().map(|c| c.id.as_str()).collect();
     if ids_in_file && disk.cells.iter().any(|c| known.contains(c.id.as_str())) {
+        // A hand-copied cell shares its id with the original: the copy is a new cell.
+        let mut seen = HashSet::new();
+        for cell in &mut disk.cells {
+            if !seen.insert(cell.id.clone()) {
+                cell.id = uuid::Uuid::new_v4().to_string();
+            }
+        }
         return disk;
     }
     let key = |c: &Cell| (c.cell_type.as_str(), c.source.clone());
@@ -115,11 +121,21 @@ fn replay(txn: &mut TransactionMut, base: &Notebook, disk: &Notebook) {
     let disk_ids: HashSet<&str> = disk.cells.iter().map(|c| c.id.as_str()).collect();
     let base_by_id: HashMap<&str, &Cell> = base.cells.iter().map(|c| (c.id.as_str(), c)).collect();
 
-    // Deleted cells, from the end so indices stay valid.
-    for index in (0..base.cells.len()).rev() {
-        if !disk_ids.contains(base.cells[index].id.as_str()) {
-            cells.remove(txn, index as u32);
-        }
+    // Deleted cells, found by id in the document itself (not by position in `base`, which
+    // skips malformed cells), removed from the end so indices stay valid.
+    let doomed: Vec<u32> = cells
+        .iter(txn)
+        .enumerate()
+        .filter_map(|(i, out)| match out {
+            Out::YMap(map) => match map.get(txn, "id") {
+                Some(Out::Any(yrs::Any::String(id))) if !disk_ids.contains(&*id) => Some(i as u32),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    for index in doomed.into_iter().rev() {
+        cells.remove(txn, index);
     }
     // Changed and new cells.
     let mut previous: Option<&str> = None;
@@ -180,7 +196,7 @@ fn find_cell<T: ReadTxn>(txn: &T, cells: &yrs::ArrayRef, id: &str) -> Option<(u3
 fn replay_cell(txn: &mut TransactionMut, map: &MapRef, old: &Cell, new: &Cell) {
     if old.source != new.source {
         match map.get(txn, "source") {
-            Some(Out::YText(text)) => replay_text(txn, &text, &old.source, &new.source),
+            Some(Out::YText(text)) => replay_text(txn, &text, &new.source),
             _ => {
                 map.insert(txn, "source", yrs::TextPrelim::new(new.source.as_str()));
             }
@@ -236,12 +252,10 @@ fn replay_map(
     }
 }
 
-/// Applies a character diff of `old` → `new` to a Y text holding `old`, with UTF-16 offsets.
-fn replay_text(txn: &mut TransactionMut, text: &TextRef, old: &str, new: &str) {
-    if text.get_string(txn) != old {
-        // The fork always holds the base; anything else is a bug we refuse to guess around.
-        debug_assert!(false, "fork text differs from the base");
-    }
+/// Applies a character diff of the text's current content → `new`, with UTF-16 offsets.
+/// (Diffing what the text holds, not what we believe it holds, keeps every offset in range.)
+fn replay_text(txn: &mut TransactionMut, text: &TextRef, new: &str) {
+    let old = text.get_string(txn);
     let old_chars: Vec<char> = old.chars().collect();
     let new_chars: Vec<char> = new.chars().collect();
     let mut utf16_at = Vec::with_capacity(old_chars.len() + 1);
@@ -361,5 +375,33 @@ mod tests {
         let ids: Vec<_> = merged.cells.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, vec!["a", "b", "c"]);
         assert_eq!(merged.cells[1].source, "two!");
+    }
+
+    #[test]
+    fn a_copied_cell_sharing_an_id_is_a_new_cell() {
+        let base_nb = notebook(&[("a", "original"), ("b", "x")]);
+        let base = base_nb
+            .to_doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let disk = notebook(&[
+            ("a", "original!"),
+            ("a", "a copy, much longer than the original"),
+            ("b", "x"),
+        ]);
+        let edit = external_edit(&base, &Content::Notebook(disk)).unwrap();
+        let room = room_from(&base);
+        room.transact_mut()
+            .apply_update(Update::decode_v1(&edit.update).unwrap())
+            .unwrap();
+        let sources: Vec<_> = Notebook::from_doc(&room.transact())
+            .cells
+            .into_iter()
+            .map(|c| c.source)
+            .collect();
+        assert_eq!(
+            sources,
+            vec!["original!", "a copy, much longer than the original", "x"]
+        );
     }
 }

@@ -249,7 +249,14 @@ enum SaveWaiter {
 struct SaveOutcome {
     seq: u64,
     snapshot: Vec<u8>,
-    result: Result<(SaveStatus, Option<FileStamp>, String), String>,
+    result: Result<(SaveStatus, Option<FileStamp>, String), SaveError>,
+}
+
+enum SaveError {
+    /// The file is no longer what we last read or wrote (an outside edit, a move, a delete
+    /// landed meanwhile): nothing was written; merge it, then save again.
+    ChangedOnDisk,
+    Failed(String),
 }
 
 fn lock(file: &Mutex<Box<dyn NotebookFile>>) -> std::sync::MutexGuard<'_, Box<dyn NotebookFile>> {
@@ -263,17 +270,25 @@ fn write_snapshot(
     file: &Mutex<Box<dyn NotebookFile>>,
     snapshot: &[u8],
     disk_hash: &str,
-) -> Result<(SaveStatus, Option<FileStamp>, String), String> {
+    expected: Option<FileStamp>,
+) -> Result<(SaveStatus, Option<FileStamp>, String), SaveError> {
     let doc = new_doc();
-    apply_update_bytes(&doc, snapshot)?;
+    apply_update_bytes(&doc, snapshot).map_err(SaveError::Failed)?;
     let bytes = Content::from_doc(kind, &doc.transact()).to_bytes();
     let hash = content_hash(&bytes);
     if hash == disk_hash {
         return Ok((SaveStatus::Skipped, None, hash));
     }
-    let stamp = lock(file)
+    let mut file = lock(file);
+    // Never write over something we have not seen, nor recreate a file moved or deleted.
+    match file.stat() {
+        Ok(current) if current.is_some() && current == expected => {}
+        Ok(_) => return Err(SaveError::ChangedOnDisk),
+        Err(e) => return Err(SaveError::Failed(format!("cannot read the file: {e}"))),
+    }
+    let stamp = file
         .write(&bytes)
-        .map_err(|e| format!("cannot write the file: {e}"))?;
+        .map_err(|e| SaveError::Failed(format!("cannot write the file: {e}")))?;
     Ok((SaveStatus::Success, Some(stamp), hash))
 }
 
@@ -395,7 +410,21 @@ impl Room {
         room.write_state(|txn, state| {
             state.insert(txn, "path", path.as_str());
         });
-        if outside_edit {
+        if outside_edit && Content::from_doc(kind, &room.doc_mut().doc.transact()) == on_disk {
+            // The file holds the document already (a save landed but was not recorded, say).
+            room.flush();
+            let document = room.doc_mut();
+            document.disk_hash = disk_hash.clone();
+            document.unsaved_since = None;
+            document.base = document
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let seq = document.last_seq;
+            if let Err(e) = room.record_saved_point(seq, &disk_hash) {
+                tracing::warn!("cannot record the saved point: {e}");
+            }
+        } else if outside_edit {
             room.merge_outside_edit(on_disk, bytes);
         } else if restored && Content::from_doc(kind, &room.doc_mut().doc.transact()) != on_disk {
             room.doc_mut().unsaved_since = Some(now);
@@ -454,13 +483,19 @@ impl Room {
     async fn close_down(&mut self, reason: CloseReason) {
         self.inbox.close();
         if self.document.is_some() {
-            if self.doc_mut().saving.is_some() {
-                if let Some(outcome) = self.save_results.recv().await {
-                    self.on_save_finished(outcome);
+            // Let every save in flight (and any queued behind it) finish and be recorded.
+            while self.doc_mut().saving.is_some() {
+                match self.save_results.recv().await {
+                    Some(outcome) => self.on_save_finished(outcome),
+                    None => break,
                 }
             }
-            if self.doc_mut().unsaved_since.is_some() {
+            for _ in 0..2 {
                 self.check_disk();
+                let document = self.doc_mut();
+                if document.unsaved_since.is_none() || document.disk_problem.is_some() {
+                    break;
+                }
                 self.flush();
                 let document = self.doc_mut();
                 let snapshot = document
@@ -472,17 +507,26 @@ impl Room {
                     &document.file,
                     &snapshot,
                     &document.disk_hash,
+                    document.disk_stamp,
                 );
-                if let Err(why) = &result {
-                    tracing::warn!("final save failed: {why}");
-                }
+                let changed = matches!(result, Err(SaveError::ChangedOnDisk));
                 let seq = document.last_seq;
                 document.saving = Some(Vec::new());
+                if changed {
+                    // Merge what landed on disk, then try once more.
+                    document.saving = None;
+                    continue;
+                }
                 self.on_save_finished(SaveOutcome {
                     seq,
                     snapshot,
                     result,
                 });
+                break;
+            }
+            let document = self.doc_mut();
+            if let (Some(problem), Some(_)) = (&document.disk_problem, document.unsaved_since) {
+                tracing::warn!("closing with unsaved edits (kept in the log): {problem}");
             }
         }
         self.flush();
@@ -844,6 +888,9 @@ impl Room {
             return;
         }
         if let Some(problem) = document.disk_problem.clone() {
+            if document.unsaved_since.is_some() {
+                self.back_off_autosave();
+            }
             for waiter in waiters {
                 self.answer_save(waiter, &SaveStatus::Failed(problem.clone()));
             }
@@ -861,9 +908,10 @@ impl Room {
         let file = document.file.clone();
         let kind = document.kind;
         let disk_hash = document.disk_hash.clone();
+        let expected = document.disk_stamp;
         let results = self.save_results_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = write_snapshot(kind, &file, &snapshot, &disk_hash);
+            let result = write_snapshot(kind, &file, &snapshot, &disk_hash, expected);
             let _ = results.send(SaveOutcome {
                 seq,
                 snapshot,
@@ -873,7 +921,6 @@ impl Room {
     }
 
     fn on_save_finished(&mut self, outcome: SaveOutcome) {
-        let autosave_max_delay = self.config.autosave_max_delay;
         let document = self.doc_mut();
         let waiters = document.saving.take().unwrap_or_default();
         let status = match outcome.result {
@@ -895,12 +942,23 @@ impl Room {
                 }
                 status
             }
-            Err(why) => {
+            Err(SaveError::ChangedOnDisk) => {
+                tracing::info!("the file changed on disk during the save; merging it first");
+                document
+                    .save_queued
+                    .get_or_insert_with(Vec::new)
+                    .splice(0..0, waiters);
+                document.unsaved_since.get_or_insert_with(Instant::now);
+                self.check_disk();
+                if self.doc_mut().saving.is_none() {
+                    let queued = self.doc_mut().save_queued.take().unwrap_or_default();
+                    self.start_save(queued);
+                }
+                return;
+            }
+            Err(SaveError::Failed(why)) => {
                 tracing::warn!("save failed: {why}");
-                // Keep the changes marked unsaved and try again later, not in a tight loop.
-                let now = Instant::now();
-                document.unsaved_since.get_or_insert(now);
-                document.last_change = now + autosave_max_delay;
+                self.back_off_autosave();
                 SaveStatus::Failed(why)
             }
         };
@@ -910,6 +968,16 @@ impl Room {
         if let Some(queued) = self.doc_mut().save_queued.take() {
             self.start_save(queued);
         }
+    }
+
+    /// Keeps the changes marked unsaved but tries again only after the longest autosave delay,
+    /// so a file that cannot be written does not make the room spin.
+    fn back_off_autosave(&mut self) {
+        let now = Instant::now();
+        let retry_in = self.config.autosave_max_delay;
+        let document = self.doc_mut();
+        document.unsaved_since = Some(now);
+        document.last_change = now + retry_in;
     }
 
     fn answer_save(&mut self, waiter: SaveWaiter, status: &SaveStatus) {

@@ -16,6 +16,9 @@ use yrs::{Text, Transact};
 struct MemoryFile {
     bytes: Arc<Mutex<Vec<u8>>>,
     writes: Arc<Mutex<u32>>,
+    /// The file was deleted outside Quire.
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl NotebookFile for MemoryFile {
@@ -23,6 +26,11 @@ impl NotebookFile for MemoryFile {
         "nb.ipynb".into()
     }
     fn stat(&self) -> std::io::Result<Option<FileStamp>> {
+        use std::sync::atomic::Ordering;
+        self.stats.fetch_add(1, Ordering::Relaxed);
+        if self.gone.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let bytes = self.bytes.lock().unwrap();
         Ok(Some(FileStamp {
             modified_ns: *self.writes.lock().unwrap() as i128,
@@ -296,4 +304,40 @@ async fn an_update_from_a_foreign_history_gets_a_conflict() {
         .iter()
         .any(|f| matches!(f, Frame::Raw { text, .. } if text.contains("conflict")));
     assert!(conflict);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_file_is_not_recreated_and_the_room_does_not_spin() {
+    use std::sync::atomic::Ordering;
+    let config = RoomConfig {
+        linger: Duration::from_secs(60),
+        ..RoomConfig::default()
+    };
+    let (room, file, log, task) = open_room(config);
+    let ada = join(&room, "ada").await;
+    file.gone.store(true, Ordering::Relaxed);
+    room.send(frame(&ada, append_update("y"))).await.unwrap();
+    let before = file.stats.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stats = file.stats.load(Ordering::Relaxed) - before;
+    assert!(stats < 100, "{stats} stats in 30 s: the room is spinning");
+    room.send(RoomInput::Leave { conn: ada.conn })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    task.await.unwrap();
+    assert_eq!(
+        *file.writes.lock().unwrap(),
+        0,
+        "the deleted file was written again"
+    );
+    // The edit is not lost: it is in the log.
+    assert!(!log
+        .history
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .updates
+        .is_empty());
 }

@@ -31,10 +31,18 @@ const CLOSE_BAD_REQUEST: u16 = 4400;
 const CLOSE_LOAD_FAILURE: u16 = 4500;
 const CLOSE_SESSION: u16 = 1003;
 
+/// A room in the registry: its handle, and whether its task has finished (a closing room may
+/// still be writing its final save; its successor must not load the file before that).
+#[derive(Clone)]
+struct OpenRoom {
+    handle: RoomHandle,
+    finished: tokio::sync::watch::Receiver<bool>,
+}
+
 /// The rooms open in this process, by room name.
 #[derive(Clone, Default)]
 pub struct Rooms {
-    open: Arc<DashMap<String, RoomHandle>>,
+    open: Arc<DashMap<String, OpenRoom>>,
     /// Serializes room creation so one document is never loaded twice.
     creating: Arc<tokio::sync::Mutex<()>>,
 }
@@ -45,14 +53,14 @@ impl Rooms {
         let suffix = format!(":{file}");
         self.open
             .iter()
-            .filter(|e| e.key().ends_with(&suffix) && !e.value().is_closed())
-            .map(|e| e.value().clone())
+            .filter(|e| e.key().ends_with(&suffix) && !e.value().handle.is_closed())
+            .map(|e| e.value().handle.clone())
             .collect()
     }
 
     /// Saves every room and closes its connections; for graceful shutdown.
     pub async fn shutdown_all(&self) {
-        let handles: Vec<RoomHandle> = self.open.iter().map(|e| e.value().clone()).collect();
+        let handles: Vec<RoomHandle> = self.open.iter().map(|e| e.value().handle.clone()).collect();
         for handle in handles {
             handle.shutdown().await;
         }
@@ -64,16 +72,18 @@ impl Rooms {
         name: &str,
         file: Option<(DocumentKind, FileId, String)>,
     ) -> Result<RoomHandle, LoadError> {
-        if let Some(handle) = self.open.get(name).map(|h| h.clone()) {
-            if !handle.is_closed() {
-                return Ok(handle);
+        if let Some(open) = self.open.get(name).map(|h| h.clone()) {
+            if !open.handle.is_closed() {
+                return Ok(open.handle);
             }
         }
         let _creating = self.creating.lock().await;
-        if let Some(handle) = self.open.get(name).map(|h| h.clone()) {
-            if !handle.is_closed() {
-                return Ok(handle);
+        if let Some(mut open) = self.open.get(name).map(|h| h.clone()) {
+            if !open.handle.is_closed() {
+                return Ok(open.handle);
             }
+            // The room is closing: let it finish its final save before loading it anew.
+            let _ = open.finished.wait_for(|done| *done).await;
         }
         let config = state.config.room.clone();
         let room = match file {
@@ -81,7 +91,7 @@ impl Rooms {
             Some((kind, file_id, api_path)) => {
                 let file =
                     LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
-                let log = state.store.update_log(file_id);
+                let log = state.store.update_log(name);
                 let room_name = name.to_string();
                 let started = std::time::Instant::now();
                 let room = tokio::task::spawn_blocking(move || {
@@ -94,15 +104,21 @@ impl Rooms {
             }
         };
         let handle = room.handle();
-        self.open.insert(name.to_string(), handle.clone());
+        let (done, finished) = tokio::sync::watch::channel(false);
+        let entry = OpenRoom {
+            handle: handle.clone(),
+            finished,
+        };
+        self.open.insert(name.to_string(), entry);
         let rooms = self.clone();
         let room_name = name.to_string();
-        let finished = handle.clone();
+        let this_room = handle.clone();
         tokio::spawn(async move {
             room.run().await;
+            let _ = done.send(true);
             rooms
                 .open
-                .remove_if(&room_name, |_, h| h.same_room(&finished));
+                .remove_if(&room_name, |_, open| open.handle.same_room(&this_room));
         });
         Ok(handle)
     }
@@ -208,6 +224,7 @@ async fn admit(
     };
     let file_id = FileId::parse(id)
         .ok_or_else(|| CloseReason::new(CLOSE_BAD_REQUEST, "malformed file id"))?;
+    let name = format!("{}:{file_id}", kind.room_prefix());
     let path = state
         .store
         .path_for_id(state.root.path(), file_id)
@@ -216,7 +233,7 @@ async fn admit(
     if let Some(session_id) = session_id {
         let allowed = state
             .store
-            .session_may_join(session_id, file_id)
+            .session_may_join(session_id, &name)
             .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
         if !allowed {
             let reason = json!({
@@ -227,7 +244,6 @@ async fn admit(
             return Err(CloseReason::new(CLOSE_SESSION, reason.to_string()));
         }
     }
-    let name = format!("{}:{file_id}", kind.room_prefix());
     let handle = state
         .rooms
         .get_or_open(state, &name, Some((kind, file_id, path)))

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_inode ON files(inode);
 CREATE TABLE IF NOT EXISTS documents (
-    file_id TEXT PRIMARY KEY,
+    document TEXT PRIMARY KEY,
     history_session INTEGER NOT NULL,
     snapshot BLOB NOT NULL,
     snapshot_seq INTEGER NOT NULL,
@@ -36,10 +36,10 @@ CREATE TABLE IF NOT EXISTS documents (
     saved_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS updates (
-    file_id TEXT NOT NULL,
+    document TEXT NOT NULL,
     seq INTEGER NOT NULL,
     data BLOB NOT NULL,
-    PRIMARY KEY (file_id, seq)
+    PRIMARY KEY (document, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logins (
     cookie_hash TEXT PRIMARY KEY,
@@ -100,7 +100,7 @@ impl Store {
     /// May a client whose document came from server session `session_id` sync with this
     /// document's history? Only if that history already existed then (the Yjs items it holds
     /// are ours), or it is this very session.
-    pub fn session_may_join(&self, session_id: &str, file: FileId) -> rusqlite::Result<bool> {
+    pub fn session_may_join(&self, session_id: &str, document: &str) -> rusqlite::Result<bool> {
         if session_id == self.session_id {
             return Ok(true);
         }
@@ -114,8 +114,8 @@ impl Store {
             .optional()?;
         let history_seq: Option<i64> = db
             .query_row(
-                "SELECT history_session FROM documents WHERE file_id = ?1",
-                [file.to_string()],
+                "SELECT history_session FROM documents WHERE document = ?1",
+                [document],
                 |r| r.get(0),
             )
             .optional()?;
@@ -257,32 +257,15 @@ impl Store {
             .map(|r| r.is_some())
     }
 
-    /// The durable history of one document, for its room.
-    pub fn update_log(&self, file: FileId) -> SqliteLog {
+    /// The durable history of one document, for its room. A document is a file seen as one
+    /// kind (`json:notebook:{id}` or `text:file:{id}`): the two views of one file have separate
+    /// histories, as their Yjs documents have nothing in common.
+    pub fn update_log(&self, document: &str) -> SqliteLog {
         SqliteLog {
             store: self.clone(),
-            file: file.to_string(),
+            document: document.to_string(),
             next_seq: 1,
         }
-    }
-
-    /// Bytes held for a document: (snapshot, updates). For tests and benchmarks.
-    pub fn history_size(&self, file: FileId) -> rusqlite::Result<(u64, u64)> {
-        let db = self.db();
-        let snapshot: i64 = db
-            .query_row(
-                "SELECT coalesce(length(snapshot), 0) FROM documents WHERE file_id = ?1",
-                [file.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let updates: i64 = db.query_row(
-            "SELECT coalesce(sum(length(data)), 0) FROM updates WHERE file_id = ?1",
-            [file.to_string()],
-            |r| r.get(0),
-        )?;
-        Ok((snapshot as u64, updates as u64))
     }
 }
 
@@ -323,7 +306,7 @@ fn find_inode(root: &Path, inode: u64) -> Option<String> {
 
 pub struct SqliteLog {
     store: Store,
-    file: String,
+    document: String,
     next_seq: i64,
 }
 
@@ -332,8 +315,8 @@ impl UpdateLog for SqliteLog {
         let db = self.store.db();
         let row: Option<(Vec<u8>, i64, i64, String)> = db
             .query_row(
-                "SELECT snapshot, snapshot_seq, saved_seq, saved_hash FROM documents WHERE file_id = ?1",
-                [&self.file],
+                "SELECT snapshot, snapshot_seq, saved_seq, saved_hash FROM documents WHERE document = ?1",
+                [&self.document],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
@@ -341,10 +324,10 @@ impl UpdateLog for SqliteLog {
             return Ok(None);
         };
         let mut stmt = db.prepare(
-            "SELECT seq, data FROM updates WHERE file_id = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT seq, data FROM updates WHERE document = ?1 AND seq > ?2 ORDER BY seq",
         )?;
         let updates: Vec<(u64, Vec<u8>)> = stmt
-            .query_map(params![self.file, snapshot_seq], |r| {
+            .query_map(params![self.document, snapshot_seq], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
@@ -365,11 +348,11 @@ impl UpdateLog for SqliteLog {
     fn start(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<(), StoreError> {
         let mut db = self.store.db();
         let tx = db.transaction()?;
-        tx.execute("DELETE FROM updates WHERE file_id = ?1", [&self.file])?;
+        tx.execute("DELETE FROM updates WHERE document = ?1", [&self.document])?;
         tx.execute(
-            "INSERT OR REPLACE INTO documents (file_id, history_session, snapshot, snapshot_seq, saved_seq, saved_hash)
+            "INSERT OR REPLACE INTO documents (document, history_session, snapshot, snapshot_seq, saved_seq, saved_hash)
              VALUES (?1, ?2, ?3, 0, 0, ?4)",
-            params![self.file, self.store.session_seq, snapshot, saved_hash],
+            params![self.document, self.store.session_seq, snapshot, saved_hash],
         )?;
         tx.commit()?;
         self.next_seq = 1;
@@ -381,9 +364,13 @@ impl UpdateLog for SqliteLog {
         let tx = db.transaction()?;
         {
             let mut stmt =
-                tx.prepare_cached("INSERT INTO updates (file_id, seq, data) VALUES (?1, ?2, ?3)")?;
+                tx.prepare_cached("INSERT INTO updates (document, seq, data) VALUES (?1, ?2, ?3)")?;
             for (i, update) in updates.iter().enumerate() {
-                stmt.execute(params![self.file, self.next_seq + i as i64, &update[..]])?;
+                stmt.execute(params![
+                    self.document,
+                    self.next_seq + i as i64,
+                    &update[..]
+                ])?;
             }
         }
         tx.commit()?;
@@ -393,8 +380,8 @@ impl UpdateLog for SqliteLog {
 
     fn mark_saved(&mut self, seq: u64, saved_hash: &str) -> Result<(), StoreError> {
         self.store.db().execute(
-            "UPDATE documents SET saved_seq = ?1, saved_hash = ?2 WHERE file_id = ?3",
-            params![seq as i64, saved_hash, self.file],
+            "UPDATE documents SET saved_seq = ?1, saved_hash = ?2 WHERE document = ?3",
+            params![seq as i64, saved_hash, self.document],
         )?;
         Ok(())
     }
@@ -403,12 +390,12 @@ impl UpdateLog for SqliteLog {
         let mut db = self.store.db();
         let tx = db.transaction()?;
         tx.execute(
-            "UPDATE documents SET snapshot = ?1, snapshot_seq = ?2, saved_seq = ?2, saved_hash = ?3 WHERE file_id = ?4",
-            params![snapshot, seq as i64, saved_hash, self.file],
+            "UPDATE documents SET snapshot = ?1, snapshot_seq = ?2, saved_seq = ?2, saved_hash = ?3 WHERE document = ?4",
+            params![snapshot, seq as i64, saved_hash, self.document],
         )?;
         tx.execute(
-            "DELETE FROM updates WHERE file_id = ?1 AND seq <= ?2",
-            params![self.file, seq as i64],
+            "DELETE FROM updates WHERE document = ?1 AND seq <= ?2",
+            params![self.document, seq as i64],
         )?;
         tx.commit()?;
         Ok(())
@@ -422,7 +409,7 @@ mod tests {
     #[test]
     fn history_survives_reopening_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let file = FileId::new_random();
+        let file = "json:notebook:x";
         {
             let store = Store::open(dir.path()).unwrap();
             let mut log = store.update_log(file);
@@ -455,7 +442,7 @@ mod tests {
     #[test]
     fn old_sessions_may_join_only_histories_they_saw() {
         let dir = tempfile::tempdir().unwrap();
-        let file = FileId::new_random();
+        let file = "json:notebook:y";
         let first = Store::open(dir.path()).unwrap();
         let old_session = first.session_id.clone();
         let second = Store::open(dir.path()).unwrap();
