@@ -65,3 +65,17 @@ async fn a_binary_file_is_refused_and_left_alone() {
     assert_eq!(code, 4400);
     assert!(reason.contains("unsupported document type"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_opened_in_the_text_editor_too_keeps_its_content() {
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x = 1"]))]);
+    let mut notebook_view = YClient::join(&server, "nb.ipynb").await;
+    notebook_view.append_and_wait_echo(0, " + 1").await;
+    assert_eq!(notebook_view.save(1).await, "success");
+    // "Open With → Editor": the same file as text. Its document is the file's JSON text.
+    let text_view = join_text(&server, "nb.ipynb").await;
+    let on_disk = std::fs::read_to_string(server.path("nb.ipynb")).unwrap();
+    assert_eq!(source(&text_view), on_disk);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.sources_on_disk("nb.ipynb"), vec!["x = 1 + 1"]);
+}
