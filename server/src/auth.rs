@@ -69,7 +69,10 @@ pub fn check(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Auth
     if let Some(cookie) = cookie_value(headers) {
         if state
             .store
-            .has_login(&collab::content_hash(cookie.as_bytes()))
+            .has_login(
+                &collab::content_hash(cookie.as_bytes()),
+                &token_fingerprint(state),
+            )
             .unwrap_or(false)
         {
             return Authenticated::Yes;
@@ -81,18 +84,26 @@ pub fn check(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Auth
     Authenticated::No
 }
 
-/// A fresh login cookie, remembered (hashed) in the store.
+/// What ties a login to the token it was made with (never the token itself).
+fn token_fingerprint(state: &AppState) -> String {
+    collab::content_hash(format!("quire-login:{}", state.token).as_bytes())
+}
+
+/// A fresh login cookie, remembered (hashed) in the store, valid for 30 days.
 pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
     let mut secret = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut secret);
     let value = hex::encode(secret);
     state
         .store
-        .add_login(&collab::content_hash(value.as_bytes()))
+        .add_login(
+            &collab::content_hash(value.as_bytes()),
+            &token_fingerprint(state),
+        )
         .map_err(|e| tracing::error!("cannot store a login: {e}"))
         .ok()?;
     HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax"
+        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"
     ))
     .ok()
 }

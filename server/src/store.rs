@@ -43,9 +43,13 @@ CREATE TABLE IF NOT EXISTS updates (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logins (
     cookie_hash TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
 ";
+
+/// How long a login cookie stays valid.
+const LOGIN_LIFETIME_SECS: i64 = 30 * 24 * 3600;
 
 /// How many directory entries a search for a file moved outside Quire may look at.
 const MOVE_SEARCH_LIMIT: usize = 100_000;
@@ -238,19 +242,27 @@ impl Store {
         Ok(moved)
     }
 
-    pub fn add_login(&self, cookie_hash: &str) -> rusqlite::Result<()> {
-        self.db().execute(
-            "INSERT OR IGNORE INTO logins (cookie_hash, created_at) VALUES (?1, ?2)",
-            params![cookie_hash, now_secs()],
+    /// Remembers a login cookie (hashed), tied to the token it was issued for.
+    pub fn add_login(&self, cookie_hash: &str, token_hash: &str) -> rusqlite::Result<()> {
+        let db = self.db();
+        db.execute(
+            "DELETE FROM logins WHERE created_at < ?1",
+            [now_secs() - LOGIN_LIFETIME_SECS],
+        )?;
+        db.execute(
+            "INSERT OR IGNORE INTO logins (cookie_hash, token_hash, created_at) VALUES (?1, ?2, ?3)",
+            params![cookie_hash, token_hash, now_secs()],
         )?;
         Ok(())
     }
 
-    pub fn has_login(&self, cookie_hash: &str) -> rusqlite::Result<bool> {
+    /// Whether a cookie was issued for this token and has not expired. A new token (after a
+    /// leak, say) invalidates every cookie issued for the old one.
+    pub fn has_login(&self, cookie_hash: &str, token_hash: &str) -> rusqlite::Result<bool> {
         self.db()
             .query_row(
-                "SELECT 1 FROM logins WHERE cookie_hash = ?1",
-                [cookie_hash],
+                "SELECT 1 FROM logins WHERE cookie_hash = ?1 AND token_hash = ?2 AND created_at >= ?3",
+                params![cookie_hash, token_hash, now_secs() - LOGIN_LIFETIME_SECS],
                 |_| Ok(()),
             )
             .optional()
@@ -453,5 +465,15 @@ mod tests {
         let third = Store::open(dir.path()).unwrap();
         assert!(third.session_may_join(&second.session_id, file).unwrap());
         assert!(!third.session_may_join("not-a-session", file).unwrap());
+    }
+
+    #[test]
+    fn a_login_is_tied_to_the_token_it_was_made_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.add_login("cookie", "token-a").unwrap();
+        assert!(store.has_login("cookie", "token-a").unwrap());
+        assert!(!store.has_login("cookie", "token-b").unwrap());
+        assert!(!store.has_login("other", "token-a").unwrap());
     }
 }
