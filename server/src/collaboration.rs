@@ -19,7 +19,6 @@ use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::os::unix::fs::MetadataExt;
 
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
@@ -157,7 +156,11 @@ pub async fn put_session(
         .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
     let (file_id, created) = state
         .store
-        .id_for_path(state.root.path(), &api_path, meta.ino())
+        .id_for_path(
+            state.root.path(),
+            &api_path,
+            crate::store::DiskIdentity::of(&meta),
+        )
         .map_err(|e| ApiError::internal("cannot index the file", e))?;
     let status = if created {
         StatusCode::CREATED

@@ -97,7 +97,8 @@ impl NotebookFile for LocalNotebook {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<FileStamp> {
         let meta = write_atomically(&self.path()?, bytes)?;
         // The rename gave the file a new inode: keep the index pointing at it.
-        if let Err(e) = self.store.update_inode(self.file_id, meta.ino()) {
+        let disk = crate::store::DiskIdentity::of(&meta);
+        if let Err(e) = self.store.update_disk_identity(self.file_id, disk) {
             tracing::warn!("cannot update the file index: {e}");
         }
         Ok(stamp_of(&meta))

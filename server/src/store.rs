@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS server_sessions (
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
-    inode INTEGER NOT NULL
+    inode INTEGER NOT NULL,
+    birth INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_by_inode ON files(inode);
 CREATE TABLE IF NOT EXISTS documents (
@@ -47,6 +48,35 @@ CREATE TABLE IF NOT EXISTS logins (
     created_at INTEGER NOT NULL
 );
 ";
+
+/// What identifies a file on disk across renames: its inode, and its birth time so that a
+/// new file reusing a deleted file's inode is not mistaken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskIdentity {
+    pub inode: u64,
+    /// Nanoseconds since the epoch; 0 where the file system does not record it.
+    pub birth_ns: i64,
+}
+
+impl DiskIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> DiskIdentity {
+        let birth_ns = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        DiskIdentity {
+            inode: meta.ino(),
+            birth_ns,
+        }
+    }
+
+    fn matches(&self, inode: i64, birth_ns: i64) -> bool {
+        self.inode == inode as u64
+            && (self.birth_ns == birth_ns || self.birth_ns == 0 || birth_ns == 0)
+    }
+}
 
 /// How long a login cookie stays valid.
 const LOGIN_LIFETIME_SECS: i64 = 30 * 24 * 3600;
@@ -126,14 +156,14 @@ impl Store {
         Ok(matches!((client_seq, history_seq), (Some(c), Some(h)) if c >= h))
     }
 
-    /// The id of the file at `api_path` (which exists, with inode `inode`), and whether it was
-    /// just indexed. A file moved outside Quire keeps its id: an indexed inode whose recorded
-    /// path no longer holds it is taken to have moved here.
+    /// The id of the file at `api_path` (which exists, as `disk`), and whether it was just
+    /// indexed. A file moved outside Quire keeps its id: an indexed file with the same inode
+    /// and birth time, whose recorded path no longer holds it, is taken to have moved here.
     pub fn id_for_path(
         &self,
         root: &Path,
         api_path: &str,
-        inode: u64,
+        disk: DiskIdentity,
     ) -> rusqlite::Result<(FileId, bool)> {
         let db = self.db();
         let by_path: Option<String> = db
@@ -143,19 +173,24 @@ impl Store {
             .optional()?;
         if let Some(id) = by_path {
             db.execute(
-                "UPDATE files SET inode = ?1 WHERE id = ?2",
-                params![inode as i64, id],
+                "UPDATE files SET inode = ?1, birth = ?2 WHERE id = ?3",
+                params![disk.inode as i64, disk.birth_ns, id],
             )?;
             return Ok((parse_id(&id), false));
         }
-        let mut stmt = db.prepare("SELECT id, path FROM files WHERE inode = ?1")?;
-        let candidates: Vec<(String, String)> = stmt
-            .query_map([inode as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let mut stmt = db.prepare("SELECT id, path, birth FROM files WHERE inode = ?1")?;
+        let candidates: Vec<(String, String, i64)> = stmt
+            .query_map([disk.inode as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<Result<_, _>>()?;
         drop(stmt);
-        for (id, old_path) in candidates {
+        for (id, old_path, birth) in candidates {
+            if !disk.matches(disk.inode as i64, birth) {
+                continue;
+            }
             let still_there = std::fs::metadata(root.join(&old_path))
-                .map(|m| m.ino() == inode)
+                .map(|m| DiskIdentity::of(&m) == disk)
                 .unwrap_or(false);
             if !still_there {
                 db.execute(
@@ -168,8 +203,8 @@ impl Store {
         }
         let id = FileId::new_random();
         db.execute(
-            "INSERT INTO files (id, path, inode) VALUES (?1, ?2, ?3)",
-            params![id.to_string(), api_path, inode as i64],
+            "INSERT INTO files (id, path, inode, birth) VALUES (?1, ?2, ?3, ?4)",
+            params![id.to_string(), api_path, disk.inode as i64, disk.birth_ns],
         )?;
         Ok((id, true))
     }
@@ -177,21 +212,21 @@ impl Store {
     /// Where the file with this id is now. When its recorded path no longer holds it, the
     /// served tree is searched for its inode (it was moved outside Quire).
     pub fn path_for_id(&self, root: &Path, id: FileId) -> rusqlite::Result<Option<String>> {
-        let row: Option<(String, i64)> = self
+        let row: Option<(String, i64, i64)> = self
             .db()
             .query_row(
-                "SELECT path, inode FROM files WHERE id = ?1",
+                "SELECT path, inode, birth FROM files WHERE id = ?1",
                 [id.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((path, inode)) = row else {
+        let Some((path, inode, birth)) = row else {
             return Ok(None);
         };
         if root.join(&path).is_file() {
             return Ok(Some(path));
         }
-        let Some(found) = find_inode(root, inode as u64) else {
+        let Some(found) = find_inode(root, inode, birth) else {
             return Ok(None);
         };
         self.db().execute(
@@ -201,10 +236,10 @@ impl Store {
         Ok(Some(found))
     }
 
-    pub fn update_inode(&self, id: FileId, inode: u64) -> rusqlite::Result<()> {
+    pub fn update_disk_identity(&self, id: FileId, disk: DiskIdentity) -> rusqlite::Result<()> {
         self.db().execute(
-            "UPDATE files SET inode = ?1 WHERE id = ?2",
-            params![inode as i64, id.to_string()],
+            "UPDATE files SET inode = ?1, birth = ?2 WHERE id = ?3",
+            params![disk.inode as i64, disk.birth_ns, id.to_string()],
         )?;
         Ok(())
     }
@@ -288,8 +323,9 @@ fn parse_id(text: &str) -> FileId {
     })
 }
 
-/// Breadth-first search of the served tree for a file with this inode (hidden folders skipped).
-fn find_inode(root: &Path, inode: u64) -> Option<String> {
+/// Breadth-first search of the served tree for a file with this inode and birth time (hidden
+/// folders skipped).
+fn find_inode(root: &Path, inode: i64, birth: i64) -> Option<String> {
     let mut queue: std::collections::VecDeque<PathBuf> = [root.to_path_buf()].into();
     let mut seen = 0;
     while let Some(dir) = queue.pop_front() {
@@ -307,7 +343,7 @@ fn find_inode(root: &Path, inode: u64) -> Option<String> {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 queue.push_back(entry.path());
-            } else if meta.is_file() && meta.ino() == inode {
+            } else if meta.is_file() && DiskIdentity::of(&meta).matches(inode, birth) {
                 let rel = entry.path().strip_prefix(root).ok()?.to_path_buf();
                 return Some(rel.to_string_lossy().into_owned());
             }
