@@ -95,18 +95,22 @@ impl AwarenessTable {
                     Some(owner) if owner != conn => return false,
                     _ => {}
                 }
-                // A client id whose connection left may be claimed again by a reconnect that
-                // re-sends its last clock; otherwise only a newer clock wins.
-                let newer = clock > entry.clock
-                    || (entry.owner.is_none() && clock >= entry.clock)
-                    || (clock == entry.clock && state.is_none() && entry.state.is_some());
-                if !newer {
-                    if clock == entry.clock && entry.state == state {
-                        entry.renewed = now;
-                    }
+                if state.is_none() && entry.state.is_none() {
                     return false;
                 }
-                entry.clock = clock;
+                // The clocks everyone else sees are the ones we relay, so we keep them strictly
+                // increasing ourselves. A reconnecting y-websocket client re-sends its last
+                // clock, which our removal already passed: its state is taken anyway and
+                // relayed with a clock past ours (the client adopts it when it hears it back).
+                if clock <= entry.clock {
+                    if state == entry.state {
+                        entry.renewed = now;
+                        return false;
+                    }
+                    entry.clock += 1;
+                } else {
+                    entry.clock = clock;
+                }
                 entry.owner = state.as_ref().map(|_| conn);
                 entry.state = state;
                 entry.renewed = now;
@@ -305,6 +309,26 @@ mod tests {
         let removal = table.remove_connection(ConnectionId(2)).unwrap();
         assert_eq!(decode_update(&removal).unwrap(), vec![(2, 3, Value::Null)]);
         assert_eq!(table.encode_all(), None);
+    }
+
+    #[test]
+    fn a_reconnecting_client_is_seen_again_at_once() {
+        let mut table = AwarenessTable::default();
+        let now = Instant::now();
+        let state = json!({"cursors": []});
+        table
+            .apply(ConnectionId(1), &ada(), &encode_update(9, 4, &state), now)
+            .unwrap();
+        let removal = table.remove_connection(ConnectionId(1)).unwrap();
+        assert_eq!(decode_update(&removal).unwrap()[0].1, 5);
+        // y-websocket's reconnect re-sends clock 4: relayed with a clock peers accept.
+        let relayed = table
+            .apply(ConnectionId(2), &ada(), &encode_update(9, 4, &state), now)
+            .unwrap()
+            .expect("the state is back");
+        let entries = decode_update(&relayed).unwrap();
+        assert_eq!(entries[0].1, 6);
+        assert!(entries[0].2.is_object());
     }
 
     #[test]
