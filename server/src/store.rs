@@ -107,6 +107,9 @@ impl Store {
         let path = state_dir.join("quire.sqlite3");
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
+        // Snapshots of large notebooks are multi-megabyte blobs: big pages mean fewer WAL frames
+        // (takes effect when the database is created).
+        conn.pragma_update(None, "page_size", 65536)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
