@@ -410,24 +410,17 @@ impl Room {
         room.write_state(|txn, state| {
             state.insert(txn, "path", path.as_str());
         });
-        if outside_edit && Content::from_doc(kind, &room.doc_mut().doc.transact()) == on_disk {
-            // The file holds the document already (a save landed but was not recorded, say).
-            room.flush();
-            let document = room.doc_mut();
-            document.disk_hash = disk_hash.clone();
-            document.unsaved_since = None;
-            document.base = document
-                .doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            let seq = document.last_seq;
-            if let Err(e) = room.record_saved_point(seq, &disk_hash) {
-                tracing::warn!("cannot record the saved point: {e}");
+        if restored {
+            let file_holds_document =
+                Content::from_doc(kind, &room.doc_mut().doc.transact()) == on_disk;
+            if file_holds_document && outside_edit {
+                // A save landed but was not recorded (a crash between the two, say).
+                room.file_holds_document(&disk_hash);
+            } else if outside_edit {
+                room.merge_outside_edit(on_disk, bytes);
+            } else if !file_holds_document {
+                room.doc_mut().unsaved_since = Some(now);
             }
-        } else if outside_edit {
-            room.merge_outside_edit(on_disk, bytes);
-        } else if restored && Content::from_doc(kind, &room.doc_mut().doc.transact()) != on_disk {
-            room.doc_mut().unsaved_since = Some(now);
         }
         room.flush();
         Ok(room)
@@ -1103,18 +1096,26 @@ impl Room {
         let kind = self.doc_mut().kind;
         let merged = Content::from_doc(kind, &self.doc_mut().doc.transact());
         if merged == on_disk {
-            let document = self.doc_mut();
-            document.unsaved_since = None;
-            document.base = document
-                .doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            let seq = document.last_seq;
-            if let Err(e) = self.record_saved_point(seq, &hash) {
-                tracing::warn!("cannot record the merge in the log: {e}");
-            }
+            self.file_holds_document(&hash);
         } else {
             self.request_save(None);
+        }
+    }
+
+    /// The file (whose bytes hash to `hash`) holds exactly the document as it stands: it is
+    /// the new merge base and saved point.
+    fn file_holds_document(&mut self, hash: &str) {
+        self.flush();
+        let document = self.doc_mut();
+        document.disk_hash = hash.to_string();
+        document.unsaved_since = None;
+        document.base = document
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let seq = document.last_seq;
+        if let Err(e) = self.record_saved_point(seq, hash) {
+            tracing::warn!("cannot record the saved point: {e}");
         }
     }
 }
