@@ -24,6 +24,9 @@ use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
 use crate::AppState;
 
+/// Bytes read from a websocket at a time (larger frames are read in several chunks).
+const IDLE_READ_BUFFER: usize = 4096;
+
 /// Close codes JupyterLab's provider understands.
 const CLOSE_NOT_FOUND: u16 = 4404;
 const CLOSE_BAD_REQUEST: u16 = 4400;
@@ -198,6 +201,9 @@ pub async fn room_socket(
         // Frames beyond our limit are read only far enough to refuse them with a clear reason.
         .max_message_size(limit.saturating_mul(2))
         .max_frame_size(limit.saturating_mul(2))
+        // tungstenite reserves its read buffer per connection (128 KiB by default): most
+        // connections sit idle with a presence renewal every 15 s, so start small.
+        .read_buffer_size(IDLE_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             serve_socket(state, socket, room, query.session_id).await;
         })

@@ -6,6 +6,7 @@
 //!    server's CPU time per edit is read from /proc.
 //! 2. Sync time: a new client joining a 1,000-cell, 10 MB notebook, cold (room loaded from the
 //!    file) and warm (room already open), until the server's step 2 is applied.
+//! 3. Idle connections: the server's resident memory per synced, idle connection.
 
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,54 @@ async fn sync_time(notebook: &[u8]) {
     }
 }
 
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Server memory per idle connection: `count` synced clients in 10 rooms.
+async fn idle_connections(count: usize) {
+    let files: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("nb{i}.ipynb"), notebook_with(&["x = 1", "y = 2"])))
+        .collect();
+    let named: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let server = TestServer::start(&named);
+    let pid = server.child.id();
+    let rooms: Vec<String> = (0..10)
+        .map(|i| {
+            let (id, session) = server.session(&format!("nb{i}.ipynb"));
+            server.room_url(&id, &session)
+        })
+        .collect();
+    // Open the rooms first so their own memory is not counted per connection.
+    let mut clients = Vec::new();
+    for url in &rooms {
+        let mut client = YClient::connect(url).await;
+        client.sync().await;
+        clients.push(client);
+    }
+    let before = resident_kib(pid);
+    for i in 0..count {
+        let mut client = YClient::connect(&rooms[i % rooms.len()]).await;
+        client.sync().await;
+        clients.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = resident_kib(pid);
+    println!(
+        "idle connections | {count} synced clients in 10 rooms | server RSS +{} KiB | {:.1} KiB per connection",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / count as f64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var_os("QUIRE_BIN").is_none() {
@@ -169,4 +218,5 @@ async fn main() {
     )
     .await;
     sync_time(&big).await;
+    idle_connections(2000).await;
 }
