@@ -104,7 +104,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let rooms = state.rooms.clone();
+    // Edits are small frames: without TCP_NODELAY, Nagle's algorithm meeting the peer's delayed
+    // ACK holds some of them back ~40 ms (measured as a 33 ms p99 with 20 clients in a room).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

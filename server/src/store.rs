@@ -113,6 +113,10 @@ impl Store {
         conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // SQLite checkpoints the WAL inside whichever commit crosses 1,000 pages, fsync
+        // included: tens of milliseconds on the room task that happened to commit. Checkpoints
+        // run on a thread of their own instead (see `checkpoint_in_background`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -121,8 +125,10 @@ impl Store {
             params![session_id, now_secs()],
         )?;
         let session_seq = conn.last_insert_rowid();
+        let db = Arc::new(Mutex::new(conn));
+        checkpoint_in_background(&path, Arc::downgrade(&db))?;
         Ok(Store {
-            db: Arc::new(Mutex::new(conn)),
+            db,
             session_id,
             session_seq,
         })
@@ -318,6 +324,33 @@ impl Store {
             next_seq: 1,
         }
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checkpoints the WAL from a connection and thread of its own, so no room's commit waits for
+/// it (a passive checkpoint never blocks writers). Ends when the store is dropped.
+fn checkpoint_in_background(
+    path: &Path,
+    store: std::sync::Weak<Mutex<Connection>>,
+) -> anyhow::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    std::thread::Builder::new()
+        .name("quire-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if store.strong_count() == 0 {
+                // Last round: fold everything back so the WAL file does not outlive us large.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                return;
+            }
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("WAL checkpoint failed: {e}");
+            }
+        })?;
+    Ok(())
 }
 
 fn parse_id(text: &str) -> FileId {

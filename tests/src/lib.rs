@@ -411,7 +411,8 @@ impl YClient {
     }
 
     pub async fn connect(url: &str) -> YClient {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        // Like browsers, disable Nagle's algorithm: edits are small frames.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("websocket connects");
         YClient {

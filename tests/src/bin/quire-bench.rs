@@ -6,7 +6,8 @@
 //!    server's CPU time per edit is read from /proc.
 //! 2. Sync time: a new client joining a 1,000-cell, 10 MB notebook, cold (room loaded from the
 //!    file) and warm (room already open), until the server's step 2 is applied.
-//! 3. Idle connections: the server's resident memory per synced, idle connection.
+//! 3. Fan-out: 20 clients in one room each typing 5 characters a second.
+//! 4. Idle connections: the server's resident memory per synced, idle connection.
 
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,95 @@ async fn sync_time(notebook: &[u8]) {
     }
 }
 
+/// One room, `clients` clients each typing `rate` characters per second for `seconds`: latency
+/// from an edit leaving its author to each peer having applied it, and server CPU per edit.
+async fn fan_out(clients: usize, rate: u32, seconds: u32) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use yrs::{ReadTxn, Transact};
+
+    let config = std::env::var("QUIRE_BENCH_CONFIG").unwrap_or_default();
+    let server = TestServer::start_with_config(&[("nb.ipynb", &notebook_with(&["x"]))], &config);
+    let pid = server.child.id();
+    let (file_id, session) = server.session("nb.ipynb");
+    let url = server.room_url(&file_id, &session);
+    let sent: Arc<Mutex<HashMap<(u64, u32), Instant>>> = Arc::default();
+    let mut joined = Vec::new();
+    for _ in 0..clients {
+        let mut client = YClient::connect(&url).await;
+        client.sync().await;
+        joined.push(client);
+    }
+    let cpu_before = cpu_ticks(pid);
+    let start = Instant::now() + Duration::from_millis(100);
+    let interval = Duration::from_secs(1) / rate;
+    let edits = (rate * seconds) as usize;
+    let mut tasks = Vec::new();
+    for (who, mut client) in joined.into_iter().enumerate() {
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let me = client.doc.client_id();
+            let mut latencies = Vec::new();
+            let mut known: HashMap<u64, u32> = HashMap::new();
+            let offset = interval * who as u32 / clients as u32;
+            let mut next = start + offset;
+            let mut typed = 0;
+            let end = start + Duration::from_secs(seconds as u64 + 2);
+            while Instant::now() < end {
+                if typed < edits && Instant::now() >= next {
+                    let clock = client.doc.transact().state_vector().get(&me);
+                    sent.lock()
+                        .unwrap()
+                        .insert((me.get(), clock), Instant::now());
+                    client
+                        .edit(|txn| {
+                            let source = collab::notebook::cell_source(txn, 0).unwrap();
+                            let len = source.len(txn);
+                            source.insert(txn, len, "x");
+                        })
+                        .await;
+                    typed += 1;
+                    next += interval;
+                }
+                let wait = next
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20));
+                let seen = client.updates_received;
+                client.pump_until(wait, |c| c.updates_received > seen).await;
+                let now = Instant::now();
+                let sv = client.doc.transact().state_vector();
+                for (id, clock) in sv.iter() {
+                    if *id == me {
+                        continue;
+                    }
+                    let from = known.insert(id.get(), *clock).unwrap_or(*clock);
+                    let sent = sent.lock().unwrap();
+                    for c in from..*clock {
+                        if let Some(t) = sent.get(&(id.get(), c)) {
+                            latencies.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let cpu_ms = (cpu_ticks(pid) - cpu_before) as f64 / ticks_per_second() * 1000.0;
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let total_edits = edits * clients;
+    println!(
+        "fan-out | {clients} clients x {rate} chars/s, {seconds} s | {} deliveries | p50 {:.3} ms | p99 {:.3} ms | server CPU {:.3} ms/edit",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        cpu_ms / total_edits as f64
+    );
+}
+
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -218,5 +308,6 @@ async fn main() {
     )
     .await;
     sync_time(&big).await;
+    fan_out(20, 5, 10).await;
     idle_connections(2000).await;
 }
