@@ -300,14 +300,22 @@ async fn main() {
             .unwrap_or_else(|| quire_tests::repo_root().join("target"));
         std::env::set_var("QUIRE_BIN", target.join("release/quire"));
     }
+    // QUIRE_BENCH_ONLY=edit|sync|fan-out|idle runs one scenario.
+    let only = std::env::var("QUIRE_BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only == name;
     let big = big_notebook(1000, 10_000_000);
-    edit_cost("1-cell notebook", &notebook_with(&["x"])).await;
-    edit_cost(
-        &format!("1,000 cells, {:.1} MB", big.len() as f64 / 1e6),
-        &big,
-    )
-    .await;
-    sync_time(&big).await;
-    fan_out(20, 5, 10).await;
-    idle_connections(2000).await;
+    if run("edit") {
+        edit_cost("1-cell notebook", &notebook_with(&["x"])).await;
+        let label = format!("1,000 cells, {:.1} MB", big.len() as f64 / 1e6);
+        edit_cost(&label, &big).await;
+    }
+    if run("sync") {
+        sync_time(&big).await;
+    }
+    if run("fan-out") {
+        fan_out(20, 5, 10).await;
+    }
+    if run("idle") {
+        idle_connections(2000).await;
+    }
 }
