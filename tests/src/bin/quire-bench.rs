@@ -62,6 +62,17 @@ fn big_notebook(cells: usize, total_bytes: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// One keystroke at the end of the first cell, sent as an update.
+async fn type_one_character(client: &mut YClient) {
+    client
+        .edit(|txn| {
+            let source = collab::notebook::cell_source(txn, 0).unwrap();
+            let len = source.len(txn);
+            source.insert(txn, len, "x");
+        })
+        .await;
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -97,13 +108,7 @@ async fn edit_cost(label: &str, notebook: &[u8]) {
         let due = start + EDIT_INTERVAL * i as u32;
         tokio::time::sleep_until(due.into()).await;
         sent.push(Instant::now());
-        writer
-            .edit(|txn| {
-                let source = collab::notebook::cell_source(txn, 0).unwrap();
-                let len = source.len(txn);
-                source.insert(txn, len, "x");
-            })
-            .await;
+        type_one_character(&mut writer).await;
         // Keep the writer's socket drained of its echoes.
         writer.pump_for(Duration::from_micros(1)).await;
     }
@@ -189,13 +194,7 @@ async fn fan_out(clients: usize, rate: u32, seconds: u32) {
                     sent.lock()
                         .unwrap()
                         .insert((me.get(), clock), Instant::now());
-                    client
-                        .edit(|txn| {
-                            let source = collab::notebook::cell_source(txn, 0).unwrap();
-                            let len = source.len(txn);
-                            source.insert(txn, len, "x");
-                        })
-                        .await;
+                    type_one_character(&mut client).await;
                     typed += 1;
                     next += interval;
                 }
