@@ -55,13 +55,6 @@ pub enum Content {
 }
 
 impl Content {
-    pub fn kind(&self) -> DocumentKind {
-        match self {
-            Content::Notebook(_) => DocumentKind::Notebook,
-            Content::Text(_) => DocumentKind::Text,
-        }
-    }
-
     /// A new Y document holding this content, built under the fixed loading client id.
     pub fn to_doc(&self) -> Doc {
         match self {

@@ -23,7 +23,7 @@ use yrs::block::ClientID;
 use yrs::types::ToJson;
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, Map, MapPrelim, MapRef, OffsetKind, Options,
-    Out, ReadTxn, Text, TextPrelim, TextRef, Transact, TransactionMut, WriteTxn,
+    Out, ReadTxn, TextPrelim, TextRef, Transact, TransactionMut, WriteTxn,
 };
 
 /// The Yjs client id used for the items a notebook file becomes when it is first loaded.
@@ -684,11 +684,6 @@ pub fn cell_source<T: ReadTxn>(txn: &T, index: u32) -> Option<TextRef> {
         },
         _ => None,
     }
-}
-
-/// Appends text at the end of a Y text (a helper for tests and server-side writers).
-pub fn append_text(txn: &mut TransactionMut, text: &TextRef, chunk: &str) {
-    text.push(txn, chunk);
 }
 
 #[cfg(test)]

@@ -812,37 +812,34 @@ impl Room {
                 }
             }
         }
-        let outbox = std::mem::take(&mut self.outbox);
-        for (target, frame) in outbox {
-            match target {
-                Target::One(conn) => self.deliver(conn, frame),
-                Target::All => {
-                    let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
-                    for conn in ids {
-                        self.deliver(conn, frame.clone());
+        // Dropping a connection queues its presence removal: keep going until all is sent.
+        while !self.outbox.is_empty() {
+            let outbox = std::mem::take(&mut self.outbox);
+            for (target, frame) in outbox {
+                let failed: Vec<(ConnectionId, bool)> = match target {
+                    Target::One(conn) => self
+                        .connections
+                        .get(&conn)
+                        .and_then(|c| try_deliver(conn, c, frame))
+                        .into_iter()
+                        .collect(),
+                    Target::All => self
+                        .connections
+                        .iter()
+                        .filter_map(|(conn, c)| try_deliver(*conn, c, frame.clone()))
+                        .collect(),
+                };
+                for (conn, queue_full) in failed {
+                    if queue_full {
+                        tracing::info!(%conn, "outgoing queue full; dropping the connection");
+                        let reason =
+                            CloseReason::new(1013, "client fell behind; reconnect to resync");
+                        self.remove(conn, Some(reason));
+                    } else {
+                        self.remove(conn, None);
                     }
                 }
             }
-        }
-    }
-
-    fn deliver(&mut self, conn: ConnectionId, frame: Bytes) {
-        let Some(connection) = self.connections.get(&conn) else {
-            return;
-        };
-        match connection.out.try_send(Outgoing::Frame(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(%conn, "outgoing queue full; dropping the connection");
-                self.remove(
-                    conn,
-                    Some(CloseReason::new(
-                        1013,
-                        "client fell behind; reconnect to resync",
-                    )),
-                );
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove(conn, None),
         }
     }
 
@@ -1117,6 +1114,20 @@ impl Room {
         if let Err(e) = self.record_saved_point(seq, hash) {
             tracing::warn!("cannot record the saved point: {e}");
         }
+    }
+}
+
+/// Queues a frame for one connection; on failure, says whether its queue was full (a stalled
+/// client) rather than closed (a client already gone).
+fn try_deliver(
+    conn: ConnectionId,
+    connection: &Connection,
+    frame: Bytes,
+) -> Option<(ConnectionId, bool)> {
+    match connection.out.try_send(Outgoing::Frame(frame)) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => Some((conn, true)),
+        Err(mpsc::error::TrySendError::Closed(_)) => Some((conn, false)),
     }
 }
 
