@@ -5,7 +5,7 @@
 # binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x tests/.venv/bin/python ] || ! tests/.venv/bin/python -c 'import pycrdt, jupyter_ydoc, nbformat, websockets' 2>/dev/null; then
+if [ ! -x tests/.venv/bin/python ] || ! tests/.venv/bin/python -c 'import pycrdt, jupyter_ydoc, nbformat, websockets, ipykernel' 2>/dev/null; then
   python3 -m venv tests/.venv
   tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi

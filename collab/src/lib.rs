@@ -7,6 +7,7 @@
 
 pub mod awareness;
 mod content;
+pub mod execution;
 mod ids;
 pub mod merge;
 pub mod notebook;
@@ -19,6 +20,6 @@ pub use ids::{ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
     CloseReason, Joined, LoadError, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle, RoomInput,
-    SaveStatus,
+    RunSummary, SaveStatus,
 };
 pub use storage::{content_hash, FileStamp, History, NotebookFile, StoreError, UpdateLog};
