@@ -149,6 +149,11 @@ pub enum RoomInput {
         request_id: Option<Value>,
         done: Option<oneshot::Sender<Result<RunSummary, String>>>,
     },
+    /// A RAW JSON message for one connection (an answer the server gives on the room's behalf).
+    Reply {
+        conn: ConnectionId,
+        message: Value,
+    },
     /// Show this kernel's status in the document (a session now binds it to this notebook).
     AttachKernel {
         kernel: KernelRef,
@@ -682,6 +687,11 @@ impl Room {
                 done,
             } => self.execute(cell_id, requester, kernel, request_id, done),
             RoomInput::AttachKernel { kernel } => self.attach_kernel(kernel),
+            RoomInput::Reply { conn, message } => {
+                if self.connections.contains_key(&conn) {
+                    self.reply_raw(conn, message);
+                }
+            }
             RoomInput::Kernel(event) => self.on_kernel_event(event),
         }
     }

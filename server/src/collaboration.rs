@@ -11,9 +11,10 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use collab::protocol::decode_frame;
+use collab::protocol::{decode_frame, Frame};
 use collab::{
-    CloseReason, DocumentKind, FileId, Identity, LoadError, Outgoing, Room, RoomHandle, RoomInput,
+    CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing, Room, RoomHandle,
+    RoomInput,
 };
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
@@ -209,20 +210,11 @@ pub async fn room_socket(
         })
 }
 
-/// Why a connection cannot join, as a close frame.
-async fn admit(
-    state: &AppState,
-    room: &str,
-    session_id: Option<&str>,
-) -> Result<(RoomHandle, String), CloseReason> {
+/// A document room's name (`json:notebook:{fileId}`), parsed.
+fn parse_document_id(room: &str) -> Result<Option<(DocumentKind, FileId, String)>, CloseReason> {
     let parts: Vec<&str> = room.splitn(3, ':').collect();
     if parts.len() < 3 {
-        let handle = state
-            .rooms
-            .get_or_open(state, room, None)
-            .await
-            .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
-        return Ok((handle, room.to_string()));
+        return Ok(None);
     }
     let (format, kind, id) = (parts[0], parts[1], parts[2]);
     let Some(kind) = DocumentKind::from_format_and_type(format, kind) else {
@@ -234,11 +226,54 @@ async fn admit(
     let file_id = FileId::parse(id)
         .ok_or_else(|| CloseReason::new(CLOSE_BAD_REQUEST, "malformed file id"))?;
     let name = format!("{}:{file_id}", kind.room_prefix());
+    Ok(Some((kind, file_id, name)))
+}
+
+/// Opens (or finds) the room of a document, for a request that names it by id.
+pub async fn open_document(state: &AppState, document_id: &str) -> Result<RoomHandle, CloseReason> {
+    match parse_document_id(document_id)? {
+        Some((kind, file_id, name)) => open_file_room(state, kind, file_id, &name).await,
+        None => Err(CloseReason::new(CLOSE_NOT_FOUND, format!("no document {document_id:?}"))),
+    }
+}
+
+async fn open_file_room(
+    state: &AppState,
+    kind: DocumentKind,
+    file_id: FileId,
+    name: &str,
+) -> Result<RoomHandle, CloseReason> {
     let path = state
         .store
         .path_for_id(state.root.path(), file_id)
         .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?
         .ok_or_else(|| CloseReason::new(CLOSE_NOT_FOUND, "no file with this id"))?;
+    let handle = state
+        .rooms
+        .get_or_open(state, name, Some((kind, file_id, path)))
+        .await
+        .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+    if let Some(kernel) = state.kernels.for_file(file_id) {
+        let kernel: std::sync::Arc<dyn collab::execution::Kernel> = kernel;
+        let _ = handle.send(RoomInput::AttachKernel { kernel }).await;
+    }
+    Ok(handle)
+}
+
+/// Why a connection cannot join, as a close frame.
+async fn admit(
+    state: &AppState,
+    room: &str,
+    session_id: Option<&str>,
+) -> Result<(RoomHandle, String), CloseReason> {
+    let Some((kind, file_id, name)) = parse_document_id(room)? else {
+        let handle = state
+            .rooms
+            .get_or_open(state, room, None)
+            .await
+            .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+        return Ok((handle, room.to_string()));
+    };
     if let Some(session_id) = session_id {
         let allowed = state
             .store
@@ -253,11 +288,7 @@ async fn admit(
             return Err(CloseReason::new(CLOSE_SESSION, reason.to_string()));
         }
     }
-    let handle = state
-        .rooms
-        .get_or_open(state, &name, Some((kind, file_id, path)))
-        .await
-        .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
+    let handle = open_file_room(state, kind, file_id, &name).await?;
     Ok((handle, name))
 }
 
@@ -384,6 +415,12 @@ async fn serve_socket(
             Ok(_) => continue,
         };
         match decode_frame(&bytes, limit) {
+            Ok(Frame::Raw { text, .. }) if is_execute(&text) => {
+                let input = execute_request(&state, &name, conn, &text).await;
+                if handle.send(input).await.is_err() {
+                    break;
+                }
+            }
             Ok(frame) => {
                 if handle.send(RoomInput::Frame { conn, frame }).await.is_err() {
                     break;
@@ -415,4 +452,42 @@ async fn serve_socket(
     let _ = handle.send(RoomInput::Leave { conn }).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     tracing::debug!("left");
+}
+
+/// Whether a RAW message is our client's execute request.
+fn is_execute(text: &str) -> bool {
+    text.starts_with('{')
+        && serde_json::from_str::<Value>(text)
+            .is_ok_and(|m| m.get("type").and_then(Value::as_str) == Some("execute"))
+}
+
+/// Turns `{"type":"execute","cell_id":…,"request_id":…}` into a run on the notebook's kernel
+/// (starting one if the notebook has none), or a refusal for the requester.
+async fn execute_request(state: &AppState, room: &str, conn: ConnectionId, text: &str) -> RoomInput {
+    let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let request_id = message.get("request_id").cloned();
+    let refuse = |reason: String| RoomInput::Reply {
+        conn,
+        message: json!({"type": "execute", "responseTo": request_id, "status": "refused", "reason": reason}),
+    };
+    let Some(cell_id) = message.get("cell_id").and_then(Value::as_str) else {
+        return refuse("an execute request needs a \"cell_id\"".into());
+    };
+    let file = match parse_document_id(room) {
+        Ok(Some((DocumentKind::Notebook, file, _))) => file,
+        _ => return refuse("only notebooks run code".into()),
+    };
+    match state.kernels.ensure_for_file(state, file).await {
+        Ok(kernel) => RoomInput::Execute {
+            cell_id: cell_id.to_string(),
+            requester: collab::execution::Requester {
+                identity: state.identity.clone(),
+                conn: Some(conn),
+            },
+            kernel,
+            request_id,
+            done: None,
+        },
+        Err(e) => refuse(e.message),
+    }
 }

@@ -44,7 +44,8 @@ pub struct ServeArgs {
     #[arg(long, env = "QUIRE_NO_BROWSER")]
     pub no_browser: bool,
     /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
-    /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes.
+    /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes,
+    /// max_output_bytes, default_kernel, kernel_user, kernel_transport.
     #[arg(long, env = "QUIRE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -62,6 +63,10 @@ struct FileConfig {
     autosave_max_delay_ms: Option<u64>,
     compact_min_bytes: Option<u64>,
     max_frame_bytes: Option<usize>,
+    max_output_bytes: Option<usize>,
+    default_kernel: Option<String>,
+    kernel_user: Option<String>,
+    kernel_transport: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +79,11 @@ pub struct Config {
     pub room: RoomConfig,
     /// The largest websocket frame accepted; a 12 MB notebook's full sync must fit.
     pub max_frame_bytes: usize,
+    /// The kernelspec started for a notebook that asks for none (`python3`).
+    pub default_kernel: String,
+    /// When Quire runs as root: the local account kernels run as.
+    pub kernel_user: Option<String>,
+    pub kernel_transport: kernel_bridge::TransportKind,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
@@ -113,6 +123,14 @@ impl Config {
         if let Some(bytes) = file.compact_min_bytes {
             room.compact_min_bytes = bytes;
         }
+        if let Some(bytes) = file.max_output_bytes {
+            room.max_output_bytes = bytes;
+        }
+        let kernel_transport = match file.kernel_transport.as_deref() {
+            None | Some("ipc") => kernel_bridge::TransportKind::Ipc,
+            Some("tcp") => kernel_bridge::TransportKind::Tcp,
+            Some(other) => anyhow::bail!("kernel_transport must be \"ipc\" or \"tcp\", not {other:?}"),
+        };
         Ok(Config {
             root: args.dir.or(file.root).unwrap_or_else(|| PathBuf::from(".")),
             bind: args
@@ -127,6 +145,9 @@ impl Config {
             open_browser: !(args.no_browser || file.no_browser.unwrap_or(false)),
             room,
             max_frame_bytes: file.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES),
+            default_kernel: file.default_kernel.unwrap_or_else(|| "python3".into()),
+            kernel_user: file.kernel_user.filter(|u| !u.is_empty()),
+            kernel_transport,
         })
     }
 }

@@ -9,18 +9,20 @@ pub mod config;
 mod contents;
 mod error;
 mod files;
+mod kernels;
 pub mod paths;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use collab::Identity;
 
 pub use collaboration::Rooms;
 pub use config::Config;
+pub use kernels::Kernels;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,6 +30,7 @@ pub struct AppState {
     pub root: paths::Root,
     pub store: store::Store,
     pub rooms: Rooms,
+    pub kernels: Kernels,
     pub token: Arc<str>,
     pub identity: Identity,
 }
@@ -38,7 +41,10 @@ impl AppState {
         let root = paths::Root::new(&config.root)
             .with_context(|| format!("cannot serve {}", config.root.display()))?;
         let store = store::Store::open(&config.state_dir)?;
+        let kernels = Kernels::new(&config.state_dir, config.kernel_user.as_deref())
+            .context("cannot prepare for kernels")?;
         Ok(AppState {
+            kernels,
             config: Arc::new(config),
             root,
             store,
@@ -76,6 +82,29 @@ pub fn app(state: AppState) -> Router {
             "/api/collaboration/room/{room}",
             get(collaboration::room_socket),
         )
+        .route("/api/kernelspecs", get(kernels::list_kernelspecs))
+        .route("/api/kernelspecs/{name}", get(kernels::get_kernelspec))
+        .route(
+            "/api/kernels",
+            get(kernels::list_kernels).post(kernels::start_kernel),
+        )
+        .route(
+            "/api/kernels/{id}",
+            get(kernels::get_kernel).delete(kernels::delete_kernel),
+        )
+        .route("/api/kernels/{id}/interrupt", post(kernels::interrupt_kernel))
+        .route("/api/kernels/{id}/restart", post(kernels::restart_kernel))
+        .route("/api/kernels/{id}/execute", post(kernels::execute))
+        .route(
+            "/api/sessions",
+            get(kernels::list_sessions).post(kernels::create_session),
+        )
+        .route(
+            "/api/sessions/{id}",
+            get(kernels::get_session)
+                .patch(kernels::patch_session)
+                .delete(kernels::delete_session),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,
@@ -106,6 +135,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let rooms = state.rooms.clone();
+    let kernels = state.kernels.clone();
     // Edits are small frames: without TCP_NODELAY, Nagle's algorithm meeting the peer's delayed
     // ACK holds some of them back ~40 ms (measured as a 33 ms p99 with 20 clients in a room).
     let listener = listener.tap_io(|tcp| {
@@ -116,7 +146,8 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: saving open notebooks");
+            tracing::info!("shutting down: stopping kernels, saving open notebooks");
+            kernels.shutdown_all().await;
             rooms.shutdown_all().await;
         })
         .await

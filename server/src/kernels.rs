@@ -1,0 +1,499 @@
+//! Jupyter Server's kernel and session APIs, and execution requests.
+//!
+//! - `GET /api/kernelspecs`, `GET /api/kernelspecs/{name}`
+//! - `GET/POST /api/kernels`, `GET/DELETE /api/kernels/{id}`, `POST .../interrupt`, `.../restart`
+//! - `POST /api/kernels/{id}/execute` with `{cell_id, document_id}` (JupyterLab's
+//!   serverSideExecution): runs the cell as the document holds it and answers when it finished.
+//! - `GET/POST /api/sessions`, `GET/PATCH/DELETE /api/sessions/{id}`: a session binds a notebook
+//!   (by file id, so it follows renames) to a kernel.
+//!
+//! Kernels run with the notebook's directory as working directory, as the configured account
+//! when Quire runs as root. A kernel's status and runs show in every room it is attached to.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use collab::execution::{Kernel, Requester};
+use collab::{FileId, RoomInput};
+use dashmap::DashMap;
+use kernel_bridge::{kernelspec, Account, KernelHandle, KernelOptions, KernelSpec};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::AppState;
+
+/// A notebook bound to a kernel.
+#[derive(Clone)]
+struct Session {
+    id: String,
+    file: FileId,
+    name: String,
+    kind: String,
+    kernel: String,
+}
+
+/// The kernels and sessions of this server.
+#[derive(Clone)]
+pub struct Kernels {
+    kernels: Arc<DashMap<String, Arc<KernelHandle>>>,
+    sessions: Arc<DashMap<String, Session>>,
+    /// Serializes session creation, so one notebook never gets two kernels by a race.
+    starting: Arc<tokio::sync::Mutex<()>>,
+    runtime_dir: PathBuf,
+    account: Option<Account>,
+}
+
+impl Kernels {
+    pub fn new(state_dir: &std::path::Path, kernel_user: Option<&str>) -> anyhow::Result<Kernels> {
+        let account = match kernel_user {
+            Some(name) => {
+                if !nix::unistd::geteuid().is_root() {
+                    anyhow::bail!("kernel_user needs Quire to run as root");
+                }
+                Some(Account::lookup(name)?)
+            }
+            None => None,
+        };
+        // Unix socket paths are short (108 bytes): keep the runtime directory near the root.
+        let mut runtime_dir = state_dir.join("run");
+        if runtime_dir.as_os_str().len() > 70 {
+            let tag = &collab::content_hash(state_dir.as_os_str().as_encoded_bytes())[..12];
+            runtime_dir = std::env::temp_dir().join(format!("quire-{tag}"));
+        }
+        kernel_bridge::launch::prepare_runtime_base(&runtime_dir)?;
+        Ok(Kernels {
+            kernels: Arc::default(),
+            sessions: Arc::default(),
+            starting: Arc::default(),
+            runtime_dir,
+            account,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<KernelHandle>> {
+        self.kernels.get(id).map(|k| k.clone())
+    }
+
+    /// The kernel of the session bound to this notebook, if any.
+    pub fn for_file(&self, file: FileId) -> Option<Arc<KernelHandle>> {
+        let kernel = self
+            .sessions
+            .iter()
+            .find(|s| s.file == file)
+            .map(|s| s.kernel.clone())?;
+        self.get(&kernel)
+    }
+
+    async fn start(&self, state: &AppState, spec_name: &str, cwd: PathBuf) -> ApiResult<Arc<KernelHandle>> {
+        let spec = find_spec(state, spec_name)?;
+        let options = KernelOptions {
+            spec,
+            cwd,
+            account: self.account.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            transport: state.config.kernel_transport,
+            env: Vec::new(),
+            startup_timeout: Duration::from_secs(60),
+        };
+        let kernel = KernelHandle::start(options)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        self.kernels.insert(kernel.id().to_string(), kernel.clone());
+        Ok(kernel)
+    }
+
+    /// The notebook's kernel, starting a session with the default kernel if it has none.
+    pub async fn ensure_for_file(&self, state: &AppState, file: FileId) -> ApiResult<Arc<KernelHandle>> {
+        if let Some(kernel) = self.for_file(file) {
+            return Ok(kernel);
+        }
+        let _starting = self.starting.lock().await;
+        if let Some(kernel) = self.for_file(file) {
+            return Ok(kernel);
+        }
+        let api_path = file_path(state, file)?;
+        let cwd = notebook_dir(state, &api_path)?;
+        let kernel = self.start(state, &state.config.default_kernel, cwd).await?;
+        let name = api_path.rsplit('/').next().unwrap_or_default().to_string();
+        let session = Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            file,
+            name,
+            kind: "notebook".into(),
+            kernel: kernel.id().to_string(),
+        };
+        self.sessions.insert(session.id.clone(), session);
+        attach(state, file, &kernel).await;
+        Ok(kernel)
+    }
+
+    /// Stops every kernel; for server shutdown.
+    pub async fn shutdown_all(&self) {
+        let kernels: Vec<Arc<KernelHandle>> = self.kernels.iter().map(|k| k.clone()).collect();
+        for kernel in kernels {
+            kernel.shutdown().await;
+        }
+        self.kernels.clear();
+        self.sessions.clear();
+    }
+
+    async fn remove_kernel(&self, id: &str) -> bool {
+        let Some((_, kernel)) = self.kernels.remove(id) else {
+            return false;
+        };
+        self.sessions.retain(|_, s| s.kernel != id);
+        kernel.shutdown().await;
+        true
+    }
+}
+
+fn find_spec(state: &AppState, name: &str) -> ApiResult<KernelSpec> {
+    let specs = kernelspec::find_all(&kernelspec::data_dirs());
+    let _ = state;
+    specs
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no kernelspec named {name:?} is installed")))
+}
+
+fn file_path(state: &AppState, file: FileId) -> ApiResult<String> {
+    state
+        .store
+        .path_for_id(state.root.path(), file)
+        .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
+        .ok_or_else(|| ApiError::not_found("the notebook no longer exists"))
+}
+
+/// The directory holding a notebook: the kernel's working directory.
+fn notebook_dir(state: &AppState, api_path: &str) -> ApiResult<PathBuf> {
+    let path = state.root.resolve(api_path)?;
+    Ok(path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| state.root.path().to_path_buf()))
+}
+
+/// Shows the kernel in the notebook's room, if the room is open.
+pub async fn attach(state: &AppState, file: FileId, kernel: &Arc<KernelHandle>) {
+    for room in state.rooms.of_file(file) {
+        let kernel: Arc<dyn Kernel> = kernel.clone();
+        let _ = room.send(RoomInput::AttachKernel { kernel }).await;
+    }
+}
+
+fn iso(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn kernel_model(kernel: &KernelHandle) -> Value {
+    let state = kernel.state();
+    json!({
+        "id": kernel.id(),
+        "name": kernel.name(),
+        "last_activity": iso(state.last_activity),
+        "execution_state": state.status.as_str(),
+        "connections": 0,
+    })
+}
+
+fn session_model(state: &AppState, session: &Session) -> Value {
+    let path = file_path(state, session.file).unwrap_or_default();
+    let kernel = state
+        .kernels
+        .get(&session.kernel)
+        .map(|k| kernel_model(&k))
+        .unwrap_or(Value::Null);
+    json!({
+        "id": session.id,
+        "path": path,
+        "name": session.name,
+        "type": session.kind,
+        "kernel": kernel,
+        "notebook": {"path": path, "name": session.name},
+    })
+}
+
+pub async fn list_kernelspecs(State(state): State<AppState>) -> Json<Value> {
+    let specs = kernelspec::find_all(&kernelspec::data_dirs());
+    let default = if specs.iter().any(|s| s.name == state.config.default_kernel) {
+        state.config.default_kernel.clone()
+    } else {
+        specs.first().map(|s| s.name.clone()).unwrap_or_default()
+    };
+    let all: serde_json::Map<String, Value> =
+        specs.iter().map(|s| (s.name.clone(), s.to_api())).collect();
+    Json(json!({"default": default, "kernelspecs": all}))
+}
+
+pub async fn get_kernelspec(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(find_spec(&state, &name)?.to_api()))
+}
+
+pub async fn list_kernels(State(state): State<AppState>) -> Json<Value> {
+    let models: Vec<Value> = state.kernels.kernels.iter().map(|k| kernel_model(&k)).collect();
+    Json(Value::Array(models))
+}
+
+#[derive(Deserialize, Default)]
+pub struct StartKernel {
+    name: Option<String>,
+    path: Option<String>,
+}
+
+pub async fn start_kernel(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Option<StartKernel>>,
+) -> ApiResult<Response> {
+    let body = body.unwrap_or_default();
+    let name = body.name.unwrap_or_else(|| state.config.default_kernel.clone());
+    let cwd = match body.path.as_deref() {
+        Some(path) => {
+            let dir = state.root.resolve(&crate::paths::Root::normalize(path)?)?;
+            if dir.is_dir() { dir } else { dir.parent().map(PathBuf::from).unwrap_or(dir) }
+        }
+        None => state.root.path().to_path_buf(),
+    };
+    let kernel = state.kernels.start(&state, &name, cwd).await?;
+    Ok((StatusCode::CREATED, Json(kernel_model(&kernel))).into_response())
+}
+
+fn kernel_or_404(state: &AppState, id: &str) -> ApiResult<Arc<KernelHandle>> {
+    state
+        .kernels
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no kernel with id {id}")))
+}
+
+pub async fn get_kernel(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let kernel = kernel_or_404(&state, &id)?;
+    Ok(Json(kernel_model(&kernel)))
+}
+
+pub async fn delete_kernel(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    if state.kernels.remove_kernel(&id).await {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no kernel with id {id}")))
+    }
+}
+
+pub async fn interrupt_kernel(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    kernel_or_404(&state, &id)?.interrupt();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn restart_kernel(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let kernel = kernel_or_404(&state, &id)?;
+    kernel
+        .restart_and_wait()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(kernel_model(&kernel)))
+}
+
+#[derive(Deserialize)]
+pub struct ExecuteBody {
+    cell_id: Option<String>,
+    document_id: Option<String>,
+}
+
+/// Runs one cell of a notebook on this kernel and answers once it finished.
+pub async fn execute(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    JsonBody(body): JsonBody<ExecuteBody>,
+) -> ApiResult<Json<Value>> {
+    let kernel = kernel_or_404(&state, &id)?;
+    let cell_id = body
+        .cell_id
+        .ok_or_else(|| ApiError::bad_request("missing \"cell_id\""))?;
+    let document_id = body
+        .document_id
+        .ok_or_else(|| ApiError::bad_request("missing \"document_id\""))?;
+    let room = crate::collaboration::open_document(&state, &document_id)
+        .await
+        .map_err(|reason| ApiError::not_found(reason.reason))?;
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let kernel: Arc<dyn Kernel> = kernel;
+    room.send(RoomInput::Execute {
+        cell_id,
+        requester: Requester {
+            identity: state.identity.clone(),
+            conn: None,
+        },
+        kernel,
+        request_id: None,
+        done: Some(done),
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the notebook closed; try again"))?;
+    match outcome.await {
+        Ok(Ok(summary)) => Ok(Json(json!({
+            "status": summary.outcome.as_str(),
+            "execution_count": summary.execution_count,
+            "reason": match &summary.outcome {
+                collab::execution::RunOutcome::Aborted(reason) => Value::from(reason.as_str()),
+                _ => Value::Null,
+            },
+        }))),
+        Ok(Err(reason)) => Err(ApiError::bad_request(reason)),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the notebook closed during the run")),
+    }
+}
+
+pub async fn list_sessions(State(state): State<AppState>) -> Json<Value> {
+    let sessions: Vec<Session> = state.kernels.sessions.iter().map(|s| s.clone()).collect();
+    Json(Value::Array(
+        sessions.iter().map(|s| session_model(&state, s)).collect(),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct SessionBody {
+    path: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    kernel: Option<KernelChoice>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct KernelChoice {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+/// Creates a session for a notebook, or returns the one it has (as Jupyter Server does).
+pub async fn create_session(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SessionBody>,
+) -> ApiResult<Response> {
+    let api_path = crate::paths::Root::normalize(
+        body.path.as_deref().ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
+    )?;
+    let path = state.root.resolve(&api_path)?;
+    let meta = std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
+    let (file, _) = state
+        .store
+        .id_for_path(state.root.path(), &api_path, crate::store::DiskIdentity::of(&meta))
+        .map_err(|e| ApiError::internal("cannot index the file", e))?;
+    let _starting = state.kernels.starting.lock().await;
+    if let Some(existing) = state.kernels.sessions.iter().find(|s| s.file == file).map(|s| s.clone()) {
+        if state.kernels.get(&existing.kernel).is_some() {
+            return Ok((StatusCode::CREATED, Json(session_model(&state, &existing))).into_response());
+        }
+        state.kernels.sessions.remove(&existing.id);
+    }
+    let choice = body.kernel.unwrap_or_default();
+    let kernel = match choice.id {
+        Some(id) => kernel_or_404(&state, &id)?,
+        None => {
+            let name = choice.name.unwrap_or_else(|| state.config.default_kernel.clone());
+            let cwd = notebook_dir(&state, &api_path)?;
+            state.kernels.start(&state, &name, cwd).await?
+        }
+    };
+    let session = Session {
+        id: uuid::Uuid::new_v4().to_string(),
+        file,
+        name: body
+            .name
+            .unwrap_or_else(|| api_path.rsplit('/').next().unwrap_or_default().to_string()),
+        kind: body.kind.unwrap_or_else(|| "notebook".into()),
+        kernel: kernel.id().to_string(),
+    };
+    state.kernels.sessions.insert(session.id.clone(), session.clone());
+    drop(_starting);
+    attach(&state, file, &kernel).await;
+    Ok((StatusCode::CREATED, Json(session_model(&state, &session))).into_response())
+}
+
+fn session_or_404(state: &AppState, id: &str) -> ApiResult<Session> {
+    state
+        .kernels
+        .sessions
+        .get(id)
+        .map(|s| s.clone())
+        .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))
+}
+
+pub async fn get_session(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(session_model(&state, &session_or_404(&state, &id)?)))
+}
+
+/// Changes a session's kernel (by id or by starting one of a name) or its name.
+pub async fn patch_session(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    JsonBody(body): JsonBody<SessionBody>,
+) -> ApiResult<Json<Value>> {
+    let mut session = session_or_404(&state, &id)?;
+    if let Some(name) = body.name {
+        session.name = name;
+    }
+    if let Some(choice) = body.kernel {
+        let kernel = match (choice.id, choice.name) {
+            (Some(id), _) => kernel_or_404(&state, &id)?,
+            (None, Some(name)) => {
+                let api_path = file_path(&state, session.file)?;
+                let cwd = notebook_dir(&state, &api_path)?;
+                state.kernels.start(&state, &name, cwd).await?
+            }
+            (None, None) => return Err(ApiError::bad_request("\"kernel\" needs an id or a name")),
+        };
+        if kernel.id() != session.kernel {
+            let old = std::mem::replace(&mut session.kernel, kernel.id().to_string());
+            state.kernels.sessions.insert(session.id.clone(), session.clone());
+            let still_used = state.kernels.sessions.iter().any(|s| s.kernel == old);
+            if !still_used {
+                state.kernels.remove_kernel(&old).await;
+            }
+            attach(&state, session.file, &kernel).await;
+        }
+    }
+    state.kernels.sessions.insert(session.id.clone(), session.clone());
+    Ok(Json(session_model(&state, &session)))
+}
+
+pub async fn delete_session(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    let (_, session) = state
+        .kernels
+        .sessions
+        .remove(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))?;
+    let still_used = state.kernels.sessions.iter().any(|s| s.kernel == session.kernel);
+    if !still_used {
+        state.kernels.remove_kernel(&session.kernel).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
