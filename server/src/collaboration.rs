@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use collab::protocol::{decode_frame, Frame};
 use collab::{
-    CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing, Room, RoomHandle,
-    RoomInput,
+    CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing, Room,
+    RoomHandle, RoomInput,
 };
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
@@ -233,7 +233,10 @@ fn parse_document_id(room: &str) -> Result<Option<(DocumentKind, FileId, String)
 pub async fn open_document(state: &AppState, document_id: &str) -> Result<RoomHandle, CloseReason> {
     match parse_document_id(document_id)? {
         Some((kind, file_id, name)) => open_file_room(state, kind, file_id, &name).await,
-        None => Err(CloseReason::new(CLOSE_NOT_FOUND, format!("no document {document_id:?}"))),
+        None => Err(CloseReason::new(
+            CLOSE_NOT_FOUND,
+            format!("no document {document_id:?}"),
+        )),
     }
 }
 
@@ -463,7 +466,12 @@ fn is_execute(text: &str) -> bool {
 
 /// Turns `{"type":"execute","cell_id":…,"request_id":…}` into a run on the notebook's kernel
 /// (starting one if the notebook has none), or a refusal for the requester.
-async fn execute_request(state: &AppState, room: &str, conn: ConnectionId, text: &str) -> RoomInput {
+async fn execute_request(
+    state: &AppState,
+    room: &str,
+    conn: ConnectionId,
+    text: &str,
+) -> RoomInput {
     let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let request_id = message.get("request_id").cloned();
     let refuse = |reason: String| RoomInput::Reply {

@@ -129,7 +129,9 @@ impl Config {
         let kernel_transport = match file.kernel_transport.as_deref() {
             None | Some("ipc") => kernel_bridge::TransportKind::Ipc,
             Some("tcp") => kernel_bridge::TransportKind::Tcp,
-            Some(other) => anyhow::bail!("kernel_transport must be \"ipc\" or \"tcp\", not {other:?}"),
+            Some(other) => {
+                anyhow::bail!("kernel_transport must be \"ipc\" or \"tcp\", not {other:?}")
+            }
         };
         Ok(Config {
             root: args.dir.or(file.root).unwrap_or_else(|| PathBuf::from(".")),

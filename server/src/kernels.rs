@@ -90,7 +90,12 @@ impl Kernels {
         self.get(&kernel)
     }
 
-    async fn start(&self, state: &AppState, spec_name: &str, cwd: PathBuf) -> ApiResult<Arc<KernelHandle>> {
+    async fn start(
+        &self,
+        state: &AppState,
+        spec_name: &str,
+        cwd: PathBuf,
+    ) -> ApiResult<Arc<KernelHandle>> {
         let spec = find_spec(state, spec_name)?;
         let options = KernelOptions {
             spec,
@@ -109,7 +114,11 @@ impl Kernels {
     }
 
     /// The notebook's kernel, starting a session with the default kernel if it has none.
-    pub async fn ensure_for_file(&self, state: &AppState, file: FileId) -> ApiResult<Arc<KernelHandle>> {
+    pub async fn ensure_for_file(
+        &self,
+        state: &AppState,
+        file: FileId,
+    ) -> ApiResult<Arc<KernelHandle>> {
         if let Some(kernel) = self.for_file(file) {
             return Ok(kernel);
         }
@@ -239,7 +248,12 @@ pub async fn get_kernelspec(
 }
 
 pub async fn list_kernels(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state.kernels.kernels.iter().map(|k| kernel_model(&k)).collect();
+    let models: Vec<Value> = state
+        .kernels
+        .kernels
+        .iter()
+        .map(|k| kernel_model(&k))
+        .collect();
     Json(Value::Array(models))
 }
 
@@ -254,11 +268,17 @@ pub async fn start_kernel(
     JsonBody(body): JsonBody<Option<StartKernel>>,
 ) -> ApiResult<Response> {
     let body = body.unwrap_or_default();
-    let name = body.name.unwrap_or_else(|| state.config.default_kernel.clone());
+    let name = body
+        .name
+        .unwrap_or_else(|| state.config.default_kernel.clone());
     let cwd = match body.path.as_deref() {
         Some(path) => {
             let dir = state.root.resolve(&crate::paths::Root::normalize(path)?)?;
-            if dir.is_dir() { dir } else { dir.parent().map(PathBuf::from).unwrap_or(dir) }
+            if dir.is_dir() {
+                dir
+            } else {
+                dir.parent().map(PathBuf::from).unwrap_or(dir)
+            }
         }
         None => state.root.path().to_path_buf(),
     };
@@ -347,7 +367,12 @@ pub async fn execute(
         done: Some(done),
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the notebook closed; try again"))?;
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the notebook closed; try again",
+        )
+    })?;
     match outcome.await {
         Ok(Ok(summary)) => Ok(Json(json!({
             "status": summary.outcome.as_str(),
@@ -358,7 +383,10 @@ pub async fn execute(
             },
         }))),
         Ok(Err(reason)) => Err(ApiError::bad_request(reason)),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the notebook closed during the run")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the notebook closed during the run",
+        )),
     }
 }
 
@@ -390,7 +418,9 @@ pub async fn create_session(
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Response> {
     let api_path = crate::paths::Root::normalize(
-        body.path.as_deref().ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
+        body.path
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
     let path = state.root.resolve(&api_path)?;
     let meta = std::fs::metadata(&path)
@@ -399,12 +429,24 @@ pub async fn create_session(
         .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
     let (file, _) = state
         .store
-        .id_for_path(state.root.path(), &api_path, crate::store::DiskIdentity::of(&meta))
+        .id_for_path(
+            state.root.path(),
+            &api_path,
+            crate::store::DiskIdentity::of(&meta),
+        )
         .map_err(|e| ApiError::internal("cannot index the file", e))?;
     let _starting = state.kernels.starting.lock().await;
-    if let Some(existing) = state.kernels.sessions.iter().find(|s| s.file == file).map(|s| s.clone()) {
+    if let Some(existing) = state
+        .kernels
+        .sessions
+        .iter()
+        .find(|s| s.file == file)
+        .map(|s| s.clone())
+    {
         if state.kernels.get(&existing.kernel).is_some() {
-            return Ok((StatusCode::CREATED, Json(session_model(&state, &existing))).into_response());
+            return Ok(
+                (StatusCode::CREATED, Json(session_model(&state, &existing))).into_response(),
+            );
         }
         state.kernels.sessions.remove(&existing.id);
     }
@@ -412,7 +454,9 @@ pub async fn create_session(
     let kernel = match choice.id {
         Some(id) => kernel_or_404(&state, &id)?,
         None => {
-            let name = choice.name.unwrap_or_else(|| state.config.default_kernel.clone());
+            let name = choice
+                .name
+                .unwrap_or_else(|| state.config.default_kernel.clone());
             let cwd = notebook_dir(&state, &api_path)?;
             state.kernels.start(&state, &name, cwd).await?
         }
@@ -426,7 +470,10 @@ pub async fn create_session(
         kind: body.kind.unwrap_or_else(|| "notebook".into()),
         kernel: kernel.id().to_string(),
     };
-    state.kernels.sessions.insert(session.id.clone(), session.clone());
+    state
+        .kernels
+        .sessions
+        .insert(session.id.clone(), session.clone());
     drop(_starting);
     attach(&state, file, &kernel).await;
     Ok((StatusCode::CREATED, Json(session_model(&state, &session))).into_response())
@@ -470,7 +517,10 @@ pub async fn patch_session(
         };
         if kernel.id() != session.kernel {
             let old = std::mem::replace(&mut session.kernel, kernel.id().to_string());
-            state.kernels.sessions.insert(session.id.clone(), session.clone());
+            state
+                .kernels
+                .sessions
+                .insert(session.id.clone(), session.clone());
             let still_used = state.kernels.sessions.iter().any(|s| s.kernel == old);
             if !still_used {
                 state.kernels.remove_kernel(&old).await;
@@ -478,7 +528,10 @@ pub async fn patch_session(
             attach(&state, session.file, &kernel).await;
         }
     }
-    state.kernels.sessions.insert(session.id.clone(), session.clone());
+    state
+        .kernels
+        .sessions
+        .insert(session.id.clone(), session.clone());
     Ok(Json(session_model(&state, &session)))
 }
 
@@ -491,7 +544,11 @@ pub async fn delete_session(
         .sessions
         .remove(&id)
         .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))?;
-    let still_used = state.kernels.sessions.iter().any(|s| s.kernel == session.kernel);
+    let still_used = state
+        .kernels
+        .sessions
+        .iter()
+        .any(|s| s.kernel == session.kernel);
     if !still_used {
         state.kernels.remove_kernel(&session.kernel).await;
     }

@@ -92,7 +92,10 @@ pub fn app(state: AppState) -> Router {
             "/api/kernels/{id}",
             get(kernels::get_kernel).delete(kernels::delete_kernel),
         )
-        .route("/api/kernels/{id}/interrupt", post(kernels::interrupt_kernel))
+        .route(
+            "/api/kernels/{id}/interrupt",
+            post(kernels::interrupt_kernel),
+        )
         .route("/api/kernels/{id}/restart", post(kernels::restart_kernel))
         .route("/api/kernels/{id}/execute", post(kernels::execute))
         .route(

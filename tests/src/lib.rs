@@ -63,6 +63,13 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// `share/jupyter` of the test virtualenv, where ipykernel installed its kernelspec.
+pub fn venv_jupyter_dir() -> PathBuf {
+    let python = python();
+    let bin = python.parent().expect("python lives in a bin directory");
+    bin.parent().unwrap_or(bin).join("share/jupyter")
+}
+
 /// Runs a script from tests/py (or elsewhere in the repo) and returns (exit code, stdout, stderr).
 pub fn run_python(script: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(python())
@@ -129,6 +136,8 @@ impl TestServer {
             .arg("--config")
             .arg(&config_path)
             .env("QUIRE_LOG", "info")
+            // The test virtualenv's kernelspec (ipykernel) is the one kernels start from.
+            .env("JUPYTER_PATH", venv_jupyter_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -576,6 +585,80 @@ impl YClient {
         let reply = self.raw.iter().find(|r| r.contains(&needle)).unwrap();
         let v: Value = serde_json::from_str(reply).unwrap();
         v["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Sends one of our RAW JSON requests.
+    pub async fn request(&mut self, message: Value) {
+        self.send(protocol::encode_raw(&message.to_string())).await;
+    }
+
+    /// Asks the server to run a cell (starting the notebook's kernel if needed); returns the
+    /// server's answer (`status` "queued" or "refused").
+    pub async fn execute(&mut self, cell_id: &str) -> Value {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.request(serde_json::json!({"type": "execute", "cell_id": cell_id, "request_id": id}))
+            .await;
+        self.wait_raw(Duration::from_secs(60), |m| {
+            m["type"] == "execute" && m["responseTo"] == id
+        })
+        .await
+        .unwrap_or_else(|| panic!("no answer to execute {cell_id} (closed: {:?})", self.closed))
+    }
+
+    /// Waits for a RAW JSON message matching `pick`.
+    pub async fn wait_raw(
+        &mut self,
+        timeout: Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let find = |c: &YClient| {
+            c.raw
+                .iter()
+                .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+                .find(|m| pick(m))
+        };
+        self.pump_until(timeout, |c| find(c).is_some()).await;
+        find(self)
+    }
+
+    /// The server-written `state` map, as JSON.
+    pub fn state(&self) -> Value {
+        let txn = self.doc.transact();
+        match txn.get_map("state") {
+            Some(map) => collab::notebook::out_to_json(&txn, &yrs::Out::YMap(map)),
+            None => Value::Null,
+        }
+    }
+
+    /// How the last run of a cell stands: `queued`, `running`, `ok`, `error` or `aborted`.
+    pub fn run_status(&self, cell_id: &str) -> String {
+        self.state()["executions"][cell_id]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until the cell's run has finished; returns its status.
+    pub async fn wait_run(&mut self, cell_id: &str, timeout: Duration) -> String {
+        let done =
+            |c: &YClient| matches!(c.run_status(cell_id).as_str(), "ok" | "error" | "aborted");
+        assert!(
+            self.pump_until(timeout, done).await,
+            "cell {cell_id} did not finish within {timeout:?}: {} (closed: {:?})",
+            self.run_status(cell_id),
+            self.closed
+        );
+        self.run_status(cell_id)
+    }
+
+    /// A cell as the document holds it.
+    pub fn cell(&self, cell_id: &str) -> collab::Cell {
+        self.notebook()
+            .cells
+            .into_iter()
+            .find(|c| c.id == cell_id)
+            .unwrap_or_else(|| panic!("no cell {cell_id}"))
     }
 
     /// Waits for the server to close the socket; returns its code and reason.
