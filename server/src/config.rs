@@ -45,7 +45,7 @@ pub struct ServeArgs {
     pub no_browser: bool,
     /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
     /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes,
-    /// max_output_bytes, default_kernel, kernel_user, kernel_transport.
+    /// max_output_bytes, default_kernel, kernel_user, kernel_transport, kernel_dirs.
     #[arg(long, env = "QUIRE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -67,6 +67,7 @@ struct FileConfig {
     default_kernel: Option<String>,
     kernel_user: Option<String>,
     kernel_transport: Option<String>,
+    kernel_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +85,8 @@ pub struct Config {
     /// When Quire runs as root: the local account kernels run as.
     pub kernel_user: Option<String>,
     pub kernel_transport: kernel_bridge::TransportKind,
+    /// Searched for kernelspecs before Jupyter's own directories (each holds `kernels/NAME`).
+    pub kernel_dirs: Vec<PathBuf>,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
@@ -150,6 +153,7 @@ impl Config {
             default_kernel: file.default_kernel.unwrap_or_else(|| "python3".into()),
             kernel_user: file.kernel_user.filter(|u| !u.is_empty()),
             kernel_transport,
+            kernel_dirs: file.kernel_dirs.unwrap_or_default(),
         })
     }
 }

@@ -162,10 +162,15 @@ impl Kernels {
     }
 }
 
+/// Every installed kernelspec: the configured directories first, then Jupyter's.
+fn all_specs(state: &AppState) -> Vec<KernelSpec> {
+    let mut dirs = state.config.kernel_dirs.clone();
+    dirs.extend(kernelspec::data_dirs());
+    kernelspec::find_all(&dirs)
+}
+
 fn find_spec(state: &AppState, name: &str) -> ApiResult<KernelSpec> {
-    let specs = kernelspec::find_all(&kernelspec::data_dirs());
-    let _ = state;
-    specs
+    all_specs(state)
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| ApiError::not_found(format!("no kernelspec named {name:?} is installed")))
@@ -229,7 +234,7 @@ fn session_model(state: &AppState, session: &Session) -> Value {
 }
 
 pub async fn list_kernelspecs(State(state): State<AppState>) -> Json<Value> {
-    let specs = kernelspec::find_all(&kernelspec::data_dirs());
+    let specs = all_specs(&state);
     let default = if specs.iter().any(|s| s.name == state.config.default_kernel) {
         state.config.default_kernel.clone()
     } else {
