@@ -8,6 +8,8 @@
 //!    file) and warm (room already open), until the server's step 2 is applied.
 //! 3. Fan-out: 20 clients in one room each typing 5 characters a second.
 //! 4. Idle connections: the server's resident memory per synced, idle connection.
+//! 5. Output streaming: a kernel prints 200,000 lines as fast as it can to 5 watching clients;
+//!    lines/s and iopub-to-watcher latency beside a bare ZeroMQ subscriber on the same kernel.
 
 use std::time::{Duration, Instant};
 
@@ -285,6 +287,123 @@ async fn idle_connections(count: usize) {
     );
 }
 
+/// The kernel's connection file, found in the server's runtime directory.
+fn connection_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    let run = state_dir.join("run");
+    std::fs::read_dir(&run)
+        .unwrap_or_else(|e| panic!("{}: {e}", run.display()))
+        .flatten()
+        .map(|e| e.path().join("connection.json"))
+        .find(|p| p.exists())
+        .expect("a running kernel's connection file")
+}
+
+/// 5. Output streaming: a kernel prints as fast as it can; five clients watch the cell fill.
+/// A bare ZeroMQ subscriber on the same kernel's iopub gives the ceiling, and the time each
+/// iopub message reached it is the reference for the watchers' latency.
+async fn output_streaming(lines: usize, watchers: usize) {
+    use zeromq::{Socket, SocketRecv};
+    let code = format!("for i in range({lines}):\n    print(i)");
+    let server = TestServer::start_with_config(
+        &[("nb.ipynb", &notebook_with(&["1", &code]))],
+        "max_output_bytes = 100000000\n",
+    );
+    let mut clients = Vec::new();
+    for _ in 0..watchers {
+        clients.push(YClient::join(&server, "nb.ipynb").await);
+    }
+    // Start the kernel with a warm-up cell.
+    clients[0].execute("cell-0").await;
+    clients[0].wait_run("cell-0", Duration::from_secs(60)).await;
+    let info: jupyter_protocol::ConnectionInfo =
+        serde_json::from_slice(&std::fs::read(connection_file(&server.state_dir)).unwrap()).unwrap();
+    let mut sub = zeromq::SubSocket::new();
+    sub.subscribe("").await.unwrap();
+    sub.connect(&info.iopub_url()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The subscriber: (time, cumulative lines) at each stream message.
+    let subscriber = tokio::spawn(async move {
+        let mut marks: Vec<(Instant, usize)> = Vec::new();
+        let mut total = 0;
+        while total < lines {
+            let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(60), sub.recv()).await else {
+                break;
+            };
+            let now = Instant::now();
+            let frames = message.into_vec();
+            let Some(delim) = frames.iter().position(|f| &f[..] == b"<IDS|MSG>") else {
+                continue;
+            };
+            let header: serde_json::Value = serde_json::from_slice(&frames[delim + 2]).unwrap_or_default();
+            if header["msg_type"] != "stream" {
+                continue;
+            }
+            let content: serde_json::Value = serde_json::from_slice(&frames[delim + 5]).unwrap_or_default();
+            total += content["text"].as_str().unwrap_or_default().matches('\n').count();
+            marks.push((now, total));
+        }
+        marks
+    });
+    let mut tasks = Vec::new();
+    let mut first = true;
+    for mut client in clients {
+        if first {
+            client.execute("cell-1").await;
+            first = false;
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut marks: Vec<(Instant, usize)> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut seen = 0;
+            while seen < lines && Instant::now() < deadline {
+                let before = client.updates_received;
+                client
+                    .pump_until(Duration::from_secs(5), |c| c.updates_received > before)
+                    .await;
+                let now = Instant::now();
+                let count = client
+                    .cell("cell-1")
+                    .outputs
+                    .first()
+                    .and_then(|o| o["text"].as_str().map(|t| t.matches('\n').count()))
+                    .unwrap_or(0);
+                if count > seen {
+                    seen = count;
+                    marks.push((now, count));
+                }
+            }
+            marks
+        }));
+    }
+    let reference = subscriber.await.unwrap();
+    let mut latencies = Vec::new();
+    let mut rates = Vec::new();
+    let (t0, _) = reference[0];
+    for task in tasks {
+        let marks = task.await.unwrap();
+        let Some(&(done, total)) = marks.last() else { continue };
+        rates.push(total as f64 / done.duration_since(t0).as_secs_f64());
+        for &(t_sub, cumulative) in &reference {
+            if let Some(&(t_watch, _)) = marks.iter().find(|(_, c)| *c >= cumulative) {
+                latencies.push(t_watch.saturating_duration_since(t_sub).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let (t_last, total) = *reference.last().unwrap();
+    let ceiling = total as f64 / t_last.duration_since(t0).as_secs_f64().max(1e-9);
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean_rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    println!(
+        "output | {lines} lines, {} iopub stream messages, {watchers} watchers | bare ZeroMQ subscriber {:.0} lines/s | watchers {:.0} lines/s ({:.2} of the ceiling) | iopub-to-watcher p50 {:.2} ms p99 {:.2} ms",
+        reference.len(),
+        ceiling,
+        mean_rate,
+        mean_rate / ceiling,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var_os("QUIRE_BIN").is_none() {
@@ -299,7 +418,7 @@ async fn main() {
             .unwrap_or_else(|| quire_tests::repo_root().join("target"));
         std::env::set_var("QUIRE_BIN", target.join("release/quire"));
     }
-    // QUIRE_BENCH_ONLY=edit|sync|fan-out|idle runs one scenario.
+    // QUIRE_BENCH_ONLY=edit|sync|fan-out|idle|output runs one scenario.
     let only = std::env::var("QUIRE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only == name;
     let big = big_notebook(1000, 10_000_000);
@@ -316,5 +435,8 @@ async fn main() {
     }
     if run("idle") {
         idle_connections(2000).await;
+    }
+    if run("output") {
+        output_streaming(200_000, 5).await;
     }
 }
