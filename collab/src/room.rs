@@ -1403,7 +1403,7 @@ impl Room {
             queued_at,
             &[("run", Value::from(run_id.as_str()))],
         );
-        self.write_cell(&cell_id, |txn, cell| execution::clear_for_run(txn, cell));
+        self.write_cell(&cell_id, execution::clear_for_run);
         self.write_state(|txn, state| {
             executions_map(txn, state).insert(txn, cell_id.as_str(), entry);
         });
@@ -1540,7 +1540,7 @@ impl Room {
                 run.output_bytes = 0;
                 run.truncated = false;
                 run.stream_tail = None;
-                self.write_cell(&cell_id, |txn, cell| execution::clear_outputs(txn, cell));
+                self.write_cell(&cell_id, execution::clear_outputs);
             }
             RunEvent::Output { output, display_id } => {
                 let size = output.to_string().len();

@@ -298,7 +298,7 @@ fn connection_file(state_dir: &std::path::Path) -> std::path::PathBuf {
         .expect("a running kernel's connection file")
 }
 
-/// 5. Output streaming: a kernel prints as fast as it can; five clients watch the cell fill.
+/// Output streaming: a kernel prints as fast as it can; five clients watch the cell fill.
 /// A bare ZeroMQ subscriber on the same kernel's iopub gives the ceiling, and the time each
 /// iopub message reached it is the reference for the watchers' latency.
 async fn output_streaming(lines: usize, watchers: usize) {
@@ -316,7 +316,8 @@ async fn output_streaming(lines: usize, watchers: usize) {
     clients[0].execute("cell-0").await;
     clients[0].wait_run("cell-0", Duration::from_secs(60)).await;
     let info: jupyter_protocol::ConnectionInfo =
-        serde_json::from_slice(&std::fs::read(connection_file(&server.state_dir)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(connection_file(&server.state_dir)).unwrap())
+            .unwrap();
     let mut sub = zeromq::SubSocket::new();
     sub.subscribe("").await.unwrap();
     sub.connect(&info.iopub_url()).await.unwrap();
@@ -326,7 +327,8 @@ async fn output_streaming(lines: usize, watchers: usize) {
         let mut marks: Vec<(Instant, usize)> = Vec::new();
         let mut total = 0;
         while total < lines {
-            let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(60), sub.recv()).await else {
+            let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(60), sub.recv()).await
+            else {
                 break;
             };
             let now = Instant::now();
@@ -334,12 +336,18 @@ async fn output_streaming(lines: usize, watchers: usize) {
             let Some(delim) = frames.iter().position(|f| &f[..] == b"<IDS|MSG>") else {
                 continue;
             };
-            let header: serde_json::Value = serde_json::from_slice(&frames[delim + 2]).unwrap_or_default();
+            let header: serde_json::Value =
+                serde_json::from_slice(&frames[delim + 2]).unwrap_or_default();
             if header["msg_type"] != "stream" {
                 continue;
             }
-            let content: serde_json::Value = serde_json::from_slice(&frames[delim + 5]).unwrap_or_default();
-            total += content["text"].as_str().unwrap_or_default().matches('\n').count();
+            let content: serde_json::Value =
+                serde_json::from_slice(&frames[delim + 5]).unwrap_or_default();
+            total += content["text"]
+                .as_str()
+                .unwrap_or_default()
+                .matches('\n')
+                .count();
             marks.push((now, total));
         }
         marks
@@ -381,7 +389,9 @@ async fn output_streaming(lines: usize, watchers: usize) {
     let (t0, _) = reference[0];
     for task in tasks {
         let marks = task.await.unwrap();
-        let Some(&(done, total)) = marks.last() else { continue };
+        let Some(&(done, total)) = marks.last() else {
+            continue;
+        };
         rates.push(total as f64 / done.duration_since(t0).as_secs_f64());
         for &(t_sub, cumulative) in &reference {
             if let Some(&(t_watch, _)) = marks.iter().find(|(_, c)| *c >= cumulative) {
