@@ -153,19 +153,7 @@ pub async fn put_session(
 ) -> ApiResult<Response> {
     let body = body.unwrap_or_default();
     let api_path = crate::paths::Root::normalize(&api_path)?;
-    let path = state.root.resolve(&api_path)?;
-    let meta = std::fs::metadata(&path)
-        .ok()
-        .filter(|m| m.is_file())
-        .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
-    let (file_id, created) = state
-        .store
-        .id_for_path(
-            state.root.path(),
-            &api_path,
-            crate::store::DiskIdentity::of(&meta),
-        )
-        .map_err(|e| ApiError::internal("cannot index the file", e))?;
+    let (file_id, created) = file_id_of(&state, &api_path)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -178,6 +166,23 @@ pub async fn put_session(
         "sessionId": state.store.session_id,
     });
     Ok((status, Json(body)).into_response())
+}
+
+/// The stable id of the file at `api_path` (normalized), and whether it was just given one.
+pub fn file_id_of(state: &AppState, api_path: &str) -> ApiResult<(FileId, bool)> {
+    let path = state.root.resolve(api_path)?;
+    let meta = std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
+    state
+        .store
+        .id_for_path(
+            state.root.path(),
+            api_path,
+            crate::store::DiskIdentity::of(&meta),
+        )
+        .map_err(|e| ApiError::internal("cannot index the file", e))
 }
 
 #[derive(Deserialize)]

@@ -427,19 +427,7 @@ pub async fn create_session(
             .as_deref()
             .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
-    let path = state.root.resolve(&api_path)?;
-    let meta = std::fs::metadata(&path)
-        .ok()
-        .filter(|m| m.is_file())
-        .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
-    let (file, _) = state
-        .store
-        .id_for_path(
-            state.root.path(),
-            &api_path,
-            crate::store::DiskIdentity::of(&meta),
-        )
-        .map_err(|e| ApiError::internal("cannot index the file", e))?;
+    let (file, _) = crate::collaboration::file_id_of(&state, &api_path)?;
     let _starting = state.kernels.starting.lock().await;
     if let Some(existing) = state
         .kernels
