@@ -234,13 +234,19 @@ impl TestServer {
         request.push_str("\r\n");
         request.push_str(body);
         stream.write_all(request.as_bytes()).unwrap();
-        // Read until the server closes, or (for kept-alive upgrade attempts) goes quiet.
+        // Read until the server closes, or (for kept-alive upgrade attempts) goes quiet once it
+        // has answered. The answer itself may take a while (a run, a kernel restart).
         stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
+            .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let mut response = Vec::new();
         let mut chunk = [0u8; 65536];
         loop {
+            if !response.is_empty() {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+            }
             match stream.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => response.extend_from_slice(&chunk[..n]),
