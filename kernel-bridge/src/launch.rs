@@ -92,6 +92,17 @@ pub fn prepare_runtime_base(base: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))
 }
 
+/// A new runtime base under the system's temporary directory, for kernels running as other
+/// accounts (which cannot pass through the server's private state directory). Its name is
+/// random and it is created, never reused, so nobody can prepare it in advance.
+pub fn fresh_runtime_base() -> std::io::Result<PathBuf> {
+    let name = format!("quire-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let base = std::env::temp_dir().join(name);
+    std::fs::DirBuilder::new().mode(0o711).create(&base)?;
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711))?;
+    Ok(base)
+}
+
 fn random_key() -> String {
     use rand::RngCore;
     let mut key = [0u8; 32];
@@ -277,6 +288,9 @@ fn environment(opts: &LaunchOptions<'_>) -> Vec<(String, String)> {
             env.push((key.into(), v));
         }
     }
+    // ipykernel (and other kernels following jupyter_client) exit when this process is gone,
+    // even if it was killed without a chance to stop them.
+    env.push(("JPY_PARENT_PID".into(), std::process::id().to_string()));
     for (k, v) in &opts.spec.env {
         env.push((k.clone(), v.clone()));
     }

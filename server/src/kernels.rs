@@ -46,6 +46,8 @@ pub struct Kernels {
     /// Serializes session creation, so one notebook never gets two kernels by a race.
     starting: Arc<tokio::sync::Mutex<()>>,
     runtime_dir: PathBuf,
+    /// The runtime directory is ours alone to remove at shutdown.
+    temporary_runtime_dir: bool,
     account: Option<Account>,
 }
 
@@ -60,14 +62,18 @@ impl Kernels {
             }
             None => None,
         };
-        // Unix socket paths are short (108 bytes): keep the runtime directory near the root.
-        let mut runtime_dir = state_dir.join("run");
-        if runtime_dir.as_os_str().len() > 70 {
-            let tag = &collab::content_hash(state_dir.as_os_str().as_encoded_bytes())[..12];
-            runtime_dir = std::env::temp_dir().join(format!("quire-{tag}"));
-        }
-        kernel_bridge::launch::prepare_runtime_base(&runtime_dir)?;
+        // Kernels' private directories: under our state directory when kernels run as us and
+        // the path leaves room for Unix socket names (108 bytes); otherwise a fresh directory
+        // under /tmp that other accounts can pass through.
+        let preferred = state_dir.join("run");
+        let (runtime_dir, temporary) = if account.is_none() && preferred.as_os_str().len() <= 70 {
+            kernel_bridge::launch::prepare_runtime_base(&preferred)?;
+            (preferred, false)
+        } else {
+            (kernel_bridge::launch::fresh_runtime_base()?, true)
+        };
         Ok(Kernels {
+            temporary_runtime_dir: temporary,
             kernels: Arc::default(),
             sessions: Arc::default(),
             starting: Arc::default(),
@@ -150,6 +156,9 @@ impl Kernels {
         }
         self.kernels.clear();
         self.sessions.clear();
+        if self.temporary_runtime_dir {
+            let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        }
     }
 
     async fn remove_kernel(&self, id: &str) -> bool {

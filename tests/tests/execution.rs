@@ -342,3 +342,20 @@ async fn jupyter_rest_api_sessions_kernels_and_server_side_execute() {
             .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernels_do_not_outlive_a_crashed_server() {
+    let mut server =
+        TestServer::start(&[("nb.ipynb", &notebook_with(&["import os\nos.getpid()"]))]);
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    ada.execute("cell-0").await;
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    let pid: i32 = texts(&ada.cell("cell-0"))[0].1.parse().unwrap();
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(pid));
+    server.kill9();
+    assert!(
+        server.eventually(Duration::from_secs(15), || !alive(pid)),
+        "kernel {pid} kept running after the server was killed"
+    );
+}

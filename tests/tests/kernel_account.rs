@@ -101,10 +101,9 @@ async fn a_kernel_started_for_an_account_runs_as_that_account() {
     );
     let code = "import os\nprint(os.getuid(), os.getgid(), os.path.expanduser('~'))";
     let server = TestServer::start_with_config(&[("nb.ipynb", &notebook_with(&[code]))], &config);
-    // The account must be able to reach the notebook's folder and its kernel's runtime folder.
-    for dir in [&server.root, &server.state_dir] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    // The account must be able to reach the notebook's folder (its kernel's working directory);
+    // the server's own state directory stays private.
+    std::fs::set_permissions(&server.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let answer = ada.execute("cell-0").await;
     assert_eq!(answer["status"], "queued", "{answer}");
