@@ -134,7 +134,9 @@ impl Kernels {
         }
         let api_path = file_path(state, file)?;
         let cwd = notebook_dir(state, &api_path)?;
-        let kernel = self.start(state, &state.config.default_kernel, cwd).await?;
+        let spec = kernel_named_by(state, &api_path)
+            .unwrap_or_else(|| state.config.default_kernel.clone());
+        let kernel = self.start(state, &spec, cwd).await?;
         let name = api_path.rsplit('/').next().unwrap_or_default().to_string();
         let session = Session {
             id: uuid::Uuid::new_v4().to_string(),
@@ -183,6 +185,18 @@ fn find_spec(state: &AppState, name: &str) -> ApiResult<KernelSpec> {
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| ApiError::not_found(format!("no kernelspec named {name:?} is installed")))
+}
+
+/// The kernel a notebook asks for (`metadata.kernelspec.name`), when it is installed.
+fn kernel_named_by(state: &AppState, api_path: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        metadata: Option<Value>,
+    }
+    let bytes = std::fs::read(state.root.resolve(api_path).ok()?).ok()?;
+    let head: Head = serde_json::from_slice(&bytes).ok()?;
+    let name = head.metadata?.get("kernelspec")?.get("name")?.as_str()?.to_string();
+    all_specs(state).iter().any(|s| s.name == name).then_some(name)
 }
 
 fn file_path(state: &AppState, file: FileId) -> ApiResult<String> {

@@ -359,3 +359,32 @@ async fn kernels_do_not_outlive_a_crashed_server() {
         "kernel {pid} kept running after the server was killed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_runs_on_the_kernel_its_metadata_names() {
+    let specs = tempfile::tempdir().unwrap();
+    let dir = specs.path().join("kernels/other-python");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = json!({
+        "argv": [quire_tests::python(), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Another Python", "language": "python",
+        "env": {"WHICH_KERNEL": "the other one"},
+    });
+    std::fs::write(dir.join("kernel.json"), spec.to_string()).unwrap();
+    let mut notebook: Value =
+        serde_json::from_slice(&notebook_with(&["import os\nos.environ['WHICH_KERNEL']"])).unwrap();
+    notebook["metadata"]["kernelspec"] = json!({"name": "other-python", "display_name": "x"});
+    let config = format!("kernel_dirs = [\"{}\"]\n", specs.path().display());
+    let server = TestServer::start_with_config(
+        &[("nb.ipynb", &serde_json::to_vec(&notebook).unwrap())],
+        &config,
+    );
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    ada.execute("cell-0").await;
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    assert_eq!(ada.state()["kernel"]["name"], "other-python");
+    assert_eq!(texts(&ada.cell("cell-0"))[0].1, "'the other one'");
+    let (_, body) = server.http("GET", "/api/kernelspecs", None);
+    let specs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(specs["kernelspecs"]["other-python"]["spec"]["display_name"], "Another Python");
+}
