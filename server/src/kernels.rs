@@ -195,8 +195,16 @@ fn kernel_named_by(state: &AppState, api_path: &str) -> Option<String> {
     }
     let bytes = std::fs::read(state.root.resolve(api_path).ok()?).ok()?;
     let head: Head = serde_json::from_slice(&bytes).ok()?;
-    let name = head.metadata?.get("kernelspec")?.get("name")?.as_str()?.to_string();
-    all_specs(state).iter().any(|s| s.name == name).then_some(name)
+    let name = head
+        .metadata?
+        .get("kernelspec")?
+        .get("name")?
+        .as_str()?
+        .to_string();
+    all_specs(state)
+        .iter()
+        .any(|s| s.name == name)
+        .then_some(name)
 }
 
 fn file_path(state: &AppState, file: FileId) -> ApiResult<String> {

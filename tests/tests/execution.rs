@@ -386,5 +386,8 @@ async fn a_notebook_runs_on_the_kernel_its_metadata_names() {
     assert_eq!(texts(&ada.cell("cell-0"))[0].1, "'the other one'");
     let (_, body) = server.http("GET", "/api/kernelspecs", None);
     let specs: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(specs["kernelspecs"]["other-python"]["spec"]["display_name"], "Another Python");
+    assert_eq!(
+        specs["kernelspecs"]["other-python"]["spec"]["display_name"],
+        "Another Python"
+    );
 }

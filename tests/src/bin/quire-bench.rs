@@ -287,6 +287,28 @@ async fn idle_connections(count: usize) {
     );
 }
 
+/// The length of the first output's text in cell `index`, read without converting the document.
+fn stream_length(client: &YClient, index: u32) -> usize {
+    use yrs::{Array, Map, Out, ReadTxn, Transact};
+    let txn = client.doc.transact();
+    let Some(cells) = txn.get_array("cells") else {
+        return 0;
+    };
+    let Some(Out::YMap(cell)) = cells.get(&txn, index) else {
+        return 0;
+    };
+    let Some(Out::YArray(outputs)) = cell.get(&txn, "outputs") else {
+        return 0;
+    };
+    let Some(Out::YMap(output)) = outputs.get(&txn, 0) else {
+        return 0;
+    };
+    match output.get(&txn, "text") {
+        Some(Out::YText(text)) => text.len(&txn) as usize,
+        _ => 0,
+    }
+}
+
 /// The kernel's connection file, found in the server's runtime directory.
 fn connection_file(state_dir: &std::path::Path) -> std::path::PathBuf {
     let run = state_dir.join("run");
@@ -301,11 +323,15 @@ fn connection_file(state_dir: &std::path::Path) -> std::path::PathBuf {
 /// Output streaming: a kernel prints as fast as it can; five clients watch the cell fill.
 /// A bare ZeroMQ subscriber on the same kernel's iopub gives the ceiling, and the time each
 /// iopub message reached it is the reference for the watchers' latency.
-async fn output_streaming(lines: usize, watchers: usize) {
+async fn output_streaming(lines: usize, watchers: usize, flush_each: bool, other_cells: usize) {
     use zeromq::{Socket, SocketRecv};
-    let code = format!("for i in range({lines}):\n    print(i)");
+    let flush = if flush_each { ", flush=True" } else { "" };
+    let code = format!("for i in range({lines}):\n    print(i{flush})");
+    let mut cells = vec!["1".to_string(), code];
+    cells.extend((0..other_cells).map(|i| format!("# another cell {i}\nx = {i}")));
+    let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
     let server = TestServer::start_with_config(
-        &[("nb.ipynb", &notebook_with(&["1", &code]))],
+        &[("nb.ipynb", &notebook_with(&cells))],
         "max_output_bytes = 100000000\n",
     );
     let mut clients = Vec::new();
@@ -322,11 +348,13 @@ async fn output_streaming(lines: usize, watchers: usize) {
     sub.subscribe("").await.unwrap();
     sub.connect(&info.iopub_url()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The subscriber: (time, cumulative lines) at each stream message.
+    // Progress is counted in characters of output (the text is ASCII): the subscriber records
+    // (time, characters so far) at each stream message, the watchers at each update.
+    let expected: usize = (0..lines).map(|i| i.to_string().len() + 1).sum();
     let subscriber = tokio::spawn(async move {
         let mut marks: Vec<(Instant, usize)> = Vec::new();
         let mut total = 0;
-        while total < lines {
+        while total < expected {
             let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(60), sub.recv()).await
             else {
                 break;
@@ -343,11 +371,7 @@ async fn output_streaming(lines: usize, watchers: usize) {
             }
             let content: serde_json::Value =
                 serde_json::from_slice(&frames[delim + 5]).unwrap_or_default();
-            total += content["text"]
-                .as_str()
-                .unwrap_or_default()
-                .matches('\n')
-                .count();
+            total += content["text"].as_str().unwrap_or_default().len();
             marks.push((now, total));
         }
         marks
@@ -363,18 +387,13 @@ async fn output_streaming(lines: usize, watchers: usize) {
             let mut marks: Vec<(Instant, usize)> = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(120);
             let mut seen = 0;
-            while seen < lines && Instant::now() < deadline {
+            while seen < expected && Instant::now() < deadline {
                 let before = client.updates_received;
                 client
                     .pump_until(Duration::from_secs(5), |c| c.updates_received > before)
                     .await;
                 let now = Instant::now();
-                let count = client
-                    .cell("cell-1")
-                    .outputs
-                    .first()
-                    .and_then(|o| o["text"].as_str().map(|t| t.matches('\n').count()))
-                    .unwrap_or(0);
+                let count = stream_length(&client, 1);
                 if count > seen {
                     seen = count;
                     marks.push((now, count));
@@ -389,22 +408,33 @@ async fn output_streaming(lines: usize, watchers: usize) {
     let (t0, _) = reference[0];
     for task in tasks {
         let marks = task.await.unwrap();
-        let Some(&(done, total)) = marks.last() else {
+        let Some(&(done, _)) = marks.last() else {
             continue;
         };
-        rates.push(total as f64 / done.duration_since(t0).as_secs_f64());
+        rates.push(lines as f64 / done.duration_since(t0).as_secs_f64());
+        // Both lists grow monotonically: one sweep pairs each message with its first sighting.
+        let mut w = 0;
         for &(t_sub, cumulative) in &reference {
-            if let Some(&(t_watch, _)) = marks.iter().find(|(_, c)| *c >= cumulative) {
+            while w < marks.len() && marks[w].1 < cumulative {
+                w += 1;
+            }
+            if let Some(&(t_watch, _)) = marks.get(w) {
                 latencies.push(t_watch.saturating_duration_since(t_sub).as_secs_f64() * 1000.0);
             }
         }
     }
-    let (t_last, total) = *reference.last().unwrap();
-    let ceiling = total as f64 / t_last.duration_since(t0).as_secs_f64().max(1e-9);
+    let (t_last, _) = *reference.last().unwrap();
+    let ceiling = lines as f64 / t_last.duration_since(t0).as_secs_f64().max(1e-9);
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mean_rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let how = if flush_each {
+        "print(i, flush=True)"
+    } else {
+        "print(i)"
+    };
     println!(
-        "output | {lines} lines, {} iopub stream messages, {watchers} watchers | bare ZeroMQ subscriber {:.0} lines/s | watchers {:.0} lines/s ({:.2} of the ceiling) | iopub-to-watcher p50 {:.2} ms p99 {:.2} ms",
+        "output | {lines} x {how}, {} cells, {} iopub stream messages, {watchers} watchers | bare ZeroMQ subscriber {:.0} lines/s | watchers {:.0} lines/s ({:.2} of the ceiling) | iopub-to-watcher p50 {:.2} ms p99 {:.2} ms",
+        other_cells + 2,
         reference.len(),
         ceiling,
         mean_rate,
@@ -447,6 +477,8 @@ async fn main() {
         idle_connections(2000).await;
     }
     if run("output") {
-        output_streaming(200_000, 5).await;
+        output_streaming(200_000, 5, false, 0).await;
+        output_streaming(20_000, 5, true, 0).await;
+        output_streaming(20_000, 5, true, 1000).await;
     }
 }
