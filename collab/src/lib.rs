@@ -6,6 +6,7 @@
 //! [`NotebookFile`] that the server implements.
 
 pub mod awareness;
+pub mod capabilities;
 mod content;
 pub mod execution;
 mod ids;
@@ -15,11 +16,12 @@ pub mod protocol;
 mod room;
 mod storage;
 
+pub use capabilities::{Capabilities, GrantSource};
 pub use content::{Content, DocumentKind};
 pub use ids::{ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
-    CloseReason, Joined, LoadError, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle, RoomInput,
-    RunSummary, SaveStatus,
+    CloseReason, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle,
+    RoomInput, RunSummary, SaveStatus, CLOSE_REVOKED,
 };
 pub use storage::{content_hash, FileStamp, History, NotebookFile, StoreError, UpdateLog};

@@ -23,6 +23,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Array, Doc, Map, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
 
 use crate::awareness::AwarenessTable;
+use crate::capabilities::{Capabilities, GrantSource};
 use crate::execution::{
     self, EventSink, ExecuteJob, KernelEvent, KernelRef, KernelStatus, Requester, RunEvent, RunId,
     RunOutcome, StreamTail,
@@ -116,8 +117,14 @@ impl SaveStatus {
 /// Everything that can happen to a room.
 pub enum RoomInput {
     Join {
-        identity: Identity,
+        member: Member,
         reply: oneshot::Sender<Joined>,
+    },
+    /// A grant changed: connections holding rights from `source` now have `caps` (`None`:
+    /// revoked; those connections are closed).
+    Permissions {
+        source: GrantSource,
+        caps: Option<Capabilities>,
     },
     Leave {
         conn: ConnectionId,
@@ -168,6 +175,28 @@ pub struct RunSummary {
     pub execution_count: Option<i64>,
 }
 
+/// Who is joining, with what rights, granted by what.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub identity: Identity,
+    pub caps: Capabilities,
+    pub source: GrantSource,
+}
+
+impl Member {
+    /// The server's owner: every capability.
+    pub fn owner(identity: Identity) -> Member {
+        Member {
+            identity,
+            caps: Capabilities::ALL,
+            source: GrantSource::Owner,
+        }
+    }
+}
+
+/// Close code for a connection whose access was revoked.
+pub const CLOSE_REVOKED: u16 = 4403;
+
 /// A joined connection: its id, the queue its writer drains, and the signal that it was dropped
 /// out of order (its queue overflowed).
 pub struct Joined {
@@ -197,10 +226,10 @@ pub struct RoomHandle {
 }
 
 impl RoomHandle {
-    pub async fn join(&self, identity: Identity) -> Result<Joined, RoomClosed> {
+    pub async fn join(&self, member: Member) -> Result<Joined, RoomClosed> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(RoomInput::Join { identity, reply })
+            .send(RoomInput::Join { member, reply })
             .await
             .map_err(|_| RoomClosed)?;
         rx.await.map_err(|_| RoomClosed)
@@ -239,6 +268,8 @@ impl RoomHandle {
 
 struct Connection {
     identity: Identity,
+    caps: Capabilities,
+    source: GrantSource,
     out: mpsc::Sender<Outgoing>,
     kick: Option<oneshot::Sender<CloseReason>>,
 }
@@ -653,7 +684,8 @@ impl Room {
 
     fn handle_input(&mut self, input: RoomInput) {
         match input {
-            RoomInput::Join { identity, reply } => self.join(identity, reply),
+            RoomInput::Join { member, reply } => self.join(member, reply),
+            RoomInput::Permissions { source, caps } => self.set_permissions(source, caps),
             RoomInput::Leave { conn } => self.remove(conn, None),
             RoomInput::Kick { conn, reason } => self.remove(conn, Some(reason)),
             RoomInput::Frame { conn, frame } => {
@@ -696,7 +728,7 @@ impl Room {
         }
     }
 
-    fn join(&mut self, identity: Identity, reply: oneshot::Sender<Joined>) {
+    fn join(&mut self, member: Member, reply: oneshot::Sender<Joined>) {
         let conn = ConnectionId::next();
         let (out, outgoing) = mpsc::channel(self.config.outgoing_queue.max(4));
         let (kick, kicked) = oneshot::channel();
@@ -713,7 +745,9 @@ impl Room {
         self.connections.insert(
             conn,
             Connection {
-                identity,
+                identity: member.identity,
+                caps: member.caps.effective(),
+                source: member.source,
                 out,
                 kick: Some(kick),
             },
@@ -774,9 +808,13 @@ impl Room {
                 self.send_to(conn, protocol::encode_sync_step2(&update));
             }
             Frame::SyncStep2(update) | Frame::SyncUpdate(update) => {
-                if self.document.is_some() {
-                    self.apply_client_update(conn, &update);
+                if self.document.is_none() || update[..] == [0, 0] {
+                    return;
                 }
+                if !self.may(conn, Capabilities::EDIT) {
+                    return self.refuse_update(conn, "you may watch this notebook, not edit it");
+                }
+                self.apply_client_update(conn, &update);
             }
             Frame::Awareness(payload) => {
                 let identity = &self.connections[&conn].identity;
@@ -804,6 +842,13 @@ impl Room {
                 let Some((save_id, _)) = protocol::read_var_uint(tail) else {
                     return self.refuse(conn, "RAW save without a request id".into());
                 };
+                if !self.may(conn, Capabilities::SAVE) {
+                    let reason = "you may not save this notebook".to_string();
+                    return self.answer_save(
+                        SaveWaiter::Raw { conn, save_id },
+                        &SaveStatus::Failed(reason),
+                    );
+                }
                 match self.document {
                     Some(_) => self.request_save(Some(SaveWaiter::Raw { conn, save_id })),
                     None => self.answer_save(
@@ -817,6 +862,49 @@ impl Room {
                 Err(e) => self.refuse(conn, format!("malformed RAW message: {e}")),
             },
             other => tracing::debug!(%conn, "ignoring RAW message {other:?}"),
+        }
+    }
+
+    /// Whether a connection holds `needed` (as of now: grants change live).
+    fn may(&self, conn: ConnectionId, needed: Capabilities) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|c| c.caps.contains(needed))
+    }
+
+    /// An update the sender may not make: it is not applied, broadcast or logged. The sender is
+    /// told why, and that its document now differs from the room's: it should drop its copy and
+    /// sync again (`resync`).
+    fn refuse_update(&mut self, conn: ConnectionId, reason: &str) {
+        tracing::info!(%conn, "refusing an update: {reason}");
+        let message =
+            json!({"type": "refused", "action": "update", "reason": reason, "resync": true});
+        self.reply_raw(conn, message);
+    }
+
+    /// Applies a grant change to the live connections it covers.
+    fn set_permissions(&mut self, source: GrantSource, caps: Option<Capabilities>) {
+        let affected: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.source == source)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in affected {
+            match caps.map(Capabilities::effective) {
+                Some(caps) if caps.contains(Capabilities::WATCH) => {
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        c.caps = caps;
+                    }
+                    let message = json!({"type": "permissions", "capabilities": caps.names()});
+                    self.reply_raw(conn, message);
+                }
+                _ => {
+                    let reason =
+                        CloseReason::new(CLOSE_REVOKED, "your access to this notebook was revoked");
+                    self.remove(conn, Some(reason));
+                }
+            }
         }
     }
 
@@ -1231,6 +1319,12 @@ impl Room {
     fn handle_request(&mut self, conn: ConnectionId, message: Value) {
         let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
         let request_id = message.get("request_id").cloned();
+        let needs_execute = matches!(kind, "input_reply" | "interrupt" | "restart");
+        if needs_execute && !self.may(conn, Capabilities::EXECUTE) {
+            let reply = json!({"type": kind, "responseTo": request_id, "status": "refused",
+                               "reason": "you may not run code in this notebook"});
+            return self.reply_raw(conn, reply);
+        }
         match kind {
             "input_reply" => {
                 let cell_id = message.get("cell_id").and_then(Value::as_str).unwrap_or("");
@@ -1363,7 +1457,12 @@ impl Room {
         request_id: Option<Value>,
         done: Option<oneshot::Sender<Result<RunSummary, String>>>,
     ) {
-        let refusal = if self.document.is_none() {
+        let allowed = requester
+            .conn
+            .is_none_or(|c| self.may(c, Capabilities::EXECUTE));
+        let refusal = if !allowed {
+            Some("you may not run code in this notebook".to_string())
+        } else if self.document.is_none() {
             Some("this room has no notebook".to_string())
         } else if self.exec.runs.values().any(|r| r.cell_id == cell_id) {
             Some("this cell is already queued or running".to_string())

@@ -127,7 +127,9 @@ fn open_room(
 }
 
 async fn join(room: &RoomHandle, name: &str) -> Joined {
-    room.join(Identity::from_username(name)).await.unwrap()
+    room.join(collab::Member::owner(Identity::from_username(name)))
+        .await
+        .unwrap()
 }
 
 /// An update that appends `text` to the first cell, made on a copy of the room's document.

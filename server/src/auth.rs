@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 
 use crate::error::ApiError;
+use crate::sharing::Principal;
 use crate::AppState;
 
 pub const COOKIE_NAME: &str = "quire-session";
@@ -108,8 +109,24 @@ pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
     .ok()
 }
 
-/// Middleware for every authenticated route.
-pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// What a live-share guest may reach: their notebook's session, room and saved content, and
+/// who they are. Each handler then checks the notebook is theirs.
+fn guest_route(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    (method == Method::GET
+        && (path == "/api/me"
+            || path.starts_with("/api/contents/")
+            || path.starts_with("/api/collaboration/room/")))
+        || (method == Method::PUT && path.starts_with("/api/collaboration/session/"))
+}
+
+/// Middleware for every authenticated route: the token holder is the owner; a live-share
+/// guest cookie admits its holder to the guest routes. The `Principal` goes into the request.
+pub async fn require_auth(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let changes_state = !matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
@@ -118,12 +135,30 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let verdict = check(&state, request.headers(), request.uri().query());
+    if !matches!(verdict, Authenticated::No) {
+        request.extensions_mut().insert(Principal::Owner);
+    }
     match verdict {
-        Authenticated::No => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "authentication required: pass the token",
-        )
-        .into_response(),
+        Authenticated::No => {
+            let guest = crate::sharing::guest_cookie(request.headers())
+                .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
+            match guest {
+                Some(guest) if guest_route(request.method(), request.uri().path()) => {
+                    request.extensions_mut().insert(Principal::Guest(guest));
+                    next.run(request).await
+                }
+                Some(_) => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a live-share guest may only open the notebook shared with them",
+                )
+                .into_response(),
+                None => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "authentication required: pass the token",
+                )
+                .into_response(),
+            }
+        }
         Authenticated::Yes => next.run(request).await,
         Authenticated::ByQueryToken => {
             let mut response = next.run(request).await;

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use collab::protocol::{decode_frame, Frame};
 use collab::{
-    CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing, Room,
-    RoomHandle, RoomInput,
+    Capabilities, CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing,
+    Room, RoomHandle, RoomInput,
 };
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
+use crate::sharing::Principal;
 use crate::AppState;
 
 /// Bytes read from a websocket at a time (larger frames are read in several chunks).
@@ -135,8 +136,21 @@ pub fn owner_identity() -> Identity {
     Identity::from_username(&username)
 }
 
-pub async fn me(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"identity": state.identity, "permissions": {}}))
+pub async fn me(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Json<Value> {
+    match principal {
+        Principal::Owner => Json(json!({"identity": state.identity, "permissions": {}})),
+        Principal::Guest(guest) => Json(json!({
+            "identity": guest.identity,
+            "permissions": {},
+            "guest": {
+                "file_id": guest.file.to_string(),
+                "capabilities": guest.caps.effective().names(),
+            },
+        })),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -148,11 +162,23 @@ pub struct SessionBody {
 
 pub async fn put_session(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
     UrlPath(api_path): UrlPath<String>,
     JsonBody(body): JsonBody<Option<SessionBody>>,
 ) -> ApiResult<Response> {
     let body = body.unwrap_or_default();
     let api_path = crate::paths::Root::normalize(&api_path)?;
+    if let Principal::Guest(guest) = &principal {
+        // A guest may not give ids to files; only their notebook's is theirs to learn.
+        let theirs = state
+            .store
+            .path_for_id(state.root.path(), guest.file)
+            .ok()
+            .flatten();
+        if theirs.as_deref() != Some(api_path.as_str()) {
+            return Err(ApiError::not_found(format!("no such file: {api_path}")));
+        }
+    }
     let (file_id, created) = file_id_of(&state, &api_path)?;
     let status = if created {
         StatusCode::CREATED
@@ -193,6 +219,7 @@ pub struct RoomQuery {
 
 pub async fn room_socket(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
     UrlPath(room): UrlPath<String>,
     Query(query): Query<RoomQuery>,
     headers: HeaderMap,
@@ -211,7 +238,7 @@ pub async fn room_socket(
         // connections sit idle with a presence renewal every 15 s, so start small.
         .read_buffer_size(IDLE_READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            serve_socket(state, socket, room, query.session_id).await;
+            serve_socket(state, principal, socket, room, query.session_id).await;
         })
 }
 
@@ -271,10 +298,24 @@ async fn open_file_room(
 /// Why a connection cannot join, as a close frame.
 async fn admit(
     state: &AppState,
+    principal: &Principal,
     room: &str,
     session_id: Option<&str>,
 ) -> Result<(RoomHandle, String), CloseReason> {
-    let Some((kind, file_id, name)) = parse_document_id(room)? else {
+    let parsed = parse_document_id(room)?;
+    let allowed = match (&parsed, principal) {
+        (_, Principal::Owner) => true,
+        (Some((_, file, _)), guest) => guest.caps_for(*file).contains(Capabilities::WATCH),
+        // Server-wide presence (JupyterLab's globalAwareness) shows everyone: not for guests.
+        (None, Principal::Guest(_)) => false,
+    };
+    if !allowed {
+        return Err(CloseReason::new(
+            collab::CLOSE_REVOKED,
+            "you may not join this room",
+        ));
+    }
+    let Some((kind, file_id, name)) = parsed else {
         let handle = state
             .rooms
             .get_or_open(state, room, None)
@@ -333,6 +374,7 @@ fn truncate_reason(reason: &str) -> String {
 
 async fn serve_socket(
     state: AppState,
+    principal: Principal,
     socket: WebSocket,
     room: String,
     session_id: Option<String>,
@@ -340,14 +382,14 @@ async fn serve_socket(
     let mut joined = None;
     // A room that unloads between lookup and join is simply opened again.
     for _ in 0..3 {
-        let (handle, name) = match admit(&state, &room, session_id.as_deref()).await {
+        let (handle, name) = match admit(&state, &principal, &room, session_id.as_deref()).await {
             Ok(admitted) => admitted,
             Err(reason) => {
                 tracing::info!(room = %room, code = reason.code, "refusing connection: {}", reason.reason);
                 return close_socket(socket, reason).await;
             }
         };
-        if let Ok(j) = handle.join(state.identity.clone()).await {
+        if let Ok(j) = handle.join(principal.member(&state.identity)).await {
             joined = Some((handle, name, j));
             break;
         }
@@ -424,7 +466,7 @@ async fn serve_socket(
         };
         match decode_frame(&bytes, limit) {
             Ok(Frame::Raw { text, .. }) if is_execute(&text) => {
-                let input = execute_request(&state, &name, conn, &text).await;
+                let input = execute_request(&state, &principal, &name, conn, &text).await;
                 if handle.send(input).await.is_err() {
                     break;
                 }
@@ -473,6 +515,7 @@ fn is_execute(text: &str) -> bool {
 /// (starting one if the notebook has none), or a refusal for the requester.
 async fn execute_request(
     state: &AppState,
+    principal: &Principal,
     room: &str,
     conn: ConnectionId,
     text: &str,
@@ -490,11 +533,19 @@ async fn execute_request(
         Ok(Some((DocumentKind::Notebook, file, _))) => file,
         _ => return refuse("only notebooks run code".into()),
     };
+    // Checked before any kernel is started for this request. The room checks again with the
+    // connection's rights as they are when the request reaches it (grants change live).
+    if !principal
+        .current_caps_for(&state.store, file)
+        .contains(Capabilities::EXECUTE)
+    {
+        return refuse("you may not run code in this notebook".into());
+    }
     match state.kernels.ensure_for_file(state, file).await {
         Ok(kernel) => RoomInput::Execute {
             cell_id: cell_id.to_string(),
             requester: collab::execution::Requester {
-                identity: state.identity.clone(),
+                identity: principal.member(&state.identity).identity,
                 conn: Some(conn),
             },
             kernel,

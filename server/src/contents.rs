@@ -205,16 +205,35 @@ fn resolve(state: &AppState, api_path: &str) -> ApiResult<(String, std::path::Pa
 
 pub async fn get_root(
     state: State<AppState>,
+    principal: axum::Extension<crate::sharing::Principal>,
     query: Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
-    get(state, UrlPath(String::new()), query).await
+    get(state, principal, UrlPath(String::new()), query).await
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::sharing::Principal>,
     UrlPath(api_path): UrlPath<String>,
     Query(query): Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
+    if let crate::sharing::Principal::Guest(guest) = &principal {
+        // A guest reads their own notebook's saved content (with `view`), nothing else.
+        let theirs = state
+            .store
+            .path_for_id(state.root.path(), guest.file)
+            .ok()
+            .flatten();
+        let asked = crate::paths::Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
+        if theirs.is_none()
+            || theirs != asked
+            || !principal
+                .caps_for(guest.file)
+                .contains(collab::Capabilities::VIEW)
+        {
+            return Err(ApiError::not_found(format!("no such file: {api_path}")));
+        }
+    }
     // JupyterLab lists a file's checkpoints when it opens it; Quire keeps none yet.
     if let Some(file) = api_path.strip_suffix("/checkpoints") {
         let (_, path) = resolve(&state, file)?;

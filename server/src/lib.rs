@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod kernels;
 pub mod paths;
+mod sharing;
 pub mod store;
 
 use std::future::Future;
@@ -108,6 +109,14 @@ pub fn app(state: AppState) -> Router {
                 .patch(kernels::patch_session)
                 .delete(kernels::delete_session),
         )
+        .route(
+            "/api/sharing/{file_id}/links",
+            get(sharing::list_links).post(sharing::create_link),
+        )
+        .route(
+            "/api/sharing/{file_id}/links/{link_id}",
+            axum::routing::patch(sharing::change_link).delete(sharing::revoke_link),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,
@@ -115,6 +124,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/api", get(api_version))
+        // Opening a live-share link needs no login: the link is the credential.
+        .route("/share/{token}", get(sharing::share_page))
+        .route("/api/share/{token}", post(sharing::redeem))
         .merge(api)
         .with_state(state)
 }

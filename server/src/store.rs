@@ -47,6 +47,25 @@ CREATE TABLE IF NOT EXISTS logins (
     token_hash TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS links (
+    id TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    caps INTEGER NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    max_uses INTEGER,
+    uses INTEGER NOT NULL DEFAULT 0,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS links_by_file ON links(file_id);
+CREATE TABLE IF NOT EXISTS guests (
+    cookie_hash TEXT PRIMARY KEY,
+    link_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 /// What identifies a file on disk across renames: its inode, and its birth time so that a
@@ -92,7 +111,7 @@ pub struct Store {
     session_seq: i64,
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -134,7 +153,7 @@ impl Store {
         })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent: keep going.
         self.db
             .lock()

@@ -425,6 +425,27 @@ impl YClient {
         client
     }
 
+    /// Connects with a cookie instead of the token (a live-share guest, as a browser would).
+    pub async fn connect_with_cookie(url: &str, cookie: &str) -> YClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a websocket URL");
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().expect("a cookie header"));
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .expect("websocket connects");
+        YClient {
+            doc: collab::notebook::new_doc(),
+            socket,
+            synced: false,
+            raw: Vec::new(),
+            awareness: Vec::new(),
+            closed: None,
+            updates_received: 0,
+        }
+    }
+
     pub async fn connect(url: &str) -> YClient {
         // Like browsers, disable Nagle's algorithm: edits are small frames.
         let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)

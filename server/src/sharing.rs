@@ -1,0 +1,547 @@
+//! Live-share links: a notebook shared with whoever holds the link, with exactly the
+//! capabilities it carries.
+//!
+//! The owner creates a link (`POST /api/sharing/{fileId}/links`) and sees its token once; only
+//! its SHA-256 is stored. Opening it (`/share/{token}`, then `POST /api/share/{token}` with a
+//! display name) makes a guest session bound to that link: a cookie, stored hashed, that admits
+//! its holder to that notebook only. Changing a link's capabilities reaches live connections at
+//! their next message; revoking it closes the sockets opened through it at once and ends its
+//! guest sessions. Links can expire and have a use limit.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use collab::{Capabilities, FileId, GrantSource, Identity, RoomInput};
+use rand::RngCore;
+use rusqlite::{params, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::store::{now_secs, Store};
+use crate::AppState;
+
+pub const GUEST_COOKIE: &str = "quire-guest";
+
+/// Someone admitted through a live-share link.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    pub link_id: String,
+    pub file: FileId,
+    pub caps: Capabilities,
+    pub identity: Identity,
+}
+
+/// Who is making a request.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// The token holder: every notebook, every capability.
+    Owner,
+    Guest(Guest),
+}
+
+impl Principal {
+    /// As [`caps_for`](Self::caps_for), with a guest's link read afresh: a connection opened
+    /// before a grant changed acts on the grant as it is now.
+    pub fn current_caps_for(&self, store: &Store, file: FileId) -> Capabilities {
+        match self {
+            Principal::Guest(g) if g.file == file => store
+                .link_caps(&g.link_id)
+                .ok()
+                .flatten()
+                .map(Capabilities::effective)
+                .unwrap_or(Capabilities::NONE),
+            other => other.caps_for(file),
+        }
+    }
+
+    /// What this principal may do with a notebook.
+    pub fn caps_for(&self, file: FileId) -> Capabilities {
+        match self {
+            Principal::Owner => Capabilities::ALL,
+            Principal::Guest(g) if g.file == file => g.caps.effective(),
+            Principal::Guest(_) => Capabilities::NONE,
+        }
+    }
+
+    pub fn member(&self, owner: &Identity) -> collab::Member {
+        match self {
+            Principal::Owner => collab::Member::owner(owner.clone()),
+            Principal::Guest(g) => collab::Member {
+                identity: g.identity.clone(),
+                caps: g.caps,
+                source: GrantSource::Link(g.link_id.clone()),
+            },
+        }
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn hash(secret: &str) -> String {
+    collab::content_hash(secret.as_bytes())
+}
+
+/// A link as listed (never with its token).
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub id: String,
+    pub file: String,
+    pub caps: Capabilities,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+}
+
+impl Link {
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "file_id": self.file,
+            "capabilities": self.caps.names(),
+            "label": self.label,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "max_uses": self.max_uses,
+            "uses": self.uses,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedeemError {
+    Unknown,
+    Expired,
+    UsedUp,
+}
+
+impl Store {
+    /// Creates a link; returns it and its token (which is not kept).
+    pub fn create_link(
+        &self,
+        file: FileId,
+        caps: Capabilities,
+        label: &str,
+        expires_at: Option<i64>,
+        max_uses: Option<i64>,
+    ) -> rusqlite::Result<(Link, String)> {
+        let token = random_secret();
+        let id = uuid::Uuid::new_v4().to_string();
+        let created_at = now_secs();
+        self.db().execute(
+            "INSERT INTO links (id, file_id, token_hash, caps, label, created_at, expires_at, max_uses)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, file.to_string(), hash(&token), caps.bits(), label, created_at, expires_at, max_uses],
+        )?;
+        let link = Link {
+            id,
+            file: file.to_string(),
+            caps,
+            label: label.to_string(),
+            created_at,
+            expires_at,
+            max_uses,
+            uses: 0,
+        };
+        Ok((link, token))
+    }
+
+    fn link_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
+        Ok(Link {
+            id: row.get(0)?,
+            file: row.get(1)?,
+            caps: Capabilities::from_bits(row.get::<_, u8>(2)?),
+            label: row.get(3)?,
+            created_at: row.get(4)?,
+            expires_at: row.get(5)?,
+            max_uses: row.get(6)?,
+            uses: row.get(7)?,
+        })
+    }
+
+    /// The links of a notebook that are not revoked.
+    pub fn links_of(&self, file: FileId) -> rusqlite::Result<Vec<Link>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, file_id, caps, label, created_at, expires_at, max_uses, uses FROM links
+             WHERE file_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([file.to_string()], Store::link_from_row)?;
+        rows.collect()
+    }
+
+    pub fn set_link_caps(
+        &self,
+        file: FileId,
+        id: &str,
+        caps: Capabilities,
+    ) -> rusqlite::Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE links SET caps = ?1 WHERE id = ?2 AND file_id = ?3 AND revoked_at IS NULL",
+            params![caps.bits(), id, file.to_string()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Revokes a link and ends the guest sessions made through it.
+    pub fn revoke_link(&self, file: FileId, id: &str) -> rusqlite::Result<bool> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let changed = tx.execute(
+            "UPDATE links SET revoked_at = ?1 WHERE id = ?2 AND file_id = ?3 AND revoked_at IS NULL",
+            params![now_secs(), id, file.to_string()],
+        )?;
+        tx.execute("DELETE FROM guests WHERE link_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    /// Uses a link: checks it, counts the use, and makes a guest session; returns its cookie.
+    pub fn redeem(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> rusqlite::Result<Result<(Link, String), RedeemError>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let found = tx
+            .query_row(
+                "SELECT id, file_id, caps, label, created_at, expires_at, max_uses, uses FROM links
+                 WHERE token_hash = ?1 AND revoked_at IS NULL",
+                [hash(token)],
+                Store::link_from_row,
+            )
+            .optional()?;
+        let Some(link) = found else {
+            return Ok(Err(RedeemError::Unknown));
+        };
+        if link.expires_at.is_some_and(|t| t <= now_secs()) {
+            return Ok(Err(RedeemError::Expired));
+        }
+        if link.max_uses.is_some_and(|m| link.uses >= m) {
+            return Ok(Err(RedeemError::UsedUp));
+        }
+        tx.execute("UPDATE links SET uses = uses + 1 WHERE id = ?1", [&link.id])?;
+        let cookie = random_secret();
+        tx.execute(
+            "INSERT INTO guests (cookie_hash, link_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![hash(&cookie), link.id, name, now_secs()],
+        )?;
+        tx.commit()?;
+        Ok(Ok((link, cookie)))
+    }
+
+    /// A link's capabilities now, if it is live (not revoked, not expired).
+    pub fn link_caps(&self, id: &str) -> rusqlite::Result<Option<Capabilities>> {
+        self.db()
+            .query_row(
+                "SELECT caps FROM links WHERE id = ?1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > ?2)",
+                params![id, now_secs()],
+                |row| row.get::<_, u8>(0),
+            )
+            .optional()
+            .map(|caps| caps.map(Capabilities::from_bits))
+    }
+
+    /// The guest behind a cookie, while its link is live (not revoked, not expired).
+    pub fn guest(&self, cookie: &str) -> rusqlite::Result<Option<Guest>> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT g.link_id, l.file_id, l.caps, g.name, g.cookie_hash FROM guests g
+                 JOIN links l ON l.id = g.link_id
+                 WHERE g.cookie_hash = ?1 AND l.revoked_at IS NULL
+                   AND (l.expires_at IS NULL OR l.expires_at > ?2)",
+                params![hash(cookie), now_secs()],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u8>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.and_then(|(link_id, file, caps, name, cookie_hash)| {
+            Some(Guest {
+                link_id,
+                file: FileId::parse(&file)?,
+                caps: Capabilities::from_bits(caps),
+                identity: guest_identity(&name, &cookie_hash),
+            })
+        }))
+    }
+}
+
+/// A guest's identity: the name they gave, and a user name no account can have.
+fn guest_identity(name: &str, cookie_hash: &str) -> Identity {
+    let mut identity = Identity::from_username(name);
+    identity.username = format!("guest:{}", &cookie_hash[..12]);
+    identity
+}
+
+/// The guest cookie's value in a request, if any.
+pub fn guest_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == GUEST_COOKIE).then(|| value.to_string())
+        })
+}
+
+/// Capabilities from a request body: a role name, or a list of capability names.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum CapsSpec {
+    Role { role: String },
+    List { capabilities: Vec<String> },
+}
+
+impl CapsSpec {
+    fn resolve(&self) -> ApiResult<Capabilities> {
+        let caps = match self {
+            CapsSpec::Role { role } => Capabilities::role(role).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown role {role:?} (viewer, editor, runner, owner)"
+                ))
+            })?,
+            CapsSpec::List { capabilities } => {
+                Capabilities::parse(capabilities).map_err(ApiError::bad_request)?
+            }
+        };
+        if caps.contains(Capabilities::MANAGE) {
+            return Err(ApiError::bad_request(
+                "a link cannot carry \"manage\": invite a person to share management",
+            ));
+        }
+        if caps.is_empty() {
+            return Err(ApiError::bad_request(
+                "a link needs at least one capability",
+            ));
+        }
+        Ok(caps)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewLink {
+    #[serde(flatten)]
+    caps: CapsSpec,
+    #[serde(default)]
+    label: String,
+    expires_in_secs: Option<i64>,
+    max_uses: Option<i64>,
+}
+
+fn file_of(state: &AppState, id: &str) -> ApiResult<FileId> {
+    let file = FileId::parse(id).ok_or_else(|| ApiError::bad_request("malformed file id"))?;
+    state
+        .store
+        .path_for_id(state.root.path(), file)
+        .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
+        .ok_or_else(|| ApiError::not_found("no notebook with this id"))?;
+    Ok(file)
+}
+
+/// Tells every open room of the notebook that a link's rights changed (`None`: revoked).
+async fn announce(state: &AppState, file: FileId, link: &str, caps: Option<Capabilities>) {
+    for room in state.rooms.of_file(file) {
+        let source = GrantSource::Link(link.to_string());
+        let _ = room.send(RoomInput::Permissions { source, caps }).await;
+    }
+}
+
+pub async fn list_links(
+    State(state): State<AppState>,
+    UrlPath(file_id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let file = file_of(&state, &file_id)?;
+    let links = state
+        .store
+        .links_of(file)
+        .map_err(|e| ApiError::internal("cannot list links", e))?;
+    Ok(Json(Value::Array(
+        links.iter().map(Link::to_json).collect(),
+    )))
+}
+
+pub async fn create_link(
+    State(state): State<AppState>,
+    UrlPath(file_id): UrlPath<String>,
+    JsonBody(body): JsonBody<NewLink>,
+) -> ApiResult<Response> {
+    let file = file_of(&state, &file_id)?;
+    let caps = body.caps.resolve()?;
+    if body.expires_in_secs.is_some_and(|s| s <= 0) || body.max_uses.is_some_and(|m| m <= 0) {
+        return Err(ApiError::bad_request(
+            "expires_in_secs and max_uses must be positive",
+        ));
+    }
+    let expires_at = body.expires_in_secs.map(|s| now_secs().saturating_add(s));
+    let (link, token) = state
+        .store
+        .create_link(file, caps, &body.label, expires_at, body.max_uses)
+        .map_err(|e| ApiError::internal("cannot create the link", e))?;
+    let mut model = link.to_json();
+    model["token"] = Value::from(token.as_str());
+    model["url"] = Value::from(format!("/share/{token}"));
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+pub async fn change_link(
+    State(state): State<AppState>,
+    UrlPath((file_id, link_id)): UrlPath<(String, String)>,
+    JsonBody(body): JsonBody<CapsSpec>,
+) -> ApiResult<StatusCode> {
+    let file = file_of(&state, &file_id)?;
+    let caps = body.resolve()?;
+    let changed = state
+        .store
+        .set_link_caps(file, &link_id, caps)
+        .map_err(|e| ApiError::internal("cannot change the link", e))?;
+    if !changed {
+        return Err(ApiError::not_found("no such link"));
+    }
+    announce(&state, file, &link_id, Some(caps)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn revoke_link(
+    State(state): State<AppState>,
+    UrlPath((file_id, link_id)): UrlPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let file = file_of(&state, &file_id)?;
+    let revoked = state
+        .store
+        .revoke_link(file, &link_id)
+        .map_err(|e| ApiError::internal("cannot revoke the link", e))?;
+    if !revoked {
+        return Err(ApiError::not_found("no such link"));
+    }
+    announce(&state, file, &link_id, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct Redeem {
+    name: String,
+}
+
+/// Opens a link: a guest session for the name given, bound to the link's notebook.
+pub async fn redeem(
+    State(state): State<AppState>,
+    UrlPath(token): UrlPath<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Redeem>,
+) -> ApiResult<Response> {
+    if !crate::auth::same_site(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused",
+        ));
+    }
+    let name: String = body
+        .name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(60)
+        .collect();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("a display name is needed to join"));
+    }
+    let outcome = state
+        .store
+        .redeem(&token, &name)
+        .map_err(|e| ApiError::internal("cannot open the link", e))?;
+    let (link, cookie) = match outcome {
+        Ok(found) => found,
+        Err(RedeemError::Unknown) => {
+            return Err(ApiError::not_found(
+                "this link does not exist or was revoked",
+            ))
+        }
+        Err(RedeemError::Expired) => {
+            return Err(ApiError::new(StatusCode::GONE, "this link has expired"))
+        }
+        Err(RedeemError::UsedUp) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "this link has been used as many times as allowed",
+            ))
+        }
+    };
+    let file = FileId::parse(&link.file)
+        .ok_or_else(|| ApiError::internal("corrupt link", "bad file id"))?;
+    let path = state
+        .store
+        .path_for_id(state.root.path(), file)
+        .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
+        .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
+    let identity = guest_identity(&name, &hash(&cookie));
+    let body = json!({
+        "file_id": link.file,
+        "path": path,
+        "document_id": format!("json:notebook:{}", link.file),
+        "capabilities": link.caps.effective().names(),
+        "identity": identity,
+    });
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    let cookie =
+        format!("{GUEST_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+        .headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    Ok(response)
+}
+
+/// The page a live-share link opens: asks for a display name, then joins.
+pub async fn share_page() -> Response {
+    let page = r#"<!doctype html><meta charset="utf-8"><title>Join a shared notebook — Quire</title>
+<meta name="referrer" content="no-referrer">
+<form id="join"><label>Your name <input name="name" required maxlength="60" autofocus></label>
+<button>Join</button></form><p id="status" role="status"></p>
+<script>
+const token = location.pathname.split('/').pop();
+history.replaceState(null, '', '/share');
+document.getElementById('join').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = new FormData(e.target).get('name');
+  const r = await fetch('/api/share/' + encodeURIComponent(token), {method: 'POST',
+    headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name})});
+  const body = await r.json();
+  document.getElementById('status').textContent = r.ok
+    ? 'Joined ' + body.path + ' as ' + body.identity.display_name + ' (' + body.capabilities.join(', ') + ').'
+    : body.message;
+});
+</script>"#;
+    let mut response = Html(page).into_response();
+    let headers = response.headers_mut();
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}

@@ -1,0 +1,400 @@
+//! Live-share links: a guest gets exactly the capabilities of the link they opened, enforced
+//! on every message; changes and revocations reach live connections at once.
+
+use std::time::{Duration, Instant};
+
+use quire_tests::{notebook_with, TestServer, YClient, TOKEN};
+use serde_json::{json, Value};
+
+struct Guest {
+    cookie: String,
+    file_id: String,
+}
+
+fn create_link(server: &TestServer, file_id: &str, body: Value) -> Value {
+    let (status, reply) = server.http(
+        "POST",
+        &format!("/api/sharing/{file_id}/links"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{reply}");
+    serde_json::from_str(&reply).unwrap()
+}
+
+/// Opens a link as a browser would (same-origin POST), returning (status, body, guest).
+fn redeem(server: &TestServer, token: &str, name: &str) -> (u16, Value, Option<Guest>) {
+    let origin = format!("http://127.0.0.1:{}", server.port);
+    let body = json!({"name": name}).to_string();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "POST /api/share/{token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        port = server.port
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status: u16 = response[9..12].parse().unwrap();
+    let cookie = response
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: quire-guest=")
+        })
+        .map(|l| {
+            l["set-cookie: ".len()..]
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        });
+    let json: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or("null"))
+        .unwrap_or(Value::Null);
+    let guest = cookie.map(|cookie| Guest {
+        cookie,
+        file_id: json["file_id"].as_str().unwrap_or_default().to_string(),
+    });
+    (status, json, guest)
+}
+
+fn guest_url(server: &TestServer, file_id: &str) -> String {
+    let (_, session) = server.session("nb.ipynb");
+    format!(
+        "ws://127.0.0.1:{}/api/collaboration/room/json:notebook:{file_id}?sessionId={session}",
+        server.port
+    )
+}
+
+async fn join_as(server: &TestServer, guest: &Guest) -> YClient {
+    let mut client =
+        YClient::connect_with_cookie(&guest_url(server, &guest.file_id), &guest.cookie).await;
+    client.sync().await;
+    client
+}
+
+fn guest_http(server: &TestServer, guest: &Guest, method: &str, path: &str) -> u16 {
+    server
+        .http_with(method, path, None, &[("Cookie", &guest.cookie)])
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
+    let server = TestServer::start(&[
+        ("nb.ipynb", &notebook_with(&["a = 1", "print(a)"])),
+        ("other.ipynb", &notebook_with(&["secret = 42"])),
+    ]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let link = create_link(
+        &server,
+        &file_id,
+        json!({"role": "viewer", "label": "class"}),
+    );
+    let token = link["token"].as_str().unwrap();
+    assert!(
+        token.len() * 4 >= 128,
+        "a link token carries at least 128 bits"
+    );
+    assert_eq!(link["capabilities"], json!(["view", "watch"]));
+    let (status, body, guest) = redeem(&server, token, "Grace");
+    assert_eq!(status, 200, "{body}");
+    let guest = guest.expect("a guest cookie");
+    assert_eq!(body["identity"]["display_name"], "Grace");
+
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut grace = join_as(&server, &guest).await;
+    assert_eq!(grace.sources(), vec!["a = 1", "print(a)"]);
+    // Grace watches live.
+    ada.append_and_wait_echo(0, " + 1").await;
+    assert!(
+        grace
+            .pump_until(Duration::from_secs(5), |c| c.sources()[0] == "a = 1 + 1")
+            .await
+    );
+
+    // A forged update, sent raw: refused, told why, never reaches Ada or the disk.
+    let on_disk = || std::fs::read(server.path("nb.ipynb")).unwrap();
+    assert!(server.eventually(Duration::from_secs(10), || {
+        quire_tests::read_notebook(&server.path("nb.ipynb")).cells[0].source == "a = 1 + 1"
+    }));
+    // Let the save's own state update (hash, dirty) arrive first.
+    ada.pump_for(Duration::from_millis(1000)).await;
+    let before = on_disk();
+    let seen_by_ada = ada.updates_received;
+    grace.append_to_cell(1, " # forged").await;
+    let refusal = grace
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .expect("the sender is told");
+    assert_eq!(refusal["resync"], true);
+    ada.pump_for(Duration::from_millis(500)).await;
+    assert_eq!(
+        ada.updates_received, seen_by_ada,
+        "the forged update reached another client"
+    );
+    assert_eq!(ada.sources(), vec!["a = 1 + 1", "print(a)"]);
+    assert_eq!(grace.save(9).await, "failed", "a watcher cannot save");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(on_disk(), before, "the forged update reached the disk");
+    // Grace converges back by syncing afresh.
+    let grace_again = join_as(&server, &guest).await;
+    assert_eq!(grace_again.sources(), vec!["a = 1 + 1", "print(a)"]);
+
+    // Running code is refused before any kernel starts.
+    let answer = grace.execute("cell-1").await;
+    assert_eq!(answer["status"], "refused", "{answer}");
+    assert_eq!(server.http("GET", "/api/kernels", None).1, "[]");
+    grace
+        .request(json!({"type": "restart", "request_id": 3}))
+        .await;
+    let restart = grace
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "restart")
+        .await
+        .unwrap();
+    assert_eq!(restart["status"], "refused");
+
+    // Nothing else on the server is open to the guest.
+    let (other_id, _) = server.session("other.ipynb");
+    assert_eq!(
+        guest_http(&server, &guest, "GET", "/api/contents/other.ipynb"),
+        404
+    );
+    assert_eq!(
+        guest_http(&server, &guest, "GET", "/api/contents/nb.ipynb"),
+        200
+    );
+    assert_eq!(guest_http(&server, &guest, "GET", "/api/contents"), 403);
+    assert_eq!(guest_http(&server, &guest, "GET", "/api/contents/"), 404);
+    assert_eq!(
+        guest_http(
+            &server,
+            &guest,
+            "PUT",
+            "/api/collaboration/session/other.ipynb"
+        ),
+        404
+    );
+    assert_eq!(guest_http(&server, &guest, "GET", "/api/kernels"), 403);
+    assert_eq!(
+        guest_http(
+            &server,
+            &guest,
+            "GET",
+            &format!("/api/sharing/{file_id}/links")
+        ),
+        403
+    );
+    let mut peek =
+        YClient::connect_with_cookie(&guest_url(&server, &other_id), &guest.cookie).await;
+    let (code, _) = peek.expect_close(Duration::from_secs(5)).await;
+    assert_eq!(code, 4403);
+    let (_, session) = server.session("nb.ipynb");
+    let global = format!(
+        "ws://127.0.0.1:{}/api/collaboration/room/JupyterLab:globalAwareness?sessionId={session}",
+        server.port
+    );
+    let mut presence = YClient::connect_with_cookie(&global, &guest.cookie).await;
+    assert_eq!(presence.expect_close(Duration::from_secs(5)).await.0, 4403);
+
+    // The token is stored only as a hash.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(&server.state_dir).unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("quire.sqlite3")
+        {
+            stored.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    let found = stored.windows(token.len()).any(|w| w == token.as_bytes());
+    assert!(!found, "the link token is in the database in clear");
+    let cookie_secret = guest.cookie.trim_start_matches("quire-guest=").as_bytes();
+    assert!(
+        !stored
+            .windows(cookie_secret.len())
+            .any(|w| w == cookie_secret),
+        "the guest session is in the database in clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_edits_but_cannot_run_code() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let link = create_link(&server, &file_id, json!({"capabilities": ["edit"]}));
+    let (_, _, guest) = redeem(&server, link["token"].as_str().unwrap(), "Ed");
+    let guest = guest.unwrap();
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut ed = join_as(&server, &guest).await;
+    ed.append_and_wait_echo(0, " + 2").await;
+    assert!(
+        ada.pump_until(Duration::from_secs(5), |c| c.sources()[0] == "x = 1 + 2")
+            .await
+    );
+    assert_eq!(ed.execute("cell-0").await["status"], "refused");
+    ed.request(json!({"type": "interrupt", "request_id": 1}))
+        .await;
+    let interrupt = ed
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "interrupt")
+        .await
+        .unwrap();
+    assert_eq!(interrupt["status"], "refused");
+    assert_eq!(
+        server.http("GET", "/api/kernels", None).1,
+        "[]",
+        "no kernel was started"
+    );
+    assert!(ed.state()["executions"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_changes_and_revocations_reach_live_connections() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["1 + 1"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let first = create_link(&server, &file_id, json!({"role": "editor"}));
+    let second = create_link(&server, &file_id, json!({"role": "viewer"}));
+    let (_, _, eve) = redeem(&server, first["token"].as_str().unwrap(), "Eve");
+    let (_, _, vic) = redeem(&server, second["token"].as_str().unwrap(), "Vic");
+    let (eve, vic) = (eve.unwrap(), vic.unwrap());
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut eve_ws = join_as(&server, &eve).await;
+    let mut vic_ws = join_as(&server, &vic).await;
+    eve_ws.append_and_wait_echo(0, " # eve").await;
+
+    // Downgrade: her next update is refused.
+    let link_path = format!(
+        "/api/sharing/{file_id}/links/{}",
+        first["id"].as_str().unwrap()
+    );
+    let (status, _) = server.http("PATCH", &link_path, Some(r#"{"role": "viewer"}"#));
+    assert_eq!(status, 204);
+    let notice = eve_ws
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
+        .await
+        .unwrap();
+    assert_eq!(notice["capabilities"], json!(["view", "watch"]));
+    eve_ws.append_to_cell(0, " # after downgrade").await;
+    assert!(eve_ws
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .is_some());
+    ada.pump_for(Duration::from_millis(300)).await;
+    assert_eq!(ada.sources(), vec!["1 + 1 # eve"]);
+
+    // Upgrade to runner: she may run code now, on her live connection.
+    let (status, _) = server.http("PATCH", &link_path, Some(r#"{"role": "runner"}"#));
+    assert_eq!(status, 204);
+    eve_ws
+        .wait_raw(Duration::from_secs(5), |m| {
+            m["capabilities"].as_array().is_some_and(|c| c.len() == 5)
+        })
+        .await;
+    assert_eq!(eve_ws.execute("cell-0").await["status"], "queued");
+    assert_eq!(
+        eve_ws.wait_run("cell-0", Duration::from_secs(60)).await,
+        "ok"
+    );
+    assert_eq!(eve_ws.state()["executions"]["cell-0"]["by"]["name"], "Eve");
+
+    // Revoke: her socket closes within a second; Vic and Ada stay.
+    let asked = Instant::now();
+    let (status, _) = server.http("DELETE", &link_path, None);
+    assert_eq!(status, 204);
+    let (code, reason) = eve_ws.expect_close(Duration::from_secs(5)).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "revocation took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, 4403, "{reason}");
+    assert_eq!(guest_http(&server, &eve, "GET", "/api/me"), 403);
+    let room = guest_url(&server, &eve.file_id).replace("ws://127.0.0.1", "");
+    let room_path = &room[room.find('/').unwrap()..];
+    assert_eq!(
+        guest_http(&server, &eve, "GET", room_path),
+        403,
+        "no way back in"
+    );
+    ada.append_and_wait_echo(0, " # ada").await;
+    assert!(
+        vic_ws
+            .pump_until(Duration::from_secs(5), |c| c.sources()[0]
+                .ends_with("# ada"))
+            .await
+    );
+    assert!(vic_ws.closed.is_none());
+    assert_eq!(guest_http(&server, &vic, "GET", "/api/me"), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_expire_run_out_and_refuse_bad_requests() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let once = create_link(&server, &file_id, json!({"role": "viewer", "max_uses": 1}));
+    let token = once["token"].as_str().unwrap();
+    assert_eq!(redeem(&server, token, "One").0, 200);
+    assert_eq!(redeem(&server, token, "Two").0, 410);
+    let brief = create_link(
+        &server,
+        &file_id,
+        json!({"role": "viewer", "expires_in_secs": 1}),
+    );
+    let (_, _, early) = redeem(&server, brief["token"].as_str().unwrap(), "Early");
+    let early = early.unwrap();
+    assert_eq!(guest_http(&server, &early, "GET", "/api/me"), 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        redeem(&server, brief["token"].as_str().unwrap(), "Late").0,
+        410
+    );
+    assert_eq!(
+        guest_http(&server, &early, "GET", "/api/me"),
+        403,
+        "an expired link admits no one"
+    );
+    assert_eq!(redeem(&server, &"0".repeat(64), "Nobody").0, 404);
+    assert_eq!(
+        redeem(&server, token, "   ").0,
+        400,
+        "a display name is required"
+    );
+
+    for bad in [
+        json!({"capabilities": ["manage"]}),
+        json!({"capabilities": ["fly"]}),
+        json!({"role": "god"}),
+        json!({"capabilities": []}),
+        json!({"role": "viewer", "expires_in_secs": 0}),
+    ] {
+        let (status, body) = server.http(
+            "POST",
+            &format!("/api/sharing/{file_id}/links"),
+            Some(&bad.to_string()),
+        );
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    let (status, listed) = server.http("GET", &format!("/api/sharing/{file_id}/links"), None);
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(
+        listed[0].get("token").is_none(),
+        "tokens are shown once, at creation"
+    );
+    assert_eq!(listed[0]["uses"], 1);
+    // Cross-site redemption is refused.
+    let (status, _) = server.http_with(
+        "POST",
+        &format!("/api/share/{token}"),
+        Some(r#"{"name":"x"}"#),
+        &[
+            ("Origin", "https://evil.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    );
+    assert_eq!(status, 403);
+    let _ = TOKEN;
+}
