@@ -9,6 +9,7 @@ pub mod awareness;
 pub mod capabilities;
 mod content;
 pub mod execution;
+pub mod guard;
 mod ids;
 pub mod merge;
 pub mod notebook;

@@ -379,6 +379,9 @@ pub struct Room {
     save_results: mpsc::UnboundedReceiver<SaveOutcome>,
     save_results_tx: mpsc::UnboundedSender<SaveOutcome>,
     exec: Execution,
+    /// Built when the first connection with limited rights sends an update; from then on it
+    /// learns every change the room makes.
+    guard: Option<crate::guard::UpdateGuard>,
 }
 
 /// Runs this room asked for, and the kernel whose status it shows.
@@ -433,6 +436,7 @@ impl Room {
             save_results,
             save_results_tx,
             exec: Execution::default(),
+            guard: None,
         }
     }
 
@@ -814,6 +818,9 @@ impl Room {
                 if !self.may(conn, Capabilities::EDIT) {
                     return self.refuse_update(conn, "you may watch this notebook, not edit it");
                 }
+                if let Err(refusal) = self.guard_check(conn, &update) {
+                    return self.refuse_update(conn, &refusal.0);
+                }
                 self.apply_client_update(conn, &update);
             }
             Frame::Awareness(payload) => {
@@ -950,8 +957,36 @@ impl Room {
         }
     }
 
+    /// The update guard's verdict on an update from a connection whose rights are limited
+    /// (the owner's connections are not checked: the owner may do anything).
+    fn guard_check(
+        &mut self,
+        conn: ConnectionId,
+        update: &[u8],
+    ) -> Result<(), crate::guard::Refusal> {
+        let Some(connection) = self.connections.get(&conn) else {
+            return Ok(());
+        };
+        if connection.source == GrantSource::Owner {
+            return Ok(());
+        }
+        let caps = connection.caps;
+        let document = self.document.as_ref().expect("checked by the caller");
+        let guard = self.guard.get_or_insert_with(|| {
+            let state = document
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            crate::guard::UpdateGuard::from_state(&state)
+        });
+        guard.check(update, caps)
+    }
+
     /// A change made to the document: logged, then broadcast to everyone (the sender included).
     fn record_change(&mut self, delta: Bytes, dirties: bool) {
+        if let Some(guard) = &mut self.guard {
+            guard.observe(&delta);
+        }
         self.outbox
             .push((Target::All, protocol::encode_sync_update(&delta)));
         self.unlogged.push(delta);

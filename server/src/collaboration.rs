@@ -49,6 +49,24 @@ pub struct Rooms {
     open: Arc<DashMap<String, OpenRoom>>,
     /// Serializes room creation so one document is never loaded twice.
     creating: Arc<tokio::sync::Mutex<()>>,
+    /// Websocket connections still being served (their close frames not yet sent).
+    sockets: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts a served websocket while it lives.
+struct SocketGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl SocketGuard {
+    fn new(rooms: &Rooms) -> SocketGuard {
+        rooms.sockets.send_modify(|n| *n += 1);
+        SocketGuard(rooms.sockets.clone())
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Rooms {
@@ -62,12 +80,20 @@ impl Rooms {
             .collect()
     }
 
-    /// Saves every room and closes its connections; for graceful shutdown.
+    /// Saves every room and closes its connections, then gives their close frames a moment
+    /// to leave (the process exits right after); for graceful shutdown.
     pub async fn shutdown_all(&self) {
         let handles: Vec<RoomHandle> = self.open.iter().map(|e| e.value().handle.clone()).collect();
         for handle in handles {
             handle.shutdown().await;
         }
+        let mut sockets = self.sockets.subscribe();
+        let drained = sockets.wait_for(|n| *n == 0);
+        let _ = tokio::time::timeout(
+            CLOSE_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(1),
+            drained,
+        )
+        .await;
     }
 
     async fn get_or_open(
@@ -401,6 +427,7 @@ async fn serve_socket(
         )
         .await;
     };
+    let _counted = SocketGuard::new(&state.rooms);
     let conn = joined.conn;
     let span = tracing::info_span!("connection", %conn, room = %name);
     let _guard = span.enter();

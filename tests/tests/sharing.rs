@@ -398,3 +398,102 @@ async fn links_expire_run_out_and_refuse_bad_requests() {
     assert_eq!(status, 403);
     let _ = TOKEN;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_guard_checks_each_field_an_update_touches() {
+    use yrs::{Array, Map, Out, WriteTxn};
+    let mut notebook: Value = serde_json::from_slice(&notebook_with(&["print('hi')"])).unwrap();
+    notebook["cells"][0]["outputs"] =
+        json!([{"output_type": "stream", "name": "stdout", "text": "hi\n"}]);
+    notebook["cells"][0]["execution_count"] = json!(1);
+    let server = TestServer::start(&[("nb.ipynb", &serde_json::to_vec(&notebook).unwrap())]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let editor = create_link(&server, &file_id, json!({"role": "editor"}));
+    let runner = create_link(&server, &file_id, json!({"role": "runner"}));
+    let (_, _, ed) = redeem(&server, editor["token"].as_str().unwrap(), "Ed");
+    let (_, _, ru) = redeem(&server, runner["token"].as_str().unwrap(), "Ru");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut ed = join_as(&server, &ed.unwrap()).await;
+
+    let clear_outputs = |txn: &mut yrs::TransactionMut| {
+        let cells = txn.get_or_insert_array("cells");
+        let Some(Out::YMap(cell)) = cells.get(txn, 0) else {
+            panic!("no cell")
+        };
+        let Some(Out::YArray(outputs)) = cell.get(txn, "outputs") else {
+            panic!("no outputs")
+        };
+        outputs.remove(txn, 0);
+        cell.insert(txn, "execution_count", yrs::Any::Null);
+    };
+    // An editor types and adds cells...
+    ed.append_and_wait_echo(0, " # edited").await;
+    ed.edit(|txn| {
+        let cells = txn.get_or_insert_array("cells");
+        let cell = cells.insert(txn, 1, yrs::MapPrelim::default());
+        cell.insert(txn, "id", "added");
+        cell.insert(txn, "cell_type", "code");
+        cell.insert(txn, "source", yrs::TextPrelim::new("new cell"));
+        cell.insert(txn, "outputs", yrs::ArrayPrelim::default());
+        cell.insert(txn, "metadata", yrs::MapPrelim::default());
+        cell.insert(txn, "execution_count", yrs::Any::Null);
+    })
+    .await;
+    assert!(
+        ada.pump_until(Duration::from_secs(5), |c| c.sources().len() == 2)
+            .await
+    );
+    // ...but cannot rewrite what a run produced, nor what only the server writes.
+    ed.edit(clear_outputs).await;
+    let refusal = ed
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .unwrap();
+    assert!(
+        refusal["reason"].as_str().unwrap().contains("outputs")
+            || refusal["reason"]
+                .as_str()
+                .unwrap()
+                .contains("execution_count"),
+        "{refusal}"
+    );
+    ed.raw.clear();
+    ed = join_as(
+        &server,
+        &redeem(&server, editor["token"].as_str().unwrap(), "Ed again")
+            .2
+            .unwrap(),
+    )
+    .await;
+    ed.edit(|txn| {
+        txn.get_or_insert_map("state")
+            .insert(txn, "path", "elsewhere.ipynb");
+    })
+    .await;
+    let refusal = ed
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .unwrap();
+    assert!(
+        refusal["reason"].as_str().unwrap().contains("state.path"),
+        "{refusal}"
+    );
+    ada.pump_for(Duration::from_millis(300)).await;
+    assert_eq!(ada.cell("cell-0").outputs.len(), 1, "outputs untouched");
+    assert_eq!(ada.state()["path"], "nb.ipynb");
+
+    // Someone allowed to run code may clear outputs, as JupyterLab's own executor does.
+    let mut ru = join_as(&server, &ru.unwrap()).await;
+    ru.edit(clear_outputs).await;
+    assert!(
+        ada.pump_until(Duration::from_secs(5), |c| c
+            .cell("cell-0")
+            .outputs
+            .is_empty())
+            .await
+    );
+    assert!(ru
+        .wait_raw(Duration::from_millis(300), |m| m["type"] == "refused")
+        .await
+        .is_none());
+}
