@@ -11,7 +11,7 @@
 //! |---|---|
 //! | the cell list, a cell's source/metadata/type/attachments, the notebook's metadata | `edit` |
 //! | a cell's `outputs`, `execution_count`, `execution_state` | `execute` (what JupyterLab's own executor writes) |
-//! | `state.path`, `hash`, `dirty`, `kernel`, `executions` | the server only |
+//! | `state.path`, `hash`, `dirty`, `kernel`, `executions`, `locks` | the server only |
 //! | any other `state` key (JupyterLab writes `document_id`) | `edit` |
 //! | any other root, or anything the guard cannot place | refused |
 //!
@@ -71,7 +71,7 @@ impl Field {
                 _ => Some(Capabilities::EDIT),
             },
             Field::State(key) => match key.as_str() {
-                "path" | "hash" | "dirty" | "kernel" | "executions" => None,
+                "path" | "hash" | "dirty" | "kernel" | "executions" | "locks" => None,
                 _ => Some(Capabilities::EDIT),
             },
             Field::Other(_) => None,
@@ -91,6 +91,22 @@ impl Field {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refusal(pub String);
+
+/// A cell, by the id of the Yjs item that holds it.
+pub type CellItem = (u64, u32);
+
+/// What an update would change.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Analysis {
+    /// The fields it touches, in order, without duplicates.
+    pub fields: Vec<Field>,
+    /// The existing cells it changes or deletes (cells it adds are not listed).
+    pub cells: Vec<CellItem>,
+    /// Of those, the cells it deletes.
+    pub deleted_cells: Vec<CellItem>,
+}
+
+type Decoded = (Vec<Struct>, Vec<(u64, u32, u32)>);
 
 /// The index of item ids → location, and the checks built on it.
 #[derive(Default)]
@@ -176,7 +192,7 @@ impl UpdateGuard {
         loc: &Loc,
         local: &dyn Fn(Id) -> Option<Loc>,
         whole_cell: &dyn Fn(Id) -> bool,
-    ) -> Option<Field> {
+    ) -> Option<(Field, Option<CellItem>)> {
         // Walk up to the root, remembering the last two steps' keys.
         let mut chain: Vec<Loc> = vec![loc.clone()];
         let mut current = loc.clone();
@@ -198,28 +214,37 @@ impl UpdateGuard {
             // chain[last] is a cell itself (in the cells array), chain[last - 1] a field of it.
             "cells" => {
                 if chain.len() == 1 {
-                    Field::CellList
+                    (Field::CellList, None)
                 } else {
                     let in_cell = &chain[chain.len() - 2];
                     let cell = match in_cell.parent {
                         Parent::Item(id) => id,
                         Parent::Root(_) => return None,
                     };
+                    let existing = self.lookup(cell).is_some().then_some(cell);
                     match &in_cell.sub {
-                        _ if whole_cell(cell) => Field::CellList,
-                        Some(key) => Field::Cell(key.to_string()),
-                        None => Field::Other("an unkeyed part of a cell".into()),
+                        _ if whole_cell(cell) => (Field::CellList, existing),
+                        Some(key) => (Field::Cell(key.to_string()), existing),
+                        None => (Field::Other("an unkeyed part of a cell".into()), existing),
                     }
                 }
             }
-            "meta" => Field::NotebookMeta,
-            "state" => Field::State(top.sub.as_deref().unwrap_or("").to_string()),
-            other => Field::Other(format!("the {other:?} root")),
+            "meta" => (Field::NotebookMeta, None),
+            "state" => (
+                Field::State(top.sub.as_deref().unwrap_or("").to_string()),
+                None,
+            ),
+            other => (Field::Other(format!("the {other:?} root")), None),
         })
     }
 
     /// The fields an update would change, in order, without duplicates.
     pub fn fields(&self, update: &[u8]) -> Result<Vec<Field>, Refusal> {
+        Ok(self.analyze(update)?.fields)
+    }
+
+    /// What an update would change: fields, and the existing cells concerned.
+    pub fn analyze(&self, update: &[u8]) -> Result<Analysis, Refusal> {
         let (structs, deleted) =
             decode(update).map_err(|e| Refusal(format!("unreadable update: {e}")))?;
         let resolved = self.resolve(&structs);
@@ -237,10 +262,16 @@ impl UpdateGuard {
                     *c == cell.0 && cell.1 >= *clock && cell.1 - clock < *len
                 })
         };
-        let mut fields: Vec<Field> = Vec::new();
-        let mut add = |field: Field| {
-            if !fields.contains(&field) {
-                fields.push(field);
+        let mut analysis = Analysis::default();
+        let mut deleted_cells = Vec::new();
+        let mut add = |(field, cell): (Field, Option<CellItem>)| {
+            if !analysis.fields.contains(&field) {
+                analysis.fields.push(field);
+            }
+            if let Some(cell) = cell {
+                if !analysis.cells.contains(&cell) {
+                    analysis.cells.push(cell);
+                }
             }
         };
         for (s, loc) in structs.iter().zip(&resolved) {
@@ -278,19 +309,31 @@ impl UpdateGuard {
                         }
                     }
                 };
-                let field = self.field(&loc, &local, &whole_cell).ok_or_else(|| {
+                let (field, cell) = self.field(&loc, &local, &whole_cell).ok_or_else(|| {
                     Refusal("the update deletes something the server cannot place".into())
                 })?;
-                add(field);
+                // Deleting a cell itself: an item right in the cells array.
+                let is_cell = loc.parent == Parent::Root(Arc::from("cells"));
+                if is_cell {
+                    deleted_cells.push((client, start));
+                }
+                add((field, cell.or(is_cell.then_some((client, start)))));
                 at = start + span;
             }
         }
-        Ok(fields)
+        analysis.deleted_cells = deleted_cells;
+        Ok(analysis)
     }
 
-    /// Whether a connection holding `caps` may apply `update`; the refusal says what it touched.
+    /// [`analyze`](Self::analyze), then [`permits`](Self::permits).
     pub fn check(&self, update: &[u8], caps: Capabilities) -> Result<(), Refusal> {
-        for field in self.fields(update)? {
+        UpdateGuard::permits(&self.analyze(update)?, caps)
+    }
+
+    /// Whether a connection holding `caps` may apply an update so analyzed; the refusal says
+    /// what it touched.
+    pub fn permits(analysis: &Analysis, caps: Capabilities) -> Result<(), Refusal> {
+        for field in &analysis.fields {
             match field.needs() {
                 Some(needed) if caps.contains(needed) => {}
                 Some(_) => {
@@ -411,7 +454,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads the structs and the delete set of a v1 update.
-fn decode(update: &[u8]) -> DecodeResult<(Vec<Struct>, Vec<(u64, u32, u32)>)> {
+fn decode(update: &[u8]) -> DecodeResult<Decoded> {
     let mut r = Reader {
         data: update,
         pos: 0,

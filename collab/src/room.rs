@@ -54,6 +54,8 @@ pub struct RoomConfig {
     pub compact_ratio: u64,
     /// A run's outputs beyond this many bytes are cut, with a note saying so.
     pub max_output_bytes: usize,
+    /// An edit lock lapses after this long without its holder touching the cell.
+    pub lock_lease: Duration,
 }
 
 impl Default for RoomConfig {
@@ -68,6 +70,7 @@ impl Default for RoomConfig {
             compact_min_bytes: 1 << 20,
             compact_ratio: 4,
             max_output_bytes: 5 << 20,
+            lock_lease: Duration::from_secs(60),
         }
     }
 }
@@ -382,6 +385,18 @@ pub struct Room {
     /// Built when the first connection with limited rights sends an update; from then on it
     /// learns every change the room makes.
     guard: Option<crate::guard::UpdateGuard>,
+    /// Edit locks by cell id.
+    locks: HashMap<String, EditLock>,
+    /// Cell ids by the Yjs item holding the cell (filled on demand).
+    cell_ids: HashMap<crate::guard::CellItem, String>,
+}
+
+/// "Ada is editing": others may not change the cell until released, Ada leaves, or the lease
+/// lapses.
+struct EditLock {
+    holder: ConnectionId,
+    identity: Identity,
+    expires: Instant,
 }
 
 /// Runs this room asked for, and the kernel whose status it shows.
@@ -437,6 +452,8 @@ impl Room {
             save_results_tx,
             exec: Execution::default(),
             guard: None,
+            locks: HashMap::new(),
+            cell_ids: HashMap::new(),
         }
     }
 
@@ -648,6 +665,9 @@ impl Room {
         if let Some(expiry) = self.awareness.next_expiry(self.config.awareness_timeout) {
             deadline = deadline.min(expiry);
         }
+        if let Some(lapse) = self.locks.values().map(|l| l.expires).min() {
+            deadline = deadline.min(lapse);
+        }
         if let Some(document) = &self.document {
             deadline = deadline.min(document.next_poll);
             // While a save is in flight its completion is what wakes the room.
@@ -661,6 +681,16 @@ impl Room {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        let lapsed: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        for cell in lapsed {
+            self.locks.remove(&cell);
+            self.publish_lock(&cell);
+        }
         if let Some(removal) = self.awareness.expire(now, self.config.awareness_timeout) {
             self.broadcast(protocol::encode_awareness(&removal));
         }
@@ -780,6 +810,16 @@ impl Room {
         if let Some(removal) = self.awareness.remove_connection(conn) {
             self.broadcast(protocol::encode_awareness(&removal));
         }
+        let released: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.holder == conn)
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        for cell in released {
+            self.locks.remove(&cell);
+            self.publish_lock(&cell);
+        }
         // Nobody else may answer a prompt: a run waiting on its gone requester is interrupted.
         for run in self.exec.runs.values() {
             if run.input_pending && run.requester.conn == Some(conn) {
@@ -820,6 +860,9 @@ impl Room {
                 }
                 if let Err(refusal) = self.guard_check(conn, &update) {
                     return self.refuse_update(conn, &refusal.0);
+                }
+                if let Err(reason) = self.lock_check(conn, &update) {
+                    return self.refuse_update(conn, &reason);
                 }
                 self.apply_client_update(conn, &update);
             }
@@ -971,15 +1014,168 @@ impl Room {
             return Ok(());
         }
         let caps = connection.caps;
-        let document = self.document.as_ref().expect("checked by the caller");
-        let guard = self.guard.get_or_insert_with(|| {
+        self.guard().check(update, caps)
+    }
+
+    /// The update guard, built from the document on first use.
+    fn guard(&mut self) -> &crate::guard::UpdateGuard {
+        let document = self.document.as_ref().expect("a document room");
+        self.guard.get_or_insert_with(|| {
             let state = document
                 .doc
                 .transact()
                 .encode_state_as_update_v1(&StateVector::default());
             crate::guard::UpdateGuard::from_state(&state)
+        })
+    }
+
+    /// Refuses an update that changes a cell someone else holds the edit lock of, or deletes a
+    /// cell someone else's run holds. The holder's own changes renew the lease.
+    fn lock_check(&mut self, conn: ConnectionId, update: &[u8]) -> Result<(), String> {
+        if self.locks.is_empty() && self.exec.runs.is_empty() {
+            return Ok(());
+        }
+        let analysis = self.guard().analyze(update).map_err(|r| r.0)?;
+        let lease = self.config.lock_lease;
+        for item in &analysis.cells {
+            let Some(cell) = self.cell_id_of(*item) else {
+                continue;
+            };
+            if let Some(lock) = self.locks.get_mut(&cell) {
+                if lock.holder == conn {
+                    lock.expires = Instant::now() + lease;
+                } else {
+                    return Err(format!(
+                        "{} is editing this cell",
+                        lock.identity.display_name
+                    ));
+                }
+            }
+            if analysis.deleted_cells.contains(item) {
+                let run = self.exec.runs.values().find(|r| r.cell_id == cell);
+                if let Some(run) = run.filter(|r| r.requester.conn != Some(conn)) {
+                    return Err(format!(
+                        "this cell is running or queued, started by {}",
+                        run.requester.identity.display_name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of the cell held by a Yjs item.
+    fn cell_id_of(&mut self, item: crate::guard::CellItem) -> Option<String> {
+        if let Some(id) = self.cell_ids.get(&item) {
+            return Some(id.clone());
+        }
+        let document = self.document.as_ref()?;
+        let txn = document.doc.transact();
+        let cells = txn.get_array("cells")?;
+        self.cell_ids.clear();
+        for cell in cells.iter(&txn) {
+            if let yrs::Out::YMap(map) = cell {
+                if let (
+                    yrs::branch::BranchID::Nested(id),
+                    Some(yrs::Out::Any(yrs::Any::String(cell_id))),
+                ) = (map.as_ref().id(), map.get(&txn, "id"))
+                {
+                    self.cell_ids
+                        .insert((id.client.get(), id.clock), cell_id.to_string());
+                }
+            }
+        }
+        self.cell_ids.get(&item).cloned()
+    }
+
+    fn lock_request(
+        &mut self,
+        conn: ConnectionId,
+        kind: &str,
+        message: &Value,
+        request_id: Option<Value>,
+    ) {
+        let cell_id = message
+            .get("cell_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let refuse = |reason: String| {
+            json!({"type": kind, "responseTo": request_id, "cell_id": cell_id,
+                                              "status": "refused", "reason": reason})
+        };
+        if !self.may(conn, Capabilities::EDIT) {
+            return self.reply_raw(conn, refuse("you may not edit this notebook".into()));
+        }
+        let exists = self
+            .document
+            .as_ref()
+            .is_some_and(|d| execution::find_cell(&d.doc.transact(), &cell_id).is_some());
+        if !exists {
+            return self.reply_raw(conn, refuse(format!("no cell with id {cell_id}")));
+        }
+        let now = Instant::now();
+        match (kind, self.locks.get(&cell_id)) {
+            ("lock", Some(lock)) if lock.holder != conn && lock.expires > now => {
+                let holder = lock.identity.display_name.clone();
+                self.reply_raw(conn, refuse(format!("{holder} is editing this cell")));
+            }
+            ("lock", _) => {
+                let identity = self.connections[&conn].identity.clone();
+                self.locks.insert(
+                    cell_id.clone(),
+                    EditLock {
+                        holder: conn,
+                        identity,
+                        expires: now + self.config.lock_lease,
+                    },
+                );
+                self.publish_lock(&cell_id);
+                let lease_ms = self.config.lock_lease.as_millis() as u64;
+                let reply = json!({"type": "lock", "responseTo": request_id, "cell_id": cell_id,
+                                   "status": "granted", "lease_ms": lease_ms});
+                self.reply_raw(conn, reply);
+            }
+            (_, Some(lock)) if lock.holder == conn => {
+                self.locks.remove(&cell_id);
+                self.publish_lock(&cell_id);
+                let reply = json!({"type": "unlock", "responseTo": request_id, "cell_id": cell_id,
+                                   "status": "ok"});
+                self.reply_raw(conn, reply);
+            }
+            _ => self.reply_raw(conn, refuse("you do not hold this cell's lock".into())),
+        }
+    }
+
+    /// Writes a cell's locks (edit, and execute while a run holds it) to `state.locks`.
+    fn publish_lock(&mut self, cell_id: &str) {
+        let who = |identity: &Identity| json!({"username": identity.username, "name": identity.display_name, "color": identity.color});
+        let mut entry = serde_json::Map::new();
+        if let Some(lock) = self.locks.get(cell_id) {
+            entry.insert("edit".into(), json!({"by": who(&lock.identity)}));
+        }
+        if let Some(run) = self.exec.runs.values().find(|r| r.cell_id == cell_id) {
+            entry.insert(
+                "execute".into(),
+                json!({"by": who(&run.requester.identity)}),
+            );
+        }
+        let cell_id = cell_id.to_string();
+        self.write_state(|txn, state| {
+            let locks = match state.get(txn, "locks") {
+                Some(yrs::Out::YMap(map)) => map,
+                _ => state.insert(txn, "locks", yrs::MapPrelim::default()),
+            };
+            if entry.is_empty() {
+                locks.remove(txn, &cell_id);
+            } else {
+                locks.insert(
+                    txn,
+                    cell_id.as_str(),
+                    crate::notebook::json_to_any(&Value::Object(entry)),
+                );
+            }
         });
-        guard.check(update, caps)
     }
 
     /// A change made to the document: logged, then broadcast to everyone (the sender included).
@@ -1360,6 +1556,9 @@ impl Room {
                                "reason": "you may not run code in this notebook"});
             return self.reply_raw(conn, reply);
         }
+        if matches!(kind, "lock" | "unlock") {
+            return self.lock_request(conn, kind, &message, request_id);
+        }
         match kind {
             "input_reply" => {
                 let cell_id = message.get("cell_id").and_then(Value::as_str).unwrap_or("");
@@ -1569,6 +1768,7 @@ impl Room {
         );
         self.exec.order.push(run_id.clone());
         self.linger_until = None;
+        self.publish_lock(&cell_id);
         kernel.execute(ExecuteJob {
             run: run_id,
             cell_id,
@@ -1802,6 +2002,7 @@ impl Room {
                 execution_count: count,
             }));
         }
+        self.publish_lock(&cell_id);
         if self.exec.runs.is_empty() && self.connections.is_empty() {
             self.linger_until = Some(Instant::now() + self.config.linger);
         }

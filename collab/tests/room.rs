@@ -343,3 +343,105 @@ async fn a_deleted_file_is_not_recreated_and_the_room_does_not_spin() {
         .updates
         .is_empty());
 }
+
+/// Our RAW JSON request, as a room input.
+fn request(conn: &Joined, message: serde_json::Value) -> RoomInput {
+    frame(conn, protocol::encode_raw(&message.to_string()))
+}
+
+/// The RAW JSON messages among what a connection received.
+fn replies(joined: &mut Joined) -> Vec<serde_json::Value> {
+    drain(joined)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Raw { text, .. } => serde_json::from_str(&text).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lock(conn: &Joined, id: u64) -> RoomInput {
+    request(
+        conn,
+        serde_json::json!({"type": "lock", "cell_id": "c", "request_id": id}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
+    let config = RoomConfig {
+        lock_lease: Duration::from_secs(30),
+        ..RoomConfig::default()
+    };
+    let (room, _, _, _) = open_room(config);
+    let mut ada = join(&room, "ada").await;
+    let mut bob = join(&room, "bob").await;
+    // Both ask at once: the room takes them in order, exactly one wins.
+    room.send(lock(&ada, 1)).await.unwrap();
+    room.send(lock(&bob, 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let a = replies(&mut ada);
+    let b = replies(&mut bob);
+    assert_eq!(
+        a.iter().find(|m| m["type"] == "lock").unwrap()["status"],
+        "granted"
+    );
+    let refused = b.iter().find(|m| m["type"] == "lock").unwrap();
+    assert_eq!(refused["status"], "refused");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ada is editing"),
+        "{refused}"
+    );
+
+    // Bob's change to the locked cell is refused and reaches nobody; Ada's goes through.
+    room.send(frame(&bob, append_update("B"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(replies(&mut bob).iter().any(|m| m["type"] == "refused"));
+    assert!(!drain(&mut ada)
+        .iter()
+        .any(|f| matches!(f, Frame::SyncUpdate(_))));
+    room.send(frame(&ada, append_update("A"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(drain(&mut bob)
+        .iter()
+        .any(|f| matches!(f, Frame::SyncUpdate(_))));
+
+    // Ada's edits renewed the lease; after 30 s of her idleness it lapses.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    room.send(lock(&bob, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        replies(&mut bob)
+            .iter()
+            .find(|m| m["type"] == "lock")
+            .unwrap()["status"],
+        "refused"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    room.send(lock(&bob, 4)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        replies(&mut bob)
+            .iter()
+            .find(|m| m["type"] == "lock")
+            .unwrap()["status"],
+        "granted"
+    );
+
+    // Bob leaves: his lock goes with him.
+    room.send(RoomInput::Leave { conn: bob.conn })
+        .await
+        .unwrap();
+    room.send(lock(&ada, 5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        replies(&mut ada)
+            .iter()
+            .find(|m| m["type"] == "lock")
+            .unwrap()["status"],
+        "granted"
+    );
+}

@@ -248,8 +248,16 @@ impl TestServer {
                     .unwrap();
             }
             match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => response.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if response.is_empty() {
+                        // Say why there is no answer: status 0 and the error as the body.
+                        return (0, format!("no response: {e}"));
+                    }
+                    break;
+                }
             }
         }
         let text = String::from_utf8_lossy(&response).into_owned();
