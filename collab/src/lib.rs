@@ -25,4 +25,6 @@ pub use room::{
     CloseReason, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle,
     RoomInput, RunSummary, SaveStatus, CLOSE_REVOKED,
 };
-pub use storage::{content_hash, FileStamp, History, NotebookFile, StoreError, UpdateLog};
+pub use storage::{
+    content_hash, ChatMessage, FileStamp, History, Journal, NotebookFile, StoreError, UpdateLog,
+};

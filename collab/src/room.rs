@@ -31,7 +31,9 @@ use crate::execution::{
 use crate::merge;
 use crate::notebook::new_doc;
 use crate::protocol::{self, Frame};
-use crate::storage::{content_hash, FileStamp, History, NotebookFile, UpdateLog};
+use crate::storage::{
+    content_hash, ChatMessage, FileStamp, History, Journal, NotebookFile, UpdateLog,
+};
 use crate::{ConnectionId, Content, DocumentKind, Identity, NotebookError};
 
 /// Tunables; the defaults follow what JupyterLab's clients expect.
@@ -389,7 +391,14 @@ pub struct Room {
     locks: HashMap<String, EditLock>,
     /// Cell ids by the Yjs item holding the cell (filled on demand).
     cell_ids: HashMap<crate::guard::CellItem, String>,
+    /// Chat and audit trail (none for transient rooms).
+    journal: Option<Box<dyn Journal>>,
 }
+
+/// Chat messages sent to someone who joins.
+const CHAT_HISTORY: usize = 100;
+/// The longest chat message accepted, in characters.
+const CHAT_MAX_CHARS: usize = 4000;
 
 /// "Ada is editing": others may not change the cell until released, Ada leaves, or the lease
 /// lapses.
@@ -454,6 +463,32 @@ impl Room {
             guard: None,
             locks: HashMap::new(),
             cell_ids: HashMap::new(),
+            journal: None,
+        }
+    }
+
+    /// Gives the room somewhere to keep its chat and audit trail.
+    pub fn with_journal(mut self, journal: Box<dyn Journal>) -> Room {
+        self.journal = Some(journal);
+        self
+    }
+
+    fn audit(
+        &mut self,
+        conn: Option<ConnectionId>,
+        identity: Option<&Identity>,
+        action: &str,
+        detail: &str,
+    ) {
+        let username = identity
+            .or_else(|| {
+                conn.and_then(|c| self.connections.get(&c))
+                    .map(|c| &c.identity)
+            })
+            .map(|i| i.username.clone())
+            .unwrap_or_default();
+        if let Some(journal) = &mut self.journal {
+            journal.audit(&username, action, detail);
         }
     }
 
@@ -796,6 +831,16 @@ impl Room {
         if let Some(all) = self.awareness.encode_all() {
             self.send_to(conn, protocol::encode_awareness(&all));
         }
+        let history = match &mut self.journal {
+            Some(journal) => journal.recent(CHAT_HISTORY).unwrap_or_else(|e| {
+                tracing::warn!("cannot read the chat: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        if !history.is_empty() {
+            self.reply_raw(conn, json!({"type": "chat_history", "messages": history}));
+        }
     }
 
     fn remove(&mut self, conn: ConnectionId, reason: Option<CloseReason>) {
@@ -899,6 +944,7 @@ impl Room {
                         &SaveStatus::Failed(reason),
                     );
                 }
+                self.audit(Some(conn), None, "save", "asked to save");
                 match self.document {
                     Some(_) => self.request_save(Some(SaveWaiter::Raw { conn, save_id })),
                     None => self.answer_save(
@@ -1062,6 +1108,54 @@ impl Room {
             }
         }
         Ok(())
+    }
+
+    /// A chat message: stored, then sent to everyone in the room (the sender included).
+    fn chat(&mut self, conn: ConnectionId, message: &Value, request_id: Option<Value>) {
+        let refuse = |reason: &str| json!({"type": "chat", "responseTo": request_id, "status": "refused", "reason": reason});
+        if !self.may(conn, Capabilities::EDIT) {
+            return self.reply_raw(conn, refuse("you may read the chat, not post to it"));
+        }
+        let text = message
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
+        if text.is_empty() {
+            return self.reply_raw(conn, refuse("an empty message"));
+        }
+        if text.chars().count() > CHAT_MAX_CHARS {
+            return self.reply_raw(
+                conn,
+                refuse("the message is too long (4,000 characters at most)"),
+            );
+        }
+        let identity = self.connections[&conn].identity.clone();
+        let mut posted = ChatMessage {
+            id: 0,
+            at: execution::now_ms(),
+            username: identity.username,
+            name: identity.display_name,
+            color: identity.color,
+            text: text.to_string(),
+        };
+        let Some(journal) = &mut self.journal else {
+            return self.reply_raw(conn, refuse("this room keeps no chat"));
+        };
+        match journal.post(&posted) {
+            Ok(id) => posted.id = id,
+            Err(e) => {
+                tracing::warn!("cannot store a chat message: {e}");
+                return self.reply_raw(conn, refuse("the server cannot store messages right now"));
+            }
+        }
+        self.reply_raw(
+            conn,
+            json!({"type": "chat", "responseTo": request_id, "status": "ok", "id": posted.id}),
+        );
+        self.broadcast(protocol::encode_raw(
+            &json!({"type": "chat_message", "message": posted}).to_string(),
+        ));
     }
 
     /// The id of the cell held by a Yjs item.
@@ -1559,6 +1653,9 @@ impl Room {
         if matches!(kind, "lock" | "unlock") {
             return self.lock_request(conn, kind, &message, request_id);
         }
+        if kind == "chat" {
+            return self.chat(conn, &message, request_id);
+        }
         match kind {
             "input_reply" => {
                 let cell_id = message.get("cell_id").and_then(Value::as_str).unwrap_or("");
@@ -1769,6 +1866,13 @@ impl Room {
         self.exec.order.push(run_id.clone());
         self.linger_until = None;
         self.publish_lock(&cell_id);
+        let requester_identity = self.exec.runs[&run_id].requester.identity.clone();
+        self.audit(
+            None,
+            Some(&requester_identity),
+            "execute",
+            &format!("cell {cell_id} run {run_id}"),
+        );
         kernel.execute(ExecuteJob {
             run: run_id,
             cell_id,

@@ -52,6 +52,29 @@ pub trait UpdateLog: Send + 'static {
     fn compact(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<(), StoreError>;
 }
 
+/// One chat message of a notebook.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// Assigned by the journal, increasing.
+    pub id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at: f64,
+    pub username: String,
+    pub name: String,
+    pub color: String,
+    pub text: String,
+}
+
+/// What a room remembers besides its document: the notebook's chat and its audit trail.
+pub trait Journal: Send + 'static {
+    /// Stores a message; returns its id.
+    fn post(&mut self, message: &ChatMessage) -> Result<u64, StoreError>;
+    /// The latest `limit` messages, oldest first.
+    fn recent(&mut self, limit: usize) -> Result<Vec<ChatMessage>, StoreError>;
+    /// Records something done to the notebook (an execution, a save asked for).
+    fn audit(&mut self, username: &str, action: &str, detail: &str);
+}
+
 /// sha256 of a file's bytes, as hex: the `hash` Jupyter's contents API reports.
 pub fn content_hash(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};

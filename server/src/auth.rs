@@ -161,6 +161,12 @@ pub async fn require_auth(
         }
         Authenticated::Yes => next.run(request).await,
         Authenticated::ByQueryToken => {
+            state.store.audit(
+                &state.identity.username,
+                "login",
+                "server",
+                "with the token",
+            );
             let mut response = next.run(request).await;
             if let Some(cookie) = login_cookie(&state) {
                 response.headers_mut().append(header::SET_COOKIE, cookie);

@@ -122,10 +122,12 @@ impl Rooms {
                 let file =
                     LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
                 let log = state.store.update_log(name);
+                let journal = state.store.journal(name, file_id);
                 let room_name = name.to_string();
                 let started = std::time::Instant::now();
                 let room = tokio::task::spawn_blocking(move || {
                     Room::open(&room_name, kind, config, Box::new(file), Box::new(log))
+                        .map(|room| room.with_journal(Box::new(journal)))
                 })
                 .await
                 .map_err(|e| LoadError::Store(e.to_string()))??;

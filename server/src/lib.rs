@@ -109,6 +109,7 @@ pub fn app(state: AppState) -> Router {
                 .patch(kernels::patch_session)
                 .delete(kernels::delete_session),
         )
+        .route("/api/audit", get(sharing::audit_log))
         .route(
             "/api/sharing/{file_id}/links",
             get(sharing::list_links).post(sharing::create_link),

@@ -396,6 +396,12 @@ pub async fn create_link(
         .store
         .create_link(file, caps, &body.label, expires_at, body.max_uses)
         .map_err(|e| ApiError::internal("cannot create the link", e))?;
+    state.store.audit(
+        &state.identity.username,
+        "link_created",
+        &file.to_string(),
+        &format!("link {} with {:?}", link.id, caps),
+    );
     let mut model = link.to_json();
     model["token"] = Value::from(token.as_str());
     model["url"] = Value::from(format!("/share/{token}"));
@@ -416,6 +422,12 @@ pub async fn change_link(
     if !changed {
         return Err(ApiError::not_found("no such link"));
     }
+    state.store.audit(
+        &state.identity.username,
+        "link_changed",
+        &file.to_string(),
+        &format!("link {link_id} now {caps:?}"),
+    );
     announce(&state, file, &link_id, Some(caps)).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -432,6 +444,12 @@ pub async fn revoke_link(
     if !revoked {
         return Err(ApiError::not_found("no such link"));
     }
+    state.store.audit(
+        &state.identity.username,
+        "link_revoked",
+        &file.to_string(),
+        &format!("link {link_id}"),
+    );
     announce(&state, file, &link_id, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -493,6 +511,12 @@ pub async fn redeem(
         .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
         .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
     let identity = guest_identity(&name, &hash(&cookie));
+    state.store.audit(
+        &identity.username,
+        "link_used",
+        &link.file,
+        &format!("link {} by {name:?}", link.id),
+    );
     let body = json!({
         "file_id": link.file,
         "path": path,
@@ -544,4 +568,23 @@ document.getElementById('join').addEventListener('submit', async (e) => {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    file_id: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first (the owner's).
+pub async fn audit_log(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(200).min(5000);
+    let entries = state
+        .store
+        .audit_entries(query.file_id.as_deref(), limit)
+        .map_err(|e| ApiError::internal("cannot read the audit log", e))?;
+    Ok(Json(Value::Array(entries)))
 }

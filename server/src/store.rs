@@ -60,6 +60,25 @@ CREATE TABLE IF NOT EXISTS links (
     revoked_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS links_by_file ON links(file_id);
+CREATE TABLE IF NOT EXISTS chat (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    document TEXT NOT NULL,
+    at REAL NOT NULL,
+    username TEXT NOT NULL,
+    name TEXT NOT NULL,
+    color TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_by_document ON chat(document, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
 CREATE TABLE IF NOT EXISTS guests (
     cookie_hash TEXT PRIMARY KEY,
     link_id TEXT NOT NULL,
@@ -333,6 +352,49 @@ impl Store {
             .map(|r| r.is_some())
     }
 
+    /// Records an action in the audit log (failures are logged, never fatal).
+    pub fn audit(&self, username: &str, action: &str, target: &str, detail: &str) {
+        let result = self.db().execute(
+            "INSERT INTO audit (at, username, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now_secs(), username, action, target, detail],
+        );
+        if let Err(e) = result {
+            tracing::warn!("cannot write the audit log: {e}");
+        }
+    }
+
+    /// The latest audit entries (newest first), for one target or all.
+    pub fn audit_entries(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> rusqlite::Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT at, username, action, target, detail FROM audit
+             WHERE ?1 IS NULL OR target = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![target, limit], |row| {
+            Ok(serde_json::json!({
+                "at": row.get::<_, i64>(0)?,
+                "username": row.get::<_, String>(1)?,
+                "action": row.get::<_, String>(2)?,
+                "target": row.get::<_, String>(3)?,
+                "detail": row.get::<_, String>(4)?,
+            }))
+        })?;
+        rows.collect()
+    }
+
+    /// A room's chat and audit trail.
+    pub fn journal(&self, document: &str, file: FileId) -> SqliteJournal {
+        SqliteJournal {
+            store: self.clone(),
+            document: document.to_string(),
+            target: file.to_string(),
+        }
+    }
+
     /// The durable history of one document, for its room. A document is a file seen as one
     /// kind (`json:notebook:{id}` or `text:file:{id}`): the two views of one file have separate
     /// histories, as their Yjs documents have nothing in common.
@@ -567,5 +629,48 @@ mod tests {
         assert!(store.has_login("cookie", "token-a").unwrap());
         assert!(!store.has_login("cookie", "token-b").unwrap());
         assert!(!store.has_login("other", "token-a").unwrap());
+    }
+}
+
+/// A room's chat and audit trail in SQLite.
+pub struct SqliteJournal {
+    store: Store,
+    document: String,
+    target: String,
+}
+
+impl collab::Journal for SqliteJournal {
+    fn post(&mut self, m: &collab::ChatMessage) -> Result<u64, StoreError> {
+        let db = self.store.db();
+        db.execute(
+            "INSERT INTO chat (document, at, username, name, color, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.document, m.at, m.username, m.name, m.color, m.text],
+        )?;
+        Ok(db.last_insert_rowid() as u64)
+    }
+
+    fn recent(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>, StoreError> {
+        let db = self.store.db();
+        let mut stmt = db.prepare(
+            "SELECT id, at, username, name, color, text FROM chat WHERE document = ?1
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![self.document, limit as i64], |row| {
+            Ok(collab::ChatMessage {
+                id: row.get::<_, i64>(0)? as u64,
+                at: row.get(1)?,
+                username: row.get(2)?,
+                name: row.get(3)?,
+                color: row.get(4)?,
+                text: row.get(5)?,
+            })
+        })?;
+        let mut messages: Vec<collab::ChatMessage> = rows.collect::<Result<_, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn audit(&mut self, username: &str, action: &str, detail: &str) {
+        self.store.audit(username, action, &self.target, detail);
     }
 }

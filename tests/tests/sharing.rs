@@ -497,3 +497,87 @@ async fn the_update_guard_checks_each_field_an_update_touches() {
         .await
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_is_kept_with_the_notebook_and_the_audit_log_records_who_did_what() {
+    let mut server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let viewer = create_link(&server, &file_id, json!({"role": "viewer"}));
+    let editor = create_link(&server, &file_id, json!({"role": "editor"}));
+    let (_, _, grace) = redeem(&server, viewer["token"].as_str().unwrap(), "Grace");
+    let (_, _, ed) = redeem(&server, editor["token"].as_str().unwrap(), "Ed");
+    let (grace, ed) = (grace.unwrap(), ed.unwrap());
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut grace_ws = join_as(&server, &grace).await;
+    let mut ed_ws = join_as(&server, &ed).await;
+
+    ed_ws
+        .request(json!({"type": "chat", "text": "  hello, all  ", "request_id": 1}))
+        .await;
+    for client in [&mut ada, &mut grace_ws, &mut ed_ws] {
+        let message = client
+            .wait_raw(Duration::from_secs(5), |m| m["type"] == "chat_message")
+            .await
+            .expect("everyone in the room gets the message");
+        assert_eq!(message["message"]["text"], "hello, all");
+        assert_eq!(message["message"]["name"], "Ed");
+    }
+    grace_ws
+        .request(json!({"type": "chat", "text": "me too", "request_id": 2}))
+        .await;
+    let refused = grace_ws
+        .wait_raw(Duration::from_secs(5), |m| {
+            m["type"] == "chat" && m["responseTo"] == 2
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused["status"], "refused", "posting needs edit");
+    ed_ws
+        .request(json!({"type": "chat", "text": "x".repeat(5000), "request_id": 3}))
+        .await;
+    let long = ed_ws
+        .wait_raw(Duration::from_secs(5), |m| m["responseTo"] == 3)
+        .await
+        .unwrap();
+    assert_eq!(long["status"], "refused");
+    assert_eq!(ada.save(1).await, "success");
+
+    // The history survives a restart and greets whoever joins.
+    server.terminate();
+    server.restart();
+    let mut later = YClient::join(&server, "nb.ipynb").await;
+    let history = later
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "chat_history")
+        .await
+        .expect("history on join");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["text"], "hello, all");
+
+    let (status, body) = server.http("GET", &format!("/api/audit?file_id={file_id}"), None);
+    assert_eq!(status, 200, "{body}");
+    let entries: Value = serde_json::from_str(&body).unwrap();
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for expected in ["link_created", "link_used", "save"] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let used_by_ed = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "link_used" && e["detail"].as_str().unwrap().contains("Ed"));
+    assert!(used_by_ed);
+    assert!(
+        !body.contains(editor["token"].as_str().unwrap()),
+        "tokens never reach the log"
+    );
+    assert_eq!(guest_http(&server, &ed, "GET", "/api/audit"), 403);
+}
