@@ -568,6 +568,49 @@ impl UpdateLog for SqliteLog {
     }
 }
 
+/// A room's chat and audit trail in SQLite.
+pub struct SqliteJournal {
+    store: Store,
+    document: String,
+    target: String,
+}
+
+impl collab::Journal for SqliteJournal {
+    fn post(&mut self, m: &collab::ChatMessage) -> Result<u64, StoreError> {
+        let db = self.store.db();
+        db.execute(
+            "INSERT INTO chat (document, at, username, name, color, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.document, m.at, m.username, m.name, m.color, m.text],
+        )?;
+        Ok(db.last_insert_rowid() as u64)
+    }
+
+    fn recent(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>, StoreError> {
+        let db = self.store.db();
+        let mut stmt = db.prepare(
+            "SELECT id, at, username, name, color, text FROM chat WHERE document = ?1
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![self.document, limit as i64], |row| {
+            Ok(collab::ChatMessage {
+                id: row.get::<_, i64>(0)? as u64,
+                at: row.get(1)?,
+                username: row.get(2)?,
+                name: row.get(3)?,
+                color: row.get(4)?,
+                text: row.get(5)?,
+            })
+        })?;
+        let mut messages: Vec<collab::ChatMessage> = rows.collect::<Result<_, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn audit(&mut self, username: &str, action: &str, detail: &str) {
+        self.store.audit(username, action, &self.target, detail);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,48 +672,5 @@ mod tests {
         assert!(store.has_login("cookie", "token-a").unwrap());
         assert!(!store.has_login("cookie", "token-b").unwrap());
         assert!(!store.has_login("other", "token-a").unwrap());
-    }
-}
-
-/// A room's chat and audit trail in SQLite.
-pub struct SqliteJournal {
-    store: Store,
-    document: String,
-    target: String,
-}
-
-impl collab::Journal for SqliteJournal {
-    fn post(&mut self, m: &collab::ChatMessage) -> Result<u64, StoreError> {
-        let db = self.store.db();
-        db.execute(
-            "INSERT INTO chat (document, at, username, name, color, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![self.document, m.at, m.username, m.name, m.color, m.text],
-        )?;
-        Ok(db.last_insert_rowid() as u64)
-    }
-
-    fn recent(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>, StoreError> {
-        let db = self.store.db();
-        let mut stmt = db.prepare(
-            "SELECT id, at, username, name, color, text FROM chat WHERE document = ?1
-             ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![self.document, limit as i64], |row| {
-            Ok(collab::ChatMessage {
-                id: row.get::<_, i64>(0)? as u64,
-                at: row.get(1)?,
-                username: row.get(2)?,
-                name: row.get(3)?,
-                color: row.get(4)?,
-                text: row.get(5)?,
-            })
-        })?;
-        let mut messages: Vec<collab::ChatMessage> = rows.collect::<Result<_, _>>()?;
-        messages.reverse();
-        Ok(messages)
-    }
-
-    fn audit(&mut self, username: &str, action: &str, detail: &str) {
-        self.store.audit(username, action, &self.target, detail);
     }
 }
