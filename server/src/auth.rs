@@ -113,10 +113,12 @@ pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
 /// who they are. Each handler then checks the notebook is theirs.
 fn guest_route(method: &axum::http::Method, path: &str) -> bool {
     use axum::http::Method;
-    (method == Method::GET
-        && (path == "/api/me"
-            || path.starts_with("/api/contents/")
-            || path.starts_with("/api/collaboration/room/")))
+    let readable = path == "/api/me"
+        || path.starts_with("/api/contents/")
+        || path.starts_with("/api/collaboration/room/")
+        || path.starts_with("/view/")
+        || (path.starts_with("/api/notebooks/") && path.ends_with("/download"));
+    (method == Method::GET && readable)
         || (method == Method::PUT && path.starts_with("/api/collaboration/session/"))
 }
 

@@ -13,6 +13,7 @@ mod kernels;
 pub mod paths;
 mod sharing;
 pub mod store;
+mod view;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,6 +111,8 @@ pub fn app(state: AppState) -> Router {
                 .delete(kernels::delete_session),
         )
         .route("/api/audit", get(sharing::audit_log))
+        .route("/api/notebooks/{file_id}/download", get(view::download))
+        .route("/view/{file_id}", get(view::page))
         .route(
             "/api/sharing/{file_id}/links",
             get(sharing::list_links).post(sharing::create_link),

@@ -581,3 +581,97 @@ async fn chat_is_kept_with_the_notebook_and_the_audit_log_records_who_did_what()
     );
     assert_eq!(guest_http(&server, &ed, "GET", "/api/audit"), 403);
 }
+
+/// A GET as a guest's browser makes it; the whole response, headers included.
+fn raw_get(server: &TestServer, path: &str, cookie: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
+        server.port
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_only_reads_the_saved_notebook_and_downloads_it() {
+    let mut notebook: Value =
+        serde_json::from_slice(&notebook_with(&["print('<b>hi</b>')"])).unwrap();
+    notebook["cells"].as_array_mut().unwrap().insert(
+        0,
+        json!({"cell_type": "markdown", "id": "md", "metadata": {}, "source": "# Title\n<img src=x onerror=alert(1)>"}),
+    );
+    notebook["cells"][1]["outputs"] =
+        json!([{"output_type": "stream", "name": "stdout", "text": "<b>hi</b>\n"}]);
+    let bytes = serde_json::to_vec_pretty(&notebook).unwrap();
+    let server = TestServer::start(&[
+        ("nb.ipynb", &bytes),
+        ("other.ipynb", &notebook_with(&["x"])),
+    ]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let (other_id, _) = server.session("other.ipynb");
+    let link = create_link(&server, &file_id, json!({"capabilities": ["view"]}));
+    let (_, body, guest) = redeem(&server, link["token"].as_str().unwrap(), "Vera");
+    let guest = guest.unwrap();
+    assert_eq!(body["capabilities"], json!(["view"]));
+
+    let page = raw_get(&server, &format!("/view/{file_id}"), &guest.cookie);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "markdown is shown escaped"
+    );
+    assert!(!page.contains("<img src=x"));
+    assert!(page.contains("&lt;b&gt;hi&lt;/b&gt;"));
+    let csp = page
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
+        .expect("a CSP");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+
+    let ipynb = raw_get(
+        &server,
+        &format!("/api/notebooks/{file_id}/download?format=ipynb"),
+        &guest.cookie,
+    );
+    assert!(ipynb
+        .to_ascii_lowercase()
+        .contains("content-disposition: attachment; filename=\"nb.ipynb\""));
+    assert!(
+        ipynb.ends_with(std::str::from_utf8(&bytes).unwrap()),
+        "the file as saved"
+    );
+    let py = raw_get(
+        &server,
+        &format!("/api/notebooks/{file_id}/download?format=py"),
+        &guest.cookie,
+    );
+    let script = py.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(
+        script,
+        "# %% [markdown]\n# # Title\n# <img src=x onerror=alert(1)>\n\n# %%\nprint('<b>hi</b>')\n\n"
+    );
+
+    // Not the live room, not another notebook.
+    let mut live = YClient::connect_with_cookie(&guest_url(&server, &file_id), &guest.cookie).await;
+    assert_eq!(live.expect_close(Duration::from_secs(5)).await.0, 4403);
+    assert!(
+        raw_get(&server, &format!("/view/{other_id}"), &guest.cookie).starts_with("HTTP/1.1 404")
+    );
+    assert!(raw_get(
+        &server,
+        &format!("/api/notebooks/{other_id}/download"),
+        &guest.cookie
+    )
+    .starts_with("HTTP/1.1 404"));
+}
