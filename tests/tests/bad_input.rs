@@ -235,3 +235,31 @@ async fn requests_without_the_token_or_from_another_origin_are_refused() {
     let (status, _) = server.http_with("GET", &no_token, None, &upgrade[..4]);
     assert_eq!(status, 403);
 }
+
+#[test]
+fn pages_and_answers_carry_the_security_headers() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
+    let fetch = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {}\r\nConnection: close\r\n\r\n",
+            quire_tests::TOKEN
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+    };
+    let page = fetch("/");
+    assert!(
+        page.contains("content-security-policy:") && page.contains("frame-ancestors 'none'"),
+        "{page}"
+    );
+    assert!(page.contains("x-frame-options: deny"));
+    assert!(page.contains("x-content-type-options: nosniff"));
+    let api = fetch("/api/contents/nb.ipynb");
+    assert!(api.contains("x-content-type-options: nosniff"), "{api}");
+    assert!(api.contains("referrer-policy: no-referrer"));
+}
