@@ -154,11 +154,22 @@ pub async fn require_auth(
                     "a live-share guest may only open the notebook shared with them",
                 )
                 .into_response(),
-                None => ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "authentication required: pass the token",
-                )
-                .into_response(),
+                None => match crate::login::user_of(&state, request.headers()) {
+                    Some(user) if request.uri().path() == "/api/me" => {
+                        request.extensions_mut().insert(Principal::User(user));
+                        next.run(request).await
+                    }
+                    Some(_) => ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "your notebooks are not served yet in multi-user mode",
+                    )
+                    .into_response(),
+                    None => ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "authentication required: pass the token",
+                    )
+                    .into_response(),
+                },
             }
         }
         Authenticated::Yes => next.run(request).await,

@@ -170,6 +170,11 @@ pub async fn me(
 ) -> Json<Value> {
     match principal {
         Principal::Owner => Json(json!({"identity": state.identity, "permissions": {}})),
+        Principal::User(user) => Json(json!({
+            "identity": user.identity,
+            "permissions": {},
+            "user": {"username": user.username, "uid": user.uid},
+        })),
         Principal::Guest(guest) => Json(json!({
             "identity": guest.identity,
             "permissions": {},
@@ -335,7 +340,7 @@ async fn admit(
         (_, Principal::Owner) => true,
         (Some((_, file, _)), guest) => guest.caps_for(*file).contains(Capabilities::WATCH),
         // Server-wide presence (JupyterLab's globalAwareness) shows everyone: not for guests.
-        (None, Principal::Guest(_)) => false,
+        (None, Principal::Guest(_) | Principal::User(_)) => false,
     };
     if !allowed {
         return Err(CloseReason::new(

@@ -43,9 +43,13 @@ pub struct ServeArgs {
     /// Do not open a browser.
     #[arg(long, env = "QUIRE_NO_BROWSER")]
     pub no_browser: bool,
+    /// Multi-user mode (as root): people log in with their local account through PAM.
+    #[arg(long, env = "QUIRE_MULTI_USER")]
+    pub multi_user: bool,
     /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
     /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes,
-    /// max_output_bytes, default_kernel, kernel_user, kernel_transport, kernel_dirs.
+    /// max_output_bytes, default_kernel, kernel_user, kernel_transport, kernel_dirs, multi_user,
+    /// pam_service.
     #[arg(long, env = "QUIRE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -68,6 +72,8 @@ struct FileConfig {
     kernel_user: Option<String>,
     kernel_transport: Option<String>,
     kernel_dirs: Option<Vec<PathBuf>>,
+    multi_user: Option<bool>,
+    pam_service: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +93,9 @@ pub struct Config {
     pub kernel_transport: kernel_bridge::TransportKind,
     /// Searched for kernelspecs before Jupyter's own directories (each holds `kernels/NAME`).
     pub kernel_dirs: Vec<PathBuf>,
+    /// People log in with their local accounts (PAM service `pam_service`).
+    pub multi_user: bool,
+    pub pam_service: String,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
@@ -154,6 +163,8 @@ impl Config {
             kernel_user: file.kernel_user.filter(|u| !u.is_empty()),
             kernel_transport,
             kernel_dirs: file.kernel_dirs.unwrap_or_default(),
+            multi_user: args.multi_user || file.multi_user.unwrap_or(false),
+            pam_service: file.pam_service.unwrap_or_else(|| "quire".into()),
         })
     }
 }

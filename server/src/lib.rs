@@ -10,6 +10,8 @@ mod contents;
 mod error;
 mod files;
 mod kernels;
+mod login;
+mod pam;
 pub mod paths;
 mod sharing;
 pub mod store;
@@ -33,6 +35,9 @@ pub struct AppState {
     pub store: store::Store,
     pub rooms: Rooms,
     pub kernels: Kernels,
+    /// Multi-user mode: PAM, and failed logins remembered.
+    pub pam: Option<pam::Pam>,
+    pub throttle: Arc<login::Throttle>,
     pub token: Arc<str>,
     pub identity: Identity,
 }
@@ -45,7 +50,17 @@ impl AppState {
         let store = store::Store::open(&config.state_dir)?;
         let kernels = Kernels::new(&config.state_dir, config.kernel_user.as_deref())
             .context("cannot prepare for kernels")?;
+        let pam = if config.multi_user {
+            if !nix::unistd::geteuid().is_root() {
+                anyhow::bail!("multi-user mode needs Quire to run as root (to check passwords and run kernels as their owners)");
+            }
+            Some(pam::Pam::new(&config.pam_service, 4)?)
+        } else {
+            None
+        };
         Ok(AppState {
+            pam,
+            throttle: Arc::default(),
             kernels,
             config: Arc::new(config),
             root,
@@ -131,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         // Opening a live-share link needs no login: the link is the credential.
         .route("/share/{token}", get(sharing::share_page))
         .route("/api/share/{token}", post(sharing::redeem))
+        .route("/api/login", post(login::login))
+        .route("/api/logout", post(login::logout))
         .merge(api)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -191,7 +208,8 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, app(state))
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: stopping kernels, saving open notebooks");

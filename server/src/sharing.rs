@@ -39,6 +39,8 @@ pub enum Principal {
     /// The token holder: every notebook, every capability.
     Owner,
     Guest(Guest),
+    /// A person logged in with their account (multi-user mode).
+    User(crate::login::User),
 }
 
 impl Principal {
@@ -61,7 +63,7 @@ impl Principal {
         match self {
             Principal::Owner => Capabilities::ALL,
             Principal::Guest(g) if g.file == file => g.caps.effective(),
-            Principal::Guest(_) => Capabilities::NONE,
+            Principal::Guest(_) | Principal::User(_) => Capabilities::NONE,
         }
     }
 
@@ -72,6 +74,11 @@ impl Principal {
                 identity: g.identity.clone(),
                 caps: g.caps,
                 source: GrantSource::Link(g.link_id.clone()),
+            },
+            Principal::User(u) => collab::Member {
+                identity: u.identity.clone(),
+                caps: Capabilities::NONE,
+                source: GrantSource::Person(u.username.clone()),
             },
         }
     }

@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
+CREATE TABLE IF NOT EXISTS user_sessions (
+    cookie_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS guests (
     cookie_hash TEXT PRIMARY KEY,
     link_id TEXT NOT NULL,
