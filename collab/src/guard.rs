@@ -154,35 +154,52 @@ impl UpdateGuard {
     /// Locations of the update's own structs, taking their parents from the index or from
     /// earlier structs of the same update.
     fn resolve(&self, structs: &[Struct]) -> Vec<Option<Loc>> {
+        let index = LocalIndex::new(structs);
         let mut found: Vec<Option<Loc>> = structs.iter().map(|s| s.loc.clone()).collect();
-        let local = |found: &[Option<Loc>], id: Id| -> Option<Loc> {
-            structs.iter().zip(found).find_map(|(s, loc)| {
-                (s.id.0 == id.0 && id.1 >= s.id.1 && id.1 < s.id.1 + s.len)
-                    .then(|| loc.clone())
-                    .flatten()
-            })
-        };
-        // Neighbours may come later in the update (another client's block): repeat until
-        // nothing more resolves.
-        loop {
-            let mut progress = false;
-            for i in 0..structs.len() {
-                if found[i].is_some() {
+        // 0: not visited, 1: being resolved, 2: done (placed or not placeable).
+        let mut state = vec![0u8; structs.len()];
+        // A neighbour may come later in the update (another client's block) and need placing
+        // first: resolve depth first with an explicit stack, each struct visited once.
+        for start in 0..structs.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            state[start] = 1;
+            let mut stack = vec![start];
+            while let Some(&top) = stack.last() {
+                if found[top].is_some() {
+                    state[top] = 2;
+                    stack.pop();
                     continue;
                 }
-                let s = &structs[i];
-                let from = |id: Option<Id>| {
-                    id.and_then(|id| self.lookup(id).cloned().or_else(|| local(&found, id)))
-                };
-                if let Some(loc) = from(s.origin).or_else(|| from(s.right_origin)) {
-                    found[i] = Some(loc);
-                    progress = true;
+                let s = &structs[top];
+                let mut pushed = false;
+                for id in [s.origin, s.right_origin].into_iter().flatten() {
+                    if let Some(loc) = self.lookup(id) {
+                        found[top] = Some(loc.clone());
+                        break;
+                    }
+                    let Some(j) = index.find(id) else {
+                        continue;
+                    };
+                    if let Some(loc) = &found[j] {
+                        found[top] = Some(loc.clone());
+                        break;
+                    }
+                    if state[j] == 0 {
+                        state[j] = 1;
+                        stack.push(j);
+                        pushed = true;
+                        break;
+                    }
+                }
+                if !pushed {
+                    state[top] = 2;
+                    stack.pop();
                 }
             }
-            if !progress {
-                return found;
-            }
         }
+        found
     }
 
     /// The top-level field a location is in. Changes inside a cell that the same update adds
@@ -248,19 +265,19 @@ impl UpdateGuard {
         let (structs, deleted) =
             decode(update).map_err(|e| Refusal(format!("unreadable update: {e}")))?;
         let resolved = self.resolve(&structs);
-        let local = |id: Id| -> Option<Loc> {
-            structs.iter().zip(&resolved).find_map(|(s, loc)| {
-                (s.id.0 == id.0 && id.1 >= s.id.1 && id.1 < s.id.1 + s.len)
-                    .then(|| loc.clone())
-                    .flatten()
-            })
-        };
+        let index = LocalIndex::new(&structs);
+        let local = |id: Id| -> Option<Loc> { index.find(id).and_then(|i| resolved[i].clone()) };
+        let mut deletions: HashMap<u64, BTreeMap<u32, u32>> = HashMap::new();
+        for &(client, clock, len) in &deleted {
+            deletions.entry(client).or_default().insert(clock, len);
+        }
         // A cell is added or deleted whole when its own item is new or deleted here.
         let whole_cell = |cell: Id| {
             self.lookup(cell).is_none()
-                || deleted.iter().any(|(c, clock, len)| {
-                    *c == cell.0 && cell.1 >= *clock && cell.1 - clock < *len
-                })
+                || deletions
+                    .get(&cell.0)
+                    .and_then(|r| r.range(..=cell.1).next_back())
+                    .is_some_and(|(clock, len)| cell.1 - clock < *len)
         };
         let mut analysis = Analysis::default();
         let mut deleted_cells = Vec::new();
@@ -351,6 +368,26 @@ impl UpdateGuard {
             }
         }
         Ok(())
+    }
+}
+
+/// The structs of one update by id, for finding a neighbour among them in O(log n).
+struct LocalIndex(HashMap<u64, BTreeMap<u32, (u32, usize)>>);
+
+impl LocalIndex {
+    fn new(structs: &[Struct]) -> LocalIndex {
+        let mut index: HashMap<u64, BTreeMap<u32, (u32, usize)>> = HashMap::new();
+        for (i, s) in structs.iter().enumerate() {
+            if s.len > 0 {
+                index.entry(s.id.0).or_default().insert(s.id.1, (s.len, i));
+            }
+        }
+        LocalIndex(index)
+    }
+
+    fn find(&self, id: Id) -> Option<usize> {
+        let (start, (len, i)) = self.0.get(&id.0)?.range(..=id.1).next_back()?;
+        (id.1 - start < *len).then_some(*i)
     }
 }
 
@@ -730,5 +767,63 @@ mod tests {
             .check(&[1, 1, 99, 0, 4, 1, 5, 0x99, 1, 2, 0], editor)
             .is_err());
         assert!(guard.check(&[7, 7, 7], editor).is_err());
+    }
+
+    /// An update whose items each build on the next one (placing them needs the whole chain)
+    /// is placed in one pass: the earlier algorithm took cubic time here, enough for one
+    /// crafted update to stall a room for hours (this test would not finish).
+    #[test]
+    fn long_chains_of_neighbours_are_placed() {
+        let room = room_doc();
+        let guard = guard_for(&room);
+        // One client, 20,000 one-character strings, each with its right origin the next item
+        // and only the last anchored at the cell's source text.
+        let source_item = {
+            let txn = room.transact();
+            let cell = match txn.get_array("cells").unwrap().get(&txn, 0) {
+                Some(yrs::Out::YMap(m)) => m,
+                _ => panic!(),
+            };
+            let Some(yrs::Out::YText(text)) = cell.get(&txn, "source") else {
+                panic!()
+            };
+            match AsRef::<yrs::branch::Branch>::as_ref(&text).id() {
+                yrs::branch::BranchID::Nested(id) => (id.client.get(), id.clock),
+                _ => panic!(),
+            }
+        };
+        let n: u32 = 20_000;
+        let client: u64 = 987_654;
+        let mut update = Vec::new();
+        let var = |out: &mut Vec<u8>, mut v: u64| loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        };
+        var(&mut update, 1);
+        var(&mut update, n as u64);
+        var(&mut update, client);
+        var(&mut update, 0);
+        for clock in 0..n {
+            if clock + 1 < n {
+                update.push(0x40 | 4); // right origin, string content
+                var(&mut update, client);
+                var(&mut update, (clock + 1) as u64);
+            } else {
+                update.push(4); // explicit parent: the source text item
+                var(&mut update, 0);
+                var(&mut update, source_item.0);
+                var(&mut update, source_item.1 as u64);
+            }
+            var(&mut update, 1);
+            update.push(b'x');
+        }
+        var(&mut update, 0);
+        let fields = guard.fields(&update).unwrap();
+        assert_eq!(fields, vec![Field::Cell("source".into())]);
     }
 }
