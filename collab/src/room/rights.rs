@@ -1,0 +1,278 @@
+//! Who may do what in a room: rights per connection, the update guard, cell locks, chat.
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use yrs::{Array, Map, ReadTxn, StateVector, Transact};
+
+use super::*;
+
+impl Room {
+    /// Whether a connection holds `needed` (as of now: grants change live).
+    pub(super) fn may(&self, conn: ConnectionId, needed: Capabilities) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|c| c.caps.contains(needed))
+    }
+
+    /// An update the sender may not make: it is not applied, broadcast or logged. The sender is
+    /// told why, and that its document now differs from the room's: it should drop its copy and
+    /// sync again (`resync`).
+    pub(super) fn refuse_update(&mut self, conn: ConnectionId, reason: &str) {
+        tracing::info!(%conn, "refusing an update: {reason}");
+        let message =
+            json!({"type": "refused", "action": "update", "reason": reason, "resync": true});
+        self.reply_raw(conn, message);
+    }
+
+    /// Applies a grant change to the live connections it covers.
+    pub(super) fn set_permissions(&mut self, source: GrantSource, caps: Option<Capabilities>) {
+        let affected: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.source == source)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in affected {
+            match caps.map(Capabilities::effective) {
+                Some(caps) if caps.contains(Capabilities::WATCH) => {
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        c.caps = caps;
+                    }
+                    let message = json!({"type": "permissions", "capabilities": caps.names()});
+                    self.reply_raw(conn, message);
+                }
+                _ => {
+                    let reason =
+                        CloseReason::new(CLOSE_REVOKED, "your access to this notebook was revoked");
+                    self.remove(conn, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// The update guard's verdict on an update from a connection whose rights are limited
+    /// (the owner's connections are not checked: the owner may do anything).
+    pub(super) fn guard_check(
+        &mut self,
+        conn: ConnectionId,
+        update: &[u8],
+    ) -> Result<(), crate::guard::Refusal> {
+        let Some(connection) = self.connections.get(&conn) else {
+            return Ok(());
+        };
+        if connection.source == GrantSource::Owner {
+            return Ok(());
+        }
+        let caps = connection.caps;
+        self.guard().check(update, caps)
+    }
+
+    /// The update guard, built from the document on first use.
+    pub(super) fn guard(&mut self) -> &crate::guard::UpdateGuard {
+        let document = self.document.as_ref().expect("a document room");
+        self.guard.get_or_insert_with(|| {
+            let state = document
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            crate::guard::UpdateGuard::from_state(&state)
+        })
+    }
+
+    /// Refuses an update that changes a cell someone else holds the edit lock of, or deletes a
+    /// cell someone else's run holds. The holder's own changes renew the lease.
+    pub(super) fn lock_check(&mut self, conn: ConnectionId, update: &[u8]) -> Result<(), String> {
+        if self.locks.is_empty() && self.exec.runs.is_empty() {
+            return Ok(());
+        }
+        let analysis = self.guard().analyze(update).map_err(|r| r.0)?;
+        let lease = self.config.lock_lease;
+        for item in &analysis.cells {
+            let Some(cell) = self.cell_id_of(*item) else {
+                continue;
+            };
+            if let Some(lock) = self.locks.get_mut(&cell) {
+                if lock.holder == conn {
+                    lock.expires = Instant::now() + lease;
+                } else {
+                    return Err(format!(
+                        "{} is editing this cell",
+                        lock.identity.display_name
+                    ));
+                }
+            }
+            if analysis.deleted_cells.contains(item) {
+                let run = self.exec.runs.values().find(|r| r.cell_id == cell);
+                if let Some(run) = run.filter(|r| r.requester.conn != Some(conn)) {
+                    return Err(format!(
+                        "this cell is running or queued, started by {}",
+                        run.requester.identity.display_name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A chat message: stored, then sent to everyone in the room (the sender included).
+    pub(super) fn chat(&mut self, conn: ConnectionId, message: &Value, request_id: Option<Value>) {
+        let refuse = |reason: &str| json!({"type": "chat", "responseTo": request_id, "status": "refused", "reason": reason});
+        if !self.may(conn, Capabilities::EDIT) {
+            return self.reply_raw(conn, refuse("you may read the chat, not post to it"));
+        }
+        let text = message
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
+        if text.is_empty() {
+            return self.reply_raw(conn, refuse("an empty message"));
+        }
+        if text.chars().count() > CHAT_MAX_CHARS {
+            return self.reply_raw(
+                conn,
+                refuse("the message is too long (4,000 characters at most)"),
+            );
+        }
+        let identity = self.connections[&conn].identity.clone();
+        let mut posted = ChatMessage {
+            id: 0,
+            at: execution::now_ms(),
+            username: identity.username,
+            name: identity.display_name,
+            color: identity.color,
+            text: text.to_string(),
+        };
+        let Some(journal) = &mut self.journal else {
+            return self.reply_raw(conn, refuse("this room keeps no chat"));
+        };
+        match journal.post(&posted) {
+            Ok(id) => posted.id = id,
+            Err(e) => {
+                tracing::warn!("cannot store a chat message: {e}");
+                return self.reply_raw(conn, refuse("the server cannot store messages right now"));
+            }
+        }
+        self.reply_raw(
+            conn,
+            json!({"type": "chat", "responseTo": request_id, "status": "ok", "id": posted.id}),
+        );
+        self.broadcast(protocol::encode_raw(
+            &json!({"type": "chat_message", "message": posted}).to_string(),
+        ));
+    }
+
+    /// The id of the cell held by a Yjs item.
+    pub(super) fn cell_id_of(&mut self, item: crate::guard::CellItem) -> Option<String> {
+        if let Some(id) = self.cell_ids.get(&item) {
+            return Some(id.clone());
+        }
+        let document = self.document.as_ref()?;
+        let txn = document.doc.transact();
+        let cells = txn.get_array("cells")?;
+        self.cell_ids.clear();
+        for cell in cells.iter(&txn) {
+            if let yrs::Out::YMap(map) = cell {
+                if let (
+                    yrs::branch::BranchID::Nested(id),
+                    Some(yrs::Out::Any(yrs::Any::String(cell_id))),
+                ) = (map.as_ref().id(), map.get(&txn, "id"))
+                {
+                    self.cell_ids
+                        .insert((id.client.get(), id.clock), cell_id.to_string());
+                }
+            }
+        }
+        self.cell_ids.get(&item).cloned()
+    }
+
+    pub(super) fn lock_request(
+        &mut self,
+        conn: ConnectionId,
+        kind: &str,
+        message: &Value,
+        request_id: Option<Value>,
+    ) {
+        let cell_id = message
+            .get("cell_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let refuse = |reason: String| {
+            json!({"type": kind, "responseTo": request_id, "cell_id": cell_id,
+                                              "status": "refused", "reason": reason})
+        };
+        if !self.may(conn, Capabilities::EDIT) {
+            return self.reply_raw(conn, refuse("you may not edit this notebook".into()));
+        }
+        let exists = self
+            .document
+            .as_ref()
+            .is_some_and(|d| execution::find_cell(&d.doc.transact(), &cell_id).is_some());
+        if !exists {
+            return self.reply_raw(conn, refuse(format!("no cell with id {cell_id}")));
+        }
+        let now = Instant::now();
+        match (kind, self.locks.get(&cell_id)) {
+            ("lock", Some(lock)) if lock.holder != conn && lock.expires > now => {
+                let holder = lock.identity.display_name.clone();
+                self.reply_raw(conn, refuse(format!("{holder} is editing this cell")));
+            }
+            ("lock", _) => {
+                let identity = self.connections[&conn].identity.clone();
+                self.locks.insert(
+                    cell_id.clone(),
+                    EditLock {
+                        holder: conn,
+                        identity,
+                        expires: now + self.config.lock_lease,
+                    },
+                );
+                self.publish_lock(&cell_id);
+                let lease_ms = self.config.lock_lease.as_millis() as u64;
+                let reply = json!({"type": "lock", "responseTo": request_id, "cell_id": cell_id,
+                                   "status": "granted", "lease_ms": lease_ms});
+                self.reply_raw(conn, reply);
+            }
+            (_, Some(lock)) if lock.holder == conn => {
+                self.locks.remove(&cell_id);
+                self.publish_lock(&cell_id);
+                let reply = json!({"type": "unlock", "responseTo": request_id, "cell_id": cell_id,
+                                   "status": "ok"});
+                self.reply_raw(conn, reply);
+            }
+            _ => self.reply_raw(conn, refuse("you do not hold this cell's lock".into())),
+        }
+    }
+
+    /// Writes a cell's locks (edit, and execute while a run holds it) to `state.locks`.
+    pub(super) fn publish_lock(&mut self, cell_id: &str) {
+        let who = |identity: &Identity| json!({"username": identity.username, "name": identity.display_name, "color": identity.color});
+        let mut entry = serde_json::Map::new();
+        if let Some(lock) = self.locks.get(cell_id) {
+            entry.insert("edit".into(), json!({"by": who(&lock.identity)}));
+        }
+        if let Some(run) = self.exec.runs.values().find(|r| r.cell_id == cell_id) {
+            entry.insert(
+                "execute".into(),
+                json!({"by": who(&run.requester.identity)}),
+            );
+        }
+        let cell_id = cell_id.to_string();
+        self.write_state(|txn, state| {
+            let locks = match state.get(txn, "locks") {
+                Some(yrs::Out::YMap(map)) => map,
+                _ => state.insert(txn, "locks", yrs::MapPrelim::default()),
+            };
+            if entry.is_empty() {
+                locks.remove(txn, &cell_id);
+            } else {
+                locks.insert(
+                    txn,
+                    cell_id.as_str(),
+                    crate::notebook::json_to_any(&Value::Object(entry)),
+                );
+            }
+        });
+    }
+}
