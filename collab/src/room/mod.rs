@@ -1038,33 +1038,38 @@ impl Room {
 
     /// Appends pending changes to the log, then sends queued frames.
     fn flush(&mut self) {
-        if !self.unlogged.is_empty() {
-            let document = self.document.as_mut().expect("changes need a document");
-            match document.log.append(&self.unlogged) {
-                Ok(seq) => {
-                    document.last_seq = seq;
-                    document.log_bytes += self.unlogged.iter().map(|u| u.len() as u64).sum::<u64>();
-                    self.unlogged.clear();
-                }
-                Err(e) => {
-                    // Nothing unlogged may be acknowledged: close every connection (clients
-                    // reconnect and resync) and unload, saving what we can to the file.
-                    tracing::error!("cannot append to the update log: {e}");
-                    self.unlogged.clear();
-                    self.outbox.clear();
-                    self.stopping = true;
-                    for (_, conn) in self.connections.drain() {
-                        let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
-                            1011,
-                            "the server cannot store edits right now",
-                        )));
+        // Dropping a connection queues its presence removal, and releasing its locks writes
+        // the document: keep going until everything is logged and sent, logging first.
+        loop {
+            if !self.unlogged.is_empty() {
+                let document = self.document.as_mut().expect("changes need a document");
+                match document.log.append(&self.unlogged) {
+                    Ok(seq) => {
+                        document.last_seq = seq;
+                        document.log_bytes +=
+                            self.unlogged.iter().map(|u| u.len() as u64).sum::<u64>();
+                        self.unlogged.clear();
                     }
-                    return;
+                    Err(e) => {
+                        // Nothing unlogged may be acknowledged: close every connection (clients
+                        // reconnect and resync) and unload, saving what we can to the file.
+                        tracing::error!("cannot append to the update log: {e}");
+                        self.unlogged.clear();
+                        self.outbox.clear();
+                        self.stopping = true;
+                        for (_, conn) in self.connections.drain() {
+                            let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
+                                1011,
+                                "the server cannot store edits right now",
+                            )));
+                        }
+                        return;
+                    }
                 }
             }
-        }
-        // Dropping a connection queues its presence removal: keep going until all is sent.
-        while !self.outbox.is_empty() {
+            if self.outbox.is_empty() {
+                return;
+            }
             let outbox = std::mem::take(&mut self.outbox);
             for (target, frame) in outbox {
                 let failed: Vec<(ConnectionId, bool)> = match target {
