@@ -675,3 +675,64 @@ async fn view_only_reads_the_saved_notebook_and_downloads_it() {
     )
     .starts_with("HTTP/1.1 404"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_cell_shows_who_holds_it_and_refuses_others() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["shared = 1"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let link = create_link(&server, &file_id, json!({"role": "editor"}));
+    let (_, _, ed) = redeem(&server, link["token"].as_str().unwrap(), "Ed");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let mut ed = join_as(&server, &ed.unwrap()).await;
+
+    ada.request(json!({"type": "lock", "cell_id": "cell-0", "request_id": 1}))
+        .await;
+    let granted = ada
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "lock")
+        .await
+        .unwrap();
+    assert_eq!(granted["status"], "granted");
+    assert!(
+        ed.pump_until(Duration::from_secs(5), |c| c.state()["locks"]["cell-0"]
+            ["edit"]["by"]["username"]
+            .is_string())
+            .await
+    );
+    ed.request(json!({"type": "lock", "cell_id": "cell-0", "request_id": 2}))
+        .await;
+    let refused = ed
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "lock")
+        .await
+        .unwrap();
+    assert_eq!(refused["status"], "refused");
+    ed.append_to_cell(0, " # ed").await;
+    let refusal = ed
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .unwrap();
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is editing this cell"),
+        "{refusal}"
+    );
+    ada.append_and_wait_echo(0, " # ada").await;
+
+    // Ada leaves: the lock is gone for everyone, and Ed (on a fresh copy) may edit.
+    drop(ada);
+    assert!(
+        ed.pump_until(Duration::from_secs(5), |c| c.state()["locks"]["cell-0"]
+            .is_null())
+            .await
+    );
+    let mut ed = join_as(
+        &server,
+        &redeem(&server, link["token"].as_str().unwrap(), "Ed")
+            .2
+            .unwrap(),
+    )
+    .await;
+    ed.append_and_wait_echo(0, " # ed").await;
+    assert_eq!(ed.sources(), vec!["shared = 1 # ada # ed"]);
+}
