@@ -42,16 +42,21 @@ fn header_token(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` in a request, if any.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE_NAME).then(|| value.to_string())
+            let (n, value) = pair.trim().split_once('=')?;
+            (n == name).then(|| value.to_string())
         })
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE_NAME)
 }
 
 pub enum Authenticated {

@@ -19,6 +19,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::cookie;
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::pam::LoginError;
 use crate::store::{now_secs, Store};
@@ -116,18 +117,6 @@ impl Store {
         )?;
         Ok(())
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (n, value) = pair.trim().split_once('=')?;
-            (n == name).then(|| value.to_string())
-        })
 }
 
 fn identity_of(account: &nix::unistd::User) -> Identity {

@@ -299,15 +299,7 @@ fn guest_identity(name: &str, cookie_hash: &str) -> Identity {
 
 /// The guest cookie's value in a request, if any.
 pub fn guest_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == GUEST_COOKIE).then(|| value.to_string())
-        })
+    crate::auth::cookie(headers, GUEST_COOKIE)
 }
 
 /// Capabilities from a request body: a role name, or a list of capability names.

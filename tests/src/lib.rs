@@ -366,6 +366,42 @@ impl TestServer {
         )
     }
 
+    /// Opens a live-share link as a browser would (a same-origin POST with a display name);
+    /// returns the status, the JSON answer and the guest cookie (`quire-guest=…`) if one was set.
+    pub fn redeem_link(&self, token: &str, name: &str) -> (u16, Value, Option<String>) {
+        let body = serde_json::json!({"name": name}).to_string();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "POST /api/share/{token} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/json\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status: u16 = response[9..12].parse().unwrap();
+        let cookie = response
+            .lines()
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("set-cookie: quire-guest=")
+            })
+            .map(|l| {
+                l["set-cookie: ".len()..]
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            });
+        let json = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        (status, json, cookie)
+    }
+
     /// Polls `check` until it holds or `timeout` passes.
     pub fn eventually(&self, timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -443,15 +479,7 @@ impl YClient {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("websocket connects");
-        YClient {
-            doc: collab::notebook::new_doc(),
-            socket,
-            synced: false,
-            raw: Vec::new(),
-            awareness: Vec::new(),
-            closed: None,
-            updates_received: 0,
-        }
+        YClient::over(socket)
     }
 
     pub async fn connect(url: &str) -> YClient {
@@ -459,6 +487,10 @@ impl YClient {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("websocket connects");
+        YClient::over(socket)
+    }
+
+    fn over(socket: Socket) -> YClient {
         YClient {
             doc: collab::notebook::new_doc(),
             socket,

@@ -8,33 +8,9 @@ use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
 
 fn redeem(server: &TestServer, token: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let body = json!({"name": "Guest"}).to_string();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    write!(
-        stream,
-        "POST /api/share/{token} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/json\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
-        server.port,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let cookie = response
-        .lines()
-        .find(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("set-cookie: quire-guest=")
-        })
-        .map(|l| {
-            l["set-cookie: ".len()..]
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .unwrap_or_else(|| panic!("no guest cookie: {response}"));
-    let json: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let (status, json, cookie) = server.redeem_link(token, "Guest");
+    assert_eq!(status, 200, "{json}");
+    let cookie = cookie.expect("a guest cookie");
     (cookie, json["file_id"].as_str().unwrap().to_string())
 }
 

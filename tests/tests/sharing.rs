@@ -21,37 +21,9 @@ fn create_link(server: &TestServer, file_id: &str, body: Value) -> Value {
     serde_json::from_str(&reply).unwrap()
 }
 
-/// Opens a link as a browser would (same-origin POST), returning (status, body, guest).
+/// Opens a link as a browser would, returning (status, body, guest).
 fn redeem(server: &TestServer, token: &str, name: &str) -> (u16, Value, Option<Guest>) {
-    let origin = format!("http://127.0.0.1:{}", server.port);
-    let body = json!({"name": name}).to_string();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "POST /api/share/{token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len(),
-        port = server.port
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status: u16 = response[9..12].parse().unwrap();
-    let cookie = response
-        .lines()
-        .find(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("set-cookie: quire-guest=")
-        })
-        .map(|l| {
-            l["set-cookie: ".len()..]
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        });
-    let json: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or("null"))
-        .unwrap_or(Value::Null);
+    let (status, json, cookie) = server.redeem_link(token, name);
     let guest = cookie.map(|cookie| Guest {
         cookie,
         file_id: json["file_id"].as_str().unwrap_or_default().to_string(),
