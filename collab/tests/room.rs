@@ -367,6 +367,17 @@ fn lock(conn: &Joined, id: u64) -> RoomInput {
     )
 }
 
+/// Asks for the lock of cell "c" and returns the answer's status.
+async fn ask_lock(room: &RoomHandle, who: &mut Joined, id: u64) -> String {
+    room.send(lock(who, id)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let answer = replies(who)
+        .into_iter()
+        .find(|m| m["type"] == "lock")
+        .unwrap();
+    answer["status"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
     let config = RoomConfig {
@@ -411,37 +422,13 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
 
     // Ada's edits renewed the lease; after 30 s of her idleness it lapses.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    room.send(lock(&bob, 3)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(
-        replies(&mut bob)
-            .iter()
-            .find(|m| m["type"] == "lock")
-            .unwrap()["status"],
-        "refused"
-    );
+    assert_eq!(ask_lock(&room, &mut bob, 3).await, "refused");
     tokio::time::sleep(Duration::from_secs(6)).await;
-    room.send(lock(&bob, 4)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(
-        replies(&mut bob)
-            .iter()
-            .find(|m| m["type"] == "lock")
-            .unwrap()["status"],
-        "granted"
-    );
+    assert_eq!(ask_lock(&room, &mut bob, 4).await, "granted");
 
     // Bob leaves: his lock goes with him.
     room.send(RoomInput::Leave { conn: bob.conn })
         .await
         .unwrap();
-    room.send(lock(&ada, 5)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(
-        replies(&mut ada)
-            .iter()
-            .find(|m| m["type"] == "lock")
-            .unwrap()["status"],
-        "granted"
-    );
+    assert_eq!(ask_lock(&room, &mut ada, 5).await, "granted");
 }

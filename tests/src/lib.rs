@@ -366,20 +366,27 @@ impl TestServer {
         )
     }
 
-    /// Opens a live-share link as a browser would (a same-origin POST with a display name);
-    /// returns the status, the JSON answer and the guest cookie (`quire-guest=…`) if one was set.
-    pub fn redeem_link(&self, token: &str, name: &str) -> (u16, Value, Option<String>) {
-        let body = serde_json::json!({"name": name}).to_string();
+    /// A same-origin JSON POST without the token, as the app's page makes it; the whole
+    /// response, headers included.
+    pub fn browser_post(&self, path: &str, body: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             stream,
-            "POST /api/share/{token} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/json\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/json\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
             self.port,
             body.len()
         )
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// Opens a live-share link as a browser would (a same-origin POST with a display name);
+    /// returns the status, the JSON answer and the guest cookie (`quire-guest=…`) if one was set.
+    pub fn redeem_link(&self, token: &str, name: &str) -> (u16, Value, Option<String>) {
+        let body = serde_json::json!({"name": name}).to_string();
+        let response = self.browser_post(&format!("/api/share/{token}"), &body);
         let status: u16 = response[9..12].parse().unwrap();
         let cookie = response
             .lines()

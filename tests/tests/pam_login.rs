@@ -44,18 +44,8 @@ fn add_account(name: &str, password: &str, system: bool) {
 }
 
 fn login(server: &TestServer, user: &str, password: &str) -> (u16, String, Option<String>) {
-    use std::io::{Read, Write};
     let body = serde_json::json!({"username": user, "password": password}).to_string();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    write!(
-        stream,
-        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/json\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
-        server.port,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = server.browser_post("/api/login", &body);
     let status = response[9..12].parse().unwrap();
     let cookie = response
         .lines()
