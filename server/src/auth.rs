@@ -12,6 +12,7 @@ use rand::RngCore;
 
 use crate::error::ApiError;
 use crate::sharing::Principal;
+use crate::space::Space;
 use crate::AppState;
 
 pub const COOKIE_NAME: &str = "quire-session";
@@ -127,8 +128,14 @@ fn guest_route(method: &axum::http::Method, path: &str) -> bool {
         || (method == Method::PUT && path.starts_with("/api/collaboration/session/"))
 }
 
-/// Middleware for every authenticated route: the token holder is the owner; a live-share
-/// guest cookie admits its holder to the guest routes. The `Principal` goes into the request.
+/// A request made under `/projects/{name}/…`: it works in that project's home.
+#[derive(Clone, Debug)]
+pub struct ProjectScope(pub String);
+
+/// Middleware for every authenticated route: the token holder is the administrator (every
+/// notebook); a person logged in with their account works in their home directory (or a
+/// project's, under `/projects/{name}/`); a live-share guest cookie admits its holder to the
+/// guest routes of one notebook. The `Principal` and the `Space` go into the request.
 pub async fn require_auth(
     State(state): State<AppState>,
     mut request: Request,
@@ -142,42 +149,21 @@ pub async fn require_auth(
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let verdict = check(&state, request.headers(), request.uri().query());
-    if !matches!(verdict, Authenticated::No) {
-        request.extensions_mut().insert(Principal::Owner);
-    }
+    let principal = match verdict {
+        Authenticated::Yes | Authenticated::ByQueryToken => Principal::Owner,
+        Authenticated::No => match who_else(&state, &request) {
+            Ok(principal) => principal,
+            Err(refusal) => return refusal.into_response(),
+        },
+    };
+    let project = request.extensions().get::<ProjectScope>().cloned();
+    let space = match space_for(&state, &principal, project.as_ref()) {
+        Ok(space) => space,
+        Err(refusal) => return refusal.into_response(),
+    };
+    request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(space);
     match verdict {
-        Authenticated::No => {
-            let guest = crate::sharing::guest_cookie(request.headers())
-                .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
-            match guest {
-                Some(guest) if guest_route(request.method(), request.uri().path()) => {
-                    request.extensions_mut().insert(Principal::Guest(guest));
-                    next.run(request).await
-                }
-                Some(_) => ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "a live-share guest may only open the notebook shared with them",
-                )
-                .into_response(),
-                None => match crate::login::user_of(&state, request.headers()) {
-                    Some(user) if request.uri().path() == "/api/me" => {
-                        request.extensions_mut().insert(Principal::User(user));
-                        next.run(request).await
-                    }
-                    Some(_) => ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "your notebooks are not served yet in multi-user mode",
-                    )
-                    .into_response(),
-                    None => ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "authentication required: pass the token",
-                    )
-                    .into_response(),
-                },
-            }
-        }
-        Authenticated::Yes => next.run(request).await,
         Authenticated::ByQueryToken => {
             state.store.audit(
                 &state.identity.username,
@@ -191,7 +177,71 @@ pub async fn require_auth(
             }
             response
         }
+        _ => next.run(request).await,
     }
+}
+
+/// A live-share guest (on the guest routes only) or a logged-in person.
+fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> {
+    let guest = crate::sharing::guest_cookie(request.headers())
+        .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
+    if let Some(guest) = guest {
+        if !guest_route(request.method(), request.uri().path()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a live-share guest may only open the notebook shared with them",
+            ));
+        }
+        return Ok(Principal::Guest(guest));
+    }
+    match crate::login::user_of(state, request.headers()) {
+        Some(user) => Ok(Principal::User(user)),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "authentication required: pass the token, or log in",
+        )),
+    }
+}
+
+/// The files a request works on.
+fn space_for(
+    state: &AppState,
+    principal: &Principal,
+    project: Option<&ProjectScope>,
+) -> Result<Space, ApiError> {
+    if let Some(ProjectScope(name)) = project {
+        let member = match principal {
+            Principal::Owner => true,
+            Principal::User(user) => state.store.is_member(name, &user.username).unwrap_or(false),
+            Principal::Guest(_) => false,
+        };
+        if !member || !state.store.is_project(name).unwrap_or(false) {
+            return Err(ApiError::not_found(format!(
+                "no project named {name:?} that you are a member of"
+            )));
+        }
+        return home_space(state, name);
+    }
+    match principal {
+        Principal::Owner => Ok(state.admin_space.clone()),
+        Principal::User(user) => home_space(state, &user.username),
+        Principal::Guest(guest) => {
+            let path = state
+                .store
+                .path_for_id(state.root.path(), guest.file)
+                .ok()
+                .flatten()
+                .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
+            state.space_of(&path)
+        }
+    }
+}
+
+fn home_space(state: &AppState, name: &str) -> Result<Space, ApiError> {
+    let account =
+        kernel_bridge::Account::lookup(name).map_err(|e| ApiError::not_found(e.to_string()))?;
+    Space::home_of(&state.root, account)
+        .map_err(|e| ApiError::internal("cannot open the home directory", e))
 }
 
 /// A state-changing request must not come from another site riding on our cookie: browsers

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
 use crate::sharing::Principal;
+use crate::space::Space;
 use crate::AppState;
 
 /// Bytes read from a websocket at a time (larger frames are read in several chunks).
@@ -51,6 +52,9 @@ pub struct Rooms {
     creating: Arc<tokio::sync::Mutex<()>>,
     /// Websocket connections still being served (their close frames not yet sent).
     sockets: Arc<tokio::sync::watch::Sender<usize>>,
+    /// The logged-in people connected to each notebook, with their number of sockets: whose
+    /// rights to work out again when grants or memberships change.
+    people: Arc<DashMap<(FileId, String), usize>>,
 }
 
 /// Counts a served websocket while it lives.
@@ -69,7 +73,32 @@ impl Drop for SocketGuard {
     }
 }
 
+/// Counts a person's socket on a notebook while it lives.
+struct PersonGuard(Rooms, (FileId, String));
+
+impl PersonGuard {
+    fn new(rooms: &Rooms, file: FileId, username: &str) -> PersonGuard {
+        let key = (file, username.to_string());
+        *rooms.people.entry(key.clone()).or_insert(0) += 1;
+        PersonGuard(rooms.clone(), key)
+    }
+}
+
+impl Drop for PersonGuard {
+    fn drop(&mut self) {
+        self.0.people.remove_if_mut(&self.1, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
 impl Rooms {
+    /// The logged-in people connected to notebooks, as (notebook, user name).
+    pub fn people(&self) -> Vec<(FileId, String)> {
+        self.people.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// The open rooms of one file (a notebook may also be open as text in an editor).
     pub fn of_file(&self, file: FileId) -> Vec<RoomHandle> {
         let suffix = format!(":{file}");
@@ -100,7 +129,7 @@ impl Rooms {
         &self,
         state: &AppState,
         name: &str,
-        file: Option<(DocumentKind, FileId, String)>,
+        file: Option<(DocumentKind, FileId, Space, String)>,
     ) -> Result<RoomHandle, LoadError> {
         if let Some(open) = self.open.get(name).map(|h| h.clone()) {
             if !open.handle.is_closed() {
@@ -118,9 +147,8 @@ impl Rooms {
         let config = state.config.room.clone();
         let room = match file {
             None => Room::transient(name, config),
-            Some((kind, file_id, api_path)) => {
-                let file =
-                    LocalNotebook::new(state.root.clone(), api_path, file_id, state.store.clone());
+            Some((kind, file_id, space, api_path)) => {
+                let file = LocalNotebook::new(space, api_path, file_id, state.store.clone());
                 let log = state.store.update_log(name);
                 let journal = state.store.journal(name, file_id);
                 let room_name = name.to_string();
@@ -170,11 +198,20 @@ pub async fn me(
 ) -> Json<Value> {
     match principal {
         Principal::Owner => Json(json!({"identity": state.identity, "permissions": {}})),
-        Principal::User(user) => Json(json!({
-            "identity": user.identity,
-            "permissions": {},
-            "user": {"username": user.username, "uid": user.uid},
-        })),
+        Principal::User(user) => {
+            let projects: Vec<String> = state
+                .store
+                .projects()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| state.store.is_member(p, &user.username).unwrap_or(false))
+                .collect();
+            Json(json!({
+                "identity": user.identity,
+                "permissions": {},
+                "user": {"username": user.username, "uid": user.uid, "projects": projects},
+            }))
+        }
         Principal::Guest(guest) => Json(json!({
             "identity": guest.identity,
             "permissions": {},
@@ -196,6 +233,7 @@ pub struct SessionBody {
 pub async fn put_session(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(space): axum::Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     JsonBody(body): JsonBody<Option<SessionBody>>,
 ) -> ApiResult<Response> {
@@ -207,12 +245,13 @@ pub async fn put_session(
             .store
             .path_for_id(state.root.path(), guest.file)
             .ok()
-            .flatten();
+            .flatten()
+            .and_then(|path| space.api_path(&path));
         if theirs.as_deref() != Some(api_path.as_str()) {
             return Err(ApiError::not_found(format!("no such file: {api_path}")));
         }
     }
-    let (file_id, created) = file_id_of(&state, &api_path)?;
+    let (file_id, created) = file_id_of(&state, &space, &api_path)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -227,10 +266,12 @@ pub async fn put_session(
     Ok((status, Json(body)).into_response())
 }
 
-/// The stable id of the file at `api_path` (normalized), and whether it was just given one.
-pub fn file_id_of(state: &AppState, api_path: &str) -> ApiResult<(FileId, bool)> {
-    let path = state.root.resolve(api_path)?;
-    let meta = std::fs::metadata(&path)
+/// The stable id of the file at `api_path` (normalized) in a space, and whether it was just
+/// given one.
+pub fn file_id_of(state: &AppState, space: &Space, api_path: &str) -> ApiResult<(FileId, bool)> {
+    let path = space.resolve(api_path)?;
+    let meta = space
+        .io(|| std::fs::metadata(&path))
         .ok()
         .filter(|m| m.is_file())
         .ok_or_else(|| ApiError::not_found(format!("no such file: {api_path}")))?;
@@ -238,7 +279,7 @@ pub fn file_id_of(state: &AppState, api_path: &str) -> ApiResult<(FileId, bool)>
         .store
         .id_for_path(
             state.root.path(),
-            api_path,
+            &space.store_path(api_path),
             crate::store::DiskIdentity::of(&meta),
         )
         .map_err(|e| ApiError::internal("cannot index the file", e))
@@ -253,6 +294,7 @@ pub struct RoomQuery {
 pub async fn room_socket(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(space): axum::Extension<Space>,
     UrlPath(room): UrlPath<String>,
     Query(query): Query<RoomQuery>,
     headers: HeaderMap,
@@ -271,7 +313,7 @@ pub async fn room_socket(
         // connections sit idle with a presence renewal every 15 s, so start small.
         .read_buffer_size(IDLE_READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            serve_socket(state, principal, socket, room, query.session_id).await;
+            serve_socket(state, principal, space, socket, room, query.session_id).await;
         })
 }
 
@@ -316,9 +358,13 @@ async fn open_file_room(
         .path_for_id(state.root.path(), file_id)
         .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?
         .ok_or_else(|| CloseReason::new(CLOSE_NOT_FOUND, "no file with this id"))?;
+    let space = state
+        .space_of(&path)
+        .map_err(|e| CloseReason::new(CLOSE_NOT_FOUND, e.message))?;
+    let api_path = space.api_path(&path).unwrap_or(path);
     let handle = state
         .rooms
-        .get_or_open(state, name, Some((kind, file_id, path)))
+        .get_or_open(state, name, Some((kind, file_id, space, api_path)))
         .await
         .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
     if let Some(kernel) = state.kernels.for_file(file_id) {
@@ -328,33 +374,53 @@ async fn open_file_room(
     Ok(handle)
 }
 
-/// Why a connection cannot join, as a close frame.
+/// A connection admitted to a room: the room, its name, and the rights it joins with.
+struct Admitted {
+    handle: RoomHandle,
+    name: String,
+    file: Option<FileId>,
+    caps: Capabilities,
+}
+
+/// Lets a connection in, or says why not as a close frame.
 async fn admit(
     state: &AppState,
     principal: &Principal,
+    space: &Space,
     room: &str,
     session_id: Option<&str>,
-) -> Result<(RoomHandle, String), CloseReason> {
+) -> Result<Admitted, CloseReason> {
     let parsed = parse_document_id(room)?;
-    let allowed = match (&parsed, principal) {
-        (_, Principal::Owner) => true,
-        (Some((_, file, _)), guest) => guest.caps_for(*file).contains(Capabilities::WATCH),
-        // Server-wide presence (JupyterLab's globalAwareness) shows everyone: not for guests.
-        (None, Principal::Guest(_) | Principal::User(_)) => false,
+    let caps = match (&parsed, principal) {
+        (_, Principal::Owner) => Capabilities::ALL,
+        (Some((_, file, _)), someone) => someone.current_caps_for(state, *file),
+        // Presence rooms (JupyterLab's globalAwareness): a person's is shared with the people
+        // working in the same space; not for guests.
+        (None, Principal::User(_)) => Capabilities::ALL,
+        (None, Principal::Guest(_)) => Capabilities::NONE,
     };
-    if !allowed {
+    if !caps.contains(Capabilities::WATCH) {
         return Err(CloseReason::new(
             collab::CLOSE_REVOKED,
             "you may not join this room",
         ));
     }
     let Some((kind, file_id, name)) = parsed else {
+        let name = match principal {
+            Principal::User(_) => format!("{room}@{}", space.root().display()),
+            _ => room.to_string(),
+        };
         let handle = state
             .rooms
-            .get_or_open(state, room, None)
+            .get_or_open(state, &name, None)
             .await
             .map_err(|e| CloseReason::new(CLOSE_LOAD_FAILURE, e.to_string()))?;
-        return Ok((handle, room.to_string()));
+        return Ok(Admitted {
+            handle,
+            name,
+            file: None,
+            caps,
+        });
     };
     if let Some(session_id) = session_id {
         let allowed = state
@@ -371,7 +437,12 @@ async fn admit(
         }
     }
     let handle = open_file_room(state, kind, file_id, &name).await?;
-    Ok((handle, name))
+    Ok(Admitted {
+        handle,
+        name,
+        file: Some(file_id),
+        caps,
+    })
 }
 
 /// How long to wait for a client to answer our close frame. Clients such as y-websocket send
@@ -408,6 +479,7 @@ fn truncate_reason(reason: &str) -> String {
 async fn serve_socket(
     state: AppState,
     principal: Principal,
+    space: Space,
     socket: WebSocket,
     room: String,
     session_id: Option<String>,
@@ -415,19 +487,20 @@ async fn serve_socket(
     let mut joined = None;
     // A room that unloads between lookup and join is simply opened again.
     for _ in 0..3 {
-        let (handle, name) = match admit(&state, &principal, &room, session_id.as_deref()).await {
+        let admitted = match admit(&state, &principal, &space, &room, session_id.as_deref()).await {
             Ok(admitted) => admitted,
             Err(reason) => {
                 tracing::info!(room = %room, code = reason.code, "refusing connection: {}", reason.reason);
                 return close_socket(socket, reason).await;
             }
         };
-        if let Ok(j) = handle.join(principal.member(&state.identity)).await {
-            joined = Some((handle, name, j));
+        let member = principal.member(&state, admitted.caps);
+        if let Ok(j) = admitted.handle.join(member).await {
+            joined = Some((admitted.handle, admitted.name, admitted.file, j));
             break;
         }
     }
-    let Some((handle, name, joined)) = joined else {
+    let Some((handle, name, file, joined)) = joined else {
         return close_socket(
             socket,
             CloseReason::new(1013, "room unavailable, try again"),
@@ -435,6 +508,12 @@ async fn serve_socket(
         .await;
     };
     let _counted = SocketGuard::new(&state.rooms);
+    let _person = match (&principal, file) {
+        (Principal::User(user), Some(file)) => {
+            Some(PersonGuard::new(&state.rooms, file, &user.username))
+        }
+        _ => None,
+    };
     let conn = joined.conn;
     let span = tracing::info_span!("connection", %conn, room = %name);
     let _guard = span.enter();
@@ -570,7 +649,7 @@ async fn execute_request(
     // Checked before any kernel is started for this request. The room checks again with the
     // connection's rights as they are when the request reaches it (grants change live).
     if !principal
-        .current_caps_for(&state.store, file)
+        .current_caps_for(state, file)
         .contains(Capabilities::EXECUTE)
     {
         return refuse("you may not run code in this notebook".into());
@@ -579,7 +658,7 @@ async fn execute_request(
         Ok(kernel) => RoomInput::Execute {
             cell_id: cell_id.to_string(),
             requester: collab::execution::Requester {
-                identity: principal.member(&state.identity).identity,
+                identity: principal.member(state, Capabilities::NONE).identity,
                 conn: Some(conn),
             },
             kernel,

@@ -11,13 +11,14 @@ use std::time::SystemTime;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine;
 use collab::{content_hash, Notebook, RoomInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::space::Space;
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -127,8 +128,8 @@ pub fn model(
     if kind == "directory" {
         if with_content {
             let mut children = Vec::new();
-            let entries = std::fs::read_dir(path)
-                .map_err(|e| ApiError::internal("cannot list directory", e))?;
+            let entries =
+                std::fs::read_dir(path).map_err(|e| io_error("cannot list directory", e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
@@ -152,7 +153,7 @@ pub fn model(
     if !with_content && !with_hash {
         return Ok(model);
     }
-    let bytes = std::fs::read(path).map_err(|e| ApiError::internal("cannot read file", e))?;
+    let bytes = std::fs::read(path).map_err(|e| io_error("cannot read file", e))?;
     if with_hash {
         model["hash"] = content_hash(&bytes).into();
         model["hash_algorithm"] = "sha256".into();
@@ -192,28 +193,42 @@ pub fn model(
     Ok(model)
 }
 
-fn resolve(state: &AppState, api_path: &str) -> ApiResult<(String, std::path::PathBuf)> {
+fn resolve(space: &Space, api_path: &str) -> ApiResult<(String, std::path::PathBuf)> {
     let normalized = crate::paths::Root::normalize(api_path)?;
     if is_hidden(&normalized) {
         return Err(ApiError::not_found(format!(
             "no such file or directory: {api_path}"
         )));
     }
-    let path = state.root.resolve(&normalized)?;
+    let path = space.resolve(&normalized)?;
     Ok((normalized, path))
+}
+
+/// A file system failure as the client should see it: refusals as such, the rest as errors.
+fn io_error(context: &str, e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{context}: permission denied"),
+        )
+    } else {
+        ApiError::internal(context, e)
+    }
 }
 
 pub async fn get_root(
     state: State<AppState>,
-    principal: axum::Extension<crate::sharing::Principal>,
+    principal: Extension<crate::sharing::Principal>,
+    space: Extension<Space>,
     query: Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
-    get(state, principal, UrlPath(String::new()), query).await
+    get(state, principal, space, UrlPath(String::new()), query).await
 }
 
 pub async fn get(
     State(state): State<AppState>,
-    axum::Extension(principal): axum::Extension<crate::sharing::Principal>,
+    Extension(principal): Extension<crate::sharing::Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     Query(query): Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -223,12 +238,13 @@ pub async fn get(
             .store
             .path_for_id(state.root.path(), guest.file)
             .ok()
-            .flatten();
+            .flatten()
+            .and_then(|path| space.api_path(&path));
         let asked = crate::paths::Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
         if theirs.is_none()
             || theirs != asked
             || !principal
-                .caps_for(guest.file)
+                .current_caps_for(&state, guest.file)
                 .contains(collab::Capabilities::VIEW)
         {
             return Err(ApiError::not_found(format!("no such file: {api_path}")));
@@ -236,17 +252,17 @@ pub async fn get(
     }
     // JupyterLab lists a file's checkpoints when it opens it; Quire keeps none yet.
     if let Some(file) = api_path.strip_suffix("/checkpoints") {
-        let (_, path) = resolve(&state, file)?;
-        if path.is_file() {
+        let (_, path) = resolve(&space, file)?;
+        if space.io(|| path.is_file()) {
             return Ok(Json(Value::Array(Vec::new())));
         }
     }
-    let (api_path, path) = resolve(&state, &api_path)?;
+    let (api_path, path) = resolve(&space, &api_path)?;
     let with_content = flag(&query.content, true);
     let with_hash = flag(&query.hash, false);
     let format = query.format.clone();
     let model = tokio::task::spawn_blocking(move || {
-        model(&api_path, &path, with_content, with_hash, format.as_deref())
+        space.io(|| model(&api_path, &path, with_content, with_hash, format.as_deref()))
     })
     .await
     .map_err(|e| ApiError::internal("contents task failed", e))??;
@@ -271,22 +287,23 @@ pub struct CreateBody {
 
 /// `POST` on a directory: a new untitled notebook, file or folder, or a copy.
 pub async fn post(
-    State(state): State<AppState>,
+    Extension(space): Extension<Space>,
     UrlPath(dir): UrlPath<String>,
     JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    create_in(state, dir, body.unwrap_or_default()).await
+    space.io(|| create_in(&space, dir, body.unwrap_or_default()))
 }
 
 pub async fn post_root(
-    state: State<AppState>,
+    Extension(space): Extension<Space>,
     JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    create_in(state.0, String::new(), body.unwrap_or_default()).await
+    space.io(|| create_in(&space, String::new(), body.unwrap_or_default()))
 }
 
-async fn create_in(state: AppState, dir: String, body: CreateBody) -> ApiResult<Response> {
-    let (dir_api, dir_path) = resolve(&state, &dir)?;
+/// Runs with the space owner's file rights.
+fn create_in(space: &Space, dir: String, body: CreateBody) -> ApiResult<Response> {
+    let (dir_api, dir_path) = resolve(space, &dir)?;
     if !dir_path.is_dir() {
         return Err(ApiError::not_found(format!("no such directory: {dir}")));
     }
@@ -337,14 +354,14 @@ async fn create_in(state: AppState, dir: String, body: CreateBody) -> ApiResult<
         }
         _ => {
             let from = body.copy_from.as_deref().unwrap_or_default();
-            let (_, from_path) = resolve(&state, from)?;
+            let (_, from_path) = resolve(space, from)?;
             if !from_path.is_file() {
                 return Err(ApiError::not_found(format!("no such file: {from}")));
             }
             std::fs::copy(&from_path, &target).map(|_| ())
         }
     };
-    result.map_err(|e| ApiError::internal("cannot create", e))?;
+    result.map_err(|e| io_error("cannot create", e))?;
     let api_path = if dir_api.is_empty() {
         name
     } else {
@@ -370,16 +387,20 @@ pub struct SaveBody {
 
 /// `PUT`: write a whole notebook, file or directory (the non-collaborative save).
 pub async fn put(
-    State(state): State<AppState>,
+    Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     JsonBody(body): JsonBody<SaveBody>,
 ) -> ApiResult<Response> {
-    let (api_path, path) = resolve(&state, &api_path)?;
+    space.io(|| put_in(&space, api_path, body))
+}
+
+/// Runs with the space owner's file rights.
+fn put_in(space: &Space, api_path: String, body: SaveBody) -> ApiResult<Response> {
+    let (api_path, path) = resolve(space, &api_path)?;
     let existed = path.exists();
     let bytes = match (body.kind.as_deref(), body.content) {
         (Some("directory"), _) => {
-            std::fs::create_dir_all(&path)
-                .map_err(|e| ApiError::internal("cannot create directory", e))?;
+            std::fs::create_dir_all(&path).map_err(|e| io_error("cannot create directory", e))?;
             None
         }
         (Some("notebook"), Some(content)) => {
@@ -401,8 +422,7 @@ pub async fn put(
         }
     };
     if let Some(bytes) = bytes {
-        crate::files::write_atomically(&path, &bytes)
-            .map_err(|e| ApiError::internal("cannot save", e))?;
+        crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot save", e))?;
     }
     let model = model(&api_path, &path, false, false, None)?;
     let status = if existed {
@@ -421,44 +441,54 @@ pub struct RenameBody {
 /// `PATCH` with `{"path": new}`: rename or move; the file keeps its id and open rooms follow.
 pub async fn patch(
     State(state): State<AppState>,
+    Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> ApiResult<Json<Value>> {
-    let (from_api, from) = resolve(&state, &api_path)?;
-    let (to_api, to) = resolve(&state, &body.path)?;
+    let (from_api, from) = resolve(&space, &api_path)?;
+    let (to_api, to) = resolve(&space, &body.path)?;
     if from_api.is_empty() || to_api.is_empty() {
         return Err(ApiError::bad_request("cannot rename the root"));
     }
-    if !from.exists() {
-        return Err(ApiError::not_found(format!(
-            "no such file or directory: {from_api}"
-        )));
-    }
-    if to.exists() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{to_api} already exists"),
-        ));
-    }
-    std::fs::rename(&from, &to).map_err(|e| ApiError::internal("cannot rename", e))?;
+    space.io(|| {
+        if !from.exists() {
+            return Err(ApiError::not_found(format!(
+                "no such file or directory: {from_api}"
+            )));
+        }
+        if to.exists() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{to_api} already exists"),
+            ));
+        }
+        std::fs::rename(&from, &to).map_err(|e| io_error("cannot rename", e))
+    })?;
     let moved = state
         .store
-        .renamed(&from_api, &to_api)
+        .renamed(&space.store_path(&from_api), &space.store_path(&to_api))
         .map_err(|e| ApiError::internal("cannot record the rename", e))?;
     for (file_id, new_path) in moved {
         for room in state.rooms.of_file(file_id) {
-            let api_path = new_path.clone();
+            let api_path = space
+                .api_path(&new_path)
+                .unwrap_or_else(|| new_path.clone());
             let _ = room.send(RoomInput::Moved { api_path }).await;
         }
     }
-    Ok(Json(model(&to_api, &to, false, false, None)?))
+    Ok(Json(space.io(|| model(&to_api, &to, false, false, None))?))
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    let (api_path, path) = resolve(&state, &api_path)?;
+    space.io(|| delete_in(&space, api_path))
+}
+
+/// Runs with the space owner's file rights.
+fn delete_in(space: &Space, api_path: String) -> ApiResult<StatusCode> {
+    let (api_path, path) = resolve(space, &api_path)?;
     if api_path.is_empty() {
         return Err(ApiError::bad_request("cannot delete the root"));
     }
@@ -466,7 +496,7 @@ pub async fn delete(
         .map_err(|_| ApiError::not_found(format!("no such file or directory: {api_path}")))?;
     if meta.is_dir() {
         let visible = std::fs::read_dir(&path)
-            .map_err(|e| ApiError::internal("cannot list directory", e))?
+            .map_err(|e| io_error("cannot list directory", e))?
             .flatten()
             .any(|e| !e.file_name().to_string_lossy().starts_with('.'));
         if visible {
@@ -474,9 +504,9 @@ pub async fn delete(
                 "directory {api_path} is not empty"
             )));
         }
-        std::fs::remove_dir_all(&path).map_err(|e| ApiError::internal("cannot delete", e))?;
+        std::fs::remove_dir_all(&path).map_err(|e| io_error("cannot delete", e))?;
     } else {
-        std::fs::remove_file(&path).map_err(|e| ApiError::internal("cannot delete", e))?;
+        std::fs::remove_file(&path).map_err(|e| io_error("cannot delete", e))?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use collab::{FileId, FileStamp, NotebookFile};
 
-use crate::paths::Root;
+use crate::space::Space;
 use crate::store::Store;
 
 /// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a mix:
@@ -52,18 +52,19 @@ pub fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
     }
 }
 
-/// A notebook inside the served root, as its room sees it.
+/// A notebook in its owner's space, as its room sees it: read and written with the owner's
+/// rights.
 pub struct LocalNotebook {
-    root: Root,
+    space: Space,
     api_path: String,
     file_id: FileId,
     store: Store,
 }
 
 impl LocalNotebook {
-    pub fn new(root: Root, api_path: String, file_id: FileId, store: Store) -> Self {
+    pub fn new(space: Space, api_path: String, file_id: FileId, store: Store) -> Self {
         LocalNotebook {
-            root,
+            space,
             api_path,
             file_id,
             store,
@@ -71,7 +72,7 @@ impl LocalNotebook {
     }
 
     fn path(&self) -> std::io::Result<PathBuf> {
-        self.root
+        self.space
             .resolve(&self.api_path)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))
     }
@@ -83,7 +84,8 @@ impl NotebookFile for LocalNotebook {
     }
 
     fn stat(&self) -> std::io::Result<Option<FileStamp>> {
-        match std::fs::metadata(self.path()?) {
+        let path = self.path()?;
+        match self.space.io(|| std::fs::metadata(path)) {
             Ok(meta) => Ok(Some(stamp_of(&meta))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -91,11 +93,13 @@ impl NotebookFile for LocalNotebook {
     }
 
     fn read(&self) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path()?)
+        let path = self.path()?;
+        self.space.io(|| std::fs::read(path))
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<FileStamp> {
-        let meta = write_atomically(&self.path()?, bytes)?;
+        let path = self.path()?;
+        let meta = self.space.io(|| write_atomically(&path, bytes))?;
         // The rename gave the file a new inode: keep the index pointing at it.
         let disk = crate::store::DiskIdentity::of(&meta);
         if let Err(e) = self.store.update_disk_identity(self.file_id, disk) {

@@ -7,8 +7,11 @@
 //! - `GET/POST /api/sessions`, `GET/PATCH/DELETE /api/sessions/{id}`: a session binds a notebook
 //!   (by file id, so it follows renames) to a kernel.
 //!
-//! Kernels run with the notebook's directory as working directory, as the configured account
-//! when Quire runs as root. A kernel's status and runs show in every room it is attached to.
+//! Kernels run with the notebook's directory as working directory: as the owner of the space the
+//! notebook is in (multi-user mode: the person, or the project), else as the configured account
+//! when Quire runs as root. A kernel belongs to the space it was started in: people see and
+//! drive only their space's kernels and sessions (the administrator sees all). A kernel's status
+//! and runs show in every room it is attached to.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use collab::execution::{Kernel, Requester};
 use collab::{FileId, RoomInput};
 use dashmap::DashMap;
@@ -26,6 +29,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::sharing::Principal;
+use crate::space::Space;
 use crate::AppState;
 
 /// A notebook bound to a kernel.
@@ -49,10 +54,16 @@ pub struct Kernels {
     /// The runtime directory is ours alone to remove at shutdown.
     temporary_runtime_dir: bool,
     account: Option<Account>,
+    /// The space (its root directory) each kernel was started in.
+    spaces: Arc<DashMap<String, PathBuf>>,
 }
 
 impl Kernels {
-    pub fn new(state_dir: &std::path::Path, kernel_user: Option<&str>) -> anyhow::Result<Kernels> {
+    pub fn new(
+        state_dir: &std::path::Path,
+        kernel_user: Option<&str>,
+        multi_user: bool,
+    ) -> anyhow::Result<Kernels> {
         let account = match kernel_user {
             Some(name) => {
                 if !nix::unistd::geteuid().is_root() {
@@ -66,7 +77,8 @@ impl Kernels {
         // the path leaves room for Unix socket names (108 bytes); otherwise a fresh directory
         // under /tmp that other accounts can pass through.
         let preferred = state_dir.join("run");
-        let (runtime_dir, temporary) = if account.is_none() && preferred.as_os_str().len() <= 70 {
+        let as_us = account.is_none() && !multi_user;
+        let (runtime_dir, temporary) = if as_us && preferred.as_os_str().len() <= 70 {
             kernel_bridge::launch::prepare_runtime_base(&preferred)?;
             (preferred, false)
         } else {
@@ -79,6 +91,7 @@ impl Kernels {
             starting: Arc::default(),
             runtime_dir,
             account,
+            spaces: Arc::default(),
         })
     }
 
@@ -96,17 +109,19 @@ impl Kernels {
         self.get(&kernel)
     }
 
+    /// Starts a kernel in a space: as its owner, in `cwd`.
     async fn start(
         &self,
         state: &AppState,
         spec_name: &str,
+        space: &Space,
         cwd: PathBuf,
     ) -> ApiResult<Arc<KernelHandle>> {
         let spec = find_spec(state, spec_name)?;
         let options = KernelOptions {
             spec,
             cwd,
-            account: self.account.clone(),
+            account: space.account().cloned().or_else(|| self.account.clone()),
             runtime_dir: self.runtime_dir.clone(),
             transport: state.config.kernel_transport,
             env: Vec::new(),
@@ -116,6 +131,8 @@ impl Kernels {
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         self.kernels.insert(kernel.id().to_string(), kernel.clone());
+        self.spaces
+            .insert(kernel.id().to_string(), space.root().to_path_buf());
         Ok(kernel)
     }
 
@@ -132,11 +149,13 @@ impl Kernels {
         if let Some(kernel) = self.for_file(file) {
             return Ok(kernel);
         }
-        let api_path = file_path(state, file)?;
-        let cwd = notebook_dir(state, &api_path)?;
-        let spec = kernel_named_by(state, &api_path)
+        let store_path = file_path(state, file)?;
+        let space = state.space_of(&store_path)?;
+        let api_path = space.api_path(&store_path).unwrap_or(store_path);
+        let cwd = notebook_dir(&space, &api_path)?;
+        let spec = kernel_named_by(state, &space, &api_path)
             .unwrap_or_else(|| state.config.default_kernel.clone());
-        let kernel = self.start(state, &spec, cwd).await?;
+        let kernel = self.start(state, &spec, &space, cwd).await?;
         let name = api_path.rsplit('/').next().unwrap_or_default().to_string();
         let session = Session {
             id: uuid::Uuid::new_v4().to_string(),
@@ -167,6 +186,7 @@ impl Kernels {
         let Some((_, kernel)) = self.kernels.remove(id) else {
             return false;
         };
+        self.spaces.remove(id);
         self.sessions.retain(|_, s| s.kernel != id);
         kernel.shutdown().await;
         true
@@ -188,12 +208,13 @@ fn find_spec(state: &AppState, name: &str) -> ApiResult<KernelSpec> {
 }
 
 /// The kernel a notebook asks for (`metadata.kernelspec.name`), when it is installed.
-fn kernel_named_by(state: &AppState, api_path: &str) -> Option<String> {
+fn kernel_named_by(state: &AppState, space: &Space, api_path: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Head {
         metadata: Option<Value>,
     }
-    let bytes = std::fs::read(state.root.resolve(api_path).ok()?).ok()?;
+    let path = space.resolve(api_path).ok()?;
+    let bytes = space.io(|| std::fs::read(path)).ok()?;
     let head: Head = serde_json::from_slice(&bytes).ok()?;
     let name = head
         .metadata?
@@ -207,6 +228,7 @@ fn kernel_named_by(state: &AppState, api_path: &str) -> Option<String> {
         .then_some(name)
 }
 
+/// A notebook's store path.
 fn file_path(state: &AppState, file: FileId) -> ApiResult<String> {
     state
         .store
@@ -216,12 +238,36 @@ fn file_path(state: &AppState, file: FileId) -> ApiResult<String> {
 }
 
 /// The directory holding a notebook: the kernel's working directory.
-fn notebook_dir(state: &AppState, api_path: &str) -> ApiResult<PathBuf> {
-    let path = state.root.resolve(api_path)?;
+fn notebook_dir(space: &Space, api_path: &str) -> ApiResult<PathBuf> {
+    let path = space.resolve(api_path)?;
     Ok(path
         .parent()
         .map(|p| p.to_path_buf())
-        .unwrap_or_else(|| state.root.path().to_path_buf()))
+        .unwrap_or_else(|| space.root().to_path_buf()))
+}
+
+/// What a request may see of the kernels and sessions: its space's (the administrator: all).
+struct Seen<'a> {
+    principal: &'a Principal,
+    space: &'a Space,
+}
+
+impl Seen<'_> {
+    fn kernel(&self, state: &AppState, id: &str) -> bool {
+        matches!(self.principal, Principal::Owner)
+            || state
+                .kernels
+                .spaces
+                .get(id)
+                .is_some_and(|root| root.as_path() == self.space.root())
+    }
+
+    fn session(&self, state: &AppState, session: &Session) -> bool {
+        matches!(self.principal, Principal::Owner)
+            || file_path(state, session.file)
+                .ok()
+                .is_some_and(|path| self.space.api_path(&path).is_some())
+    }
 }
 
 /// Shows the kernel in the notebook's room, if the room is open.
@@ -247,8 +293,9 @@ fn kernel_model(kernel: &KernelHandle) -> Value {
     })
 }
 
-fn session_model(state: &AppState, session: &Session) -> Value {
+fn session_model(state: &AppState, space: &Space, session: &Session) -> Value {
     let path = file_path(state, session.file).unwrap_or_default();
+    let path = space.api_path(&path).unwrap_or(path);
     let kernel = state
         .kernels
         .get(&session.kernel)
@@ -283,11 +330,20 @@ pub async fn get_kernelspec(
     Ok(Json(find_spec(&state, &name)?.to_api()))
 }
 
-pub async fn list_kernels(State(state): State<AppState>) -> Json<Value> {
+pub async fn list_kernels(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
+) -> Json<Value> {
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
     let models: Vec<Value> = state
         .kernels
         .kernels
         .iter()
+        .filter(|k| seen.kernel(&state, k.key()))
         .map(|k| kernel_model(&k))
         .collect();
     Json(Value::Array(models))
@@ -301,6 +357,7 @@ pub struct StartKernel {
 
 pub async fn start_kernel(
     State(state): State<AppState>,
+    Extension(space): Extension<Space>,
     JsonBody(body): JsonBody<Option<StartKernel>>,
 ) -> ApiResult<Response> {
     let body = body.unwrap_or_default();
@@ -309,39 +366,52 @@ pub async fn start_kernel(
         .unwrap_or_else(|| state.config.default_kernel.clone());
     let cwd = match body.path.as_deref() {
         Some(path) => {
-            let dir = state.root.resolve(&crate::paths::Root::normalize(path)?)?;
-            if dir.is_dir() {
+            let dir = space.resolve(&crate::paths::Root::normalize(path)?)?;
+            if space.io(|| dir.is_dir()) {
                 dir
             } else {
                 dir.parent().map(PathBuf::from).unwrap_or(dir)
             }
         }
-        None => state.root.path().to_path_buf(),
+        None => space.root().to_path_buf(),
     };
-    let kernel = state.kernels.start(&state, &name, cwd).await?;
+    let kernel = state.kernels.start(&state, &name, &space, cwd).await?;
     Ok((StatusCode::CREATED, Json(kernel_model(&kernel))).into_response())
 }
 
-fn kernel_or_404(state: &AppState, id: &str) -> ApiResult<Arc<KernelHandle>> {
+fn kernel_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Arc<KernelHandle>> {
     state
         .kernels
         .get(id)
+        .filter(|_| seen.kernel(state, id))
         .ok_or_else(|| ApiError::not_found(format!("no kernel with id {id}")))
 }
 
 pub async fn get_kernel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let kernel = kernel_or_404(&state, &id)?;
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    let kernel = kernel_or_404(&state, &seen, &id)?;
     Ok(Json(kernel_model(&kernel)))
 }
 
 pub async fn delete_kernel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    if state.kernels.remove_kernel(&id).await {
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    if seen.kernel(&state, &id) && state.kernels.remove_kernel(&id).await {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no kernel with id {id}")))
@@ -350,17 +420,29 @@ pub async fn delete_kernel(
 
 pub async fn interrupt_kernel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    kernel_or_404(&state, &id)?.interrupt();
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    kernel_or_404(&state, &seen, &id)?.interrupt();
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn restart_kernel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let kernel = kernel_or_404(&state, &id)?;
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    let kernel = kernel_or_404(&state, &seen, &id)?;
     kernel
         .restart_and_wait()
         .await
@@ -377,16 +459,36 @@ pub struct ExecuteBody {
 /// Runs one cell of a notebook on this kernel and answers once it finished.
 pub async fn execute(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> ApiResult<Json<Value>> {
-    let kernel = kernel_or_404(&state, &id)?;
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    let kernel = kernel_or_404(&state, &seen, &id)?;
     let cell_id = body
         .cell_id
         .ok_or_else(|| ApiError::bad_request("missing \"cell_id\""))?;
     let document_id = body
         .document_id
         .ok_or_else(|| ApiError::bad_request("missing \"document_id\""))?;
+    let file = document_id
+        .rsplit(':')
+        .next()
+        .and_then(FileId::parse)
+        .ok_or_else(|| ApiError::bad_request("malformed \"document_id\""))?;
+    if !principal
+        .current_caps_for(&state, file)
+        .contains(collab::Capabilities::EXECUTE)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "you may not run code in this notebook",
+        ));
+    }
     let room = crate::collaboration::open_document(&state, &document_id)
         .await
         .map_err(|reason| ApiError::not_found(reason.reason))?;
@@ -395,7 +497,9 @@ pub async fn execute(
     room.send(RoomInput::Execute {
         cell_id,
         requester: Requester {
-            identity: state.identity.clone(),
+            identity: principal
+                .member(&state, collab::Capabilities::NONE)
+                .identity,
             conn: None,
         },
         kernel,
@@ -426,10 +530,22 @@ pub async fn execute(
     }
 }
 
-pub async fn list_sessions(State(state): State<AppState>) -> Json<Value> {
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
+) -> Json<Value> {
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
     let sessions: Vec<Session> = state.kernels.sessions.iter().map(|s| s.clone()).collect();
     Json(Value::Array(
-        sessions.iter().map(|s| session_model(&state, s)).collect(),
+        sessions
+            .iter()
+            .filter(|s| seen.session(&state, s))
+            .map(|s| session_model(&state, &space, s))
+            .collect(),
     ))
 }
 
@@ -451,14 +567,20 @@ pub struct KernelChoice {
 /// Creates a session for a notebook, or returns the one it has (as Jupyter Server does).
 pub async fn create_session(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Response> {
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
     let api_path = crate::paths::Root::normalize(
         body.path
             .as_deref()
             .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
-    let (file, _) = crate::collaboration::file_id_of(&state, &api_path)?;
+    let (file, _) = crate::collaboration::file_id_of(&state, &space, &api_path)?;
     let _starting = state.kernels.starting.lock().await;
     if let Some(existing) = state
         .kernels
@@ -468,21 +590,20 @@ pub async fn create_session(
         .map(|s| s.clone())
     {
         if state.kernels.get(&existing.kernel).is_some() {
-            return Ok(
-                (StatusCode::CREATED, Json(session_model(&state, &existing))).into_response(),
-            );
+            let model = session_model(&state, &space, &existing);
+            return Ok((StatusCode::CREATED, Json(model)).into_response());
         }
         state.kernels.sessions.remove(&existing.id);
     }
     let choice = body.kernel.unwrap_or_default();
     let kernel = match choice.id {
-        Some(id) => kernel_or_404(&state, &id)?,
+        Some(id) => kernel_or_404(&state, &seen, &id)?,
         None => {
             let name = choice
                 .name
                 .unwrap_or_else(|| state.config.default_kernel.clone());
-            let cwd = notebook_dir(&state, &api_path)?;
-            state.kernels.start(&state, &name, cwd).await?
+            let cwd = notebook_dir(&space, &api_path)?;
+            state.kernels.start(&state, &name, &space, cwd).await?
         }
     };
     let session = Session {
@@ -500,42 +621,59 @@ pub async fn create_session(
         .insert(session.id.clone(), session.clone());
     drop(_starting);
     attach(&state, file, &kernel).await;
-    Ok((StatusCode::CREATED, Json(session_model(&state, &session))).into_response())
+    let model = session_model(&state, &space, &session);
+    Ok((StatusCode::CREATED, Json(model)).into_response())
 }
 
-fn session_or_404(state: &AppState, id: &str) -> ApiResult<Session> {
+fn session_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Session> {
     state
         .kernels
         .sessions
         .get(id)
         .map(|s| s.clone())
+        .filter(|s| seen.session(state, s))
         .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))
 }
 
 pub async fn get_session(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(session_model(&state, &session_or_404(&state, &id)?)))
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    let session = session_or_404(&state, &seen, &id)?;
+    Ok(Json(session_model(&state, &space, &session)))
 }
 
 /// Changes a session's kernel (by id or by starting one of a name) or its name.
 pub async fn patch_session(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Json<Value>> {
-    let mut session = session_or_404(&state, &id)?;
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    let mut session = session_or_404(&state, &seen, &id)?;
     if let Some(name) = body.name {
         session.name = name;
     }
     if let Some(choice) = body.kernel {
         let kernel = match (choice.id, choice.name) {
-            (Some(id), _) => kernel_or_404(&state, &id)?,
+            (Some(id), _) => kernel_or_404(&state, &seen, &id)?,
             (None, Some(name)) => {
-                let api_path = file_path(&state, session.file)?;
-                let cwd = notebook_dir(&state, &api_path)?;
-                state.kernels.start(&state, &name, cwd).await?
+                let store_path = file_path(&state, session.file)?;
+                let home = state.space_of(&store_path)?;
+                let api_path = home.api_path(&store_path).unwrap_or(store_path);
+                let cwd = notebook_dir(&home, &api_path)?;
+                state.kernels.start(&state, &name, &home, cwd).await?
             }
             (None, None) => return Err(ApiError::bad_request("\"kernel\" needs an id or a name")),
         };
@@ -556,13 +694,20 @@ pub async fn patch_session(
         .kernels
         .sessions
         .insert(session.id.clone(), session.clone());
-    Ok(Json(session_model(&state, &session)))
+    Ok(Json(session_model(&state, &space, &session)))
 }
 
 pub async fn delete_session(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(space): Extension<Space>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
+    let seen = Seen {
+        principal: &principal,
+        space: &space,
+    };
+    session_or_404(&state, &seen, &id)?;
     let (_, session) = state
         .kernels
         .sessions

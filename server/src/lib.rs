@@ -13,13 +13,16 @@ mod kernels;
 mod login;
 mod pam;
 pub mod paths;
+mod people;
 mod sharing;
+pub mod space;
 pub mod store;
-mod view;
+pub(crate) mod view;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
 use collab::Identity;
@@ -31,7 +34,10 @@ pub use kernels::Kernels;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// What store paths are relative to: the served root (single-user) or `/` (multi-user).
     pub root: paths::Root,
+    /// The served root as a space: the token holder's files.
+    pub admin_space: space::Space,
     pub store: store::Store,
     pub rooms: Rooms,
     pub kernels: Kernels,
@@ -45,11 +51,21 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, token: String) -> anyhow::Result<AppState> {
         use anyhow::Context;
-        let root = paths::Root::new(&config.root)
+        let served = paths::Root::new(&config.root)
             .with_context(|| format!("cannot serve {}", config.root.display()))?;
-        let store = store::Store::open(&config.state_dir)?;
-        let kernels = Kernels::new(&config.state_dir, config.kernel_user.as_deref())
-            .context("cannot prepare for kernels")?;
+        let root = if config.multi_user {
+            paths::Root::new(std::path::Path::new("/"))?
+        } else {
+            served.clone()
+        };
+        let admin_space = space::Space::new(&root, served.path(), None)?;
+        let store = store::Store::open(&config.state_dir)?.with_homes(config.multi_user);
+        let kernels = Kernels::new(
+            &config.state_dir,
+            config.kernel_user.as_deref(),
+            config.multi_user,
+        )
+        .context("cannot prepare for kernels")?;
         let pam = if config.multi_user {
             if !nix::unistd::geteuid().is_root() {
                 anyhow::bail!("multi-user mode needs Quire to run as root (to check passwords and run kernels as their owners)");
@@ -64,11 +80,25 @@ impl AppState {
             kernels,
             config: Arc::new(config),
             root,
+            admin_space,
             store,
             rooms: Rooms::default(),
             token: token.into(),
             identity: collaboration::owner_identity(),
         })
+    }
+}
+
+impl AppState {
+    /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
+    pub fn space_of(&self, store_path: &str) -> Result<space::Space, error::ApiError> {
+        if !self.config.multi_user || self.admin_space.api_path(store_path).is_some() {
+            return Ok(self.admin_space.clone());
+        }
+        let account = space::home_account_of(self.root.path(), store_path)
+            .ok_or_else(|| error::ApiError::not_found("this file is in no one's home directory"))?;
+        space::Space::home_of(&self.root, account)
+            .map_err(|e| error::ApiError::internal("cannot open the owner's home directory", e))
     }
 }
 
@@ -136,21 +166,81 @@ pub fn app(state: AppState) -> Router {
             "/api/sharing/{file_id}/links/{link_id}",
             axum::routing::patch(sharing::change_link).delete(sharing::revoke_link),
         )
+        .route("/api/sharing/{file_id}/people", get(people::list_people))
+        .route(
+            "/api/sharing/{file_id}/people/{kind}/{name}",
+            put(people::set_person).delete(people::revoke_person),
+        )
+        .route(
+            "/api/projects",
+            get(people::list_projects).post(people::create_project),
+        )
+        .route(
+            "/api/projects/{name}",
+            axum::routing::delete(people::delete_project),
+        )
+        .route(
+            "/api/projects/{name}/members/{username}",
+            put(people::add_member).delete(people::remove_member),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/", get(index))
         .route("/api", get(api_version))
         // Opening a live-share link needs no login: the link is the credential.
         .route("/share/{token}", get(sharing::share_page))
         .route("/api/share/{token}", post(sharing::redeem))
+        .route(
+            "/login",
+            get(login::login_page).post(login::login_form_post),
+        )
         .route("/api/login", post(login::login))
         .route("/api/logout", post(login::logout))
         .merge(api)
+        .with_state(state);
+    // `/projects/{name}/…` is the whole API again, working in the project's home: JupyterLab
+    // pointed at it as its base URL works on the project's notebooks.
+    // (A fallback rather than a route with captures: the inner routes' own path parameters
+    // must not be preceded by ours.)
+    let scoped = routes.clone();
+    routes
+        .fallback(move |request| in_project(scoped.clone(), request))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+}
+
+/// Serves `/projects/{name}/{rest}` as `/{rest}` in the project's space; anything else that
+/// no route matched is not found.
+async fn in_project(
+    routes: Router,
+    mut request: axum::extract::Request,
+) -> axum::response::Response {
+    use tower::ServiceExt;
+    let path = request.uri().path();
+    let Some((name, rest)) = path
+        .strip_prefix("/projects/")
+        .and_then(|p| p.split_once('/'))
+    else {
+        return error::ApiError::not_found("no such page").into_response();
+    };
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .into_owned();
+    let rest = match request.uri().query() {
+        Some(query) => format!("/{rest}?{query}"),
+        None => format!("/{rest}"),
+    };
+    let Ok(uri) = rest.parse() else {
+        return error::ApiError::bad_request("malformed address").into_response();
+    };
+    *request.uri_mut() = uri;
+    request.extensions_mut().insert(auth::ProjectScope(name));
+    match routes.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Headers every response carries: no MIME sniffing, no framing by other sites, no referrer

@@ -1,9 +1,9 @@
 //! Multi-user mode: people log in with their local account (PAM); failures are throttled per
 //! account and per address; a login is a cookie, stored hashed.
 //!
-//! In this release a logged-in person is known to the server (`/api/me`) and nothing more:
-//! their notebooks (home directories, file access with their rights) and kernels arrive in the
-//! next step of multi-user mode.
+//! A logged-in person works in their home directory with their own rights (see `space`). Both
+//! the JSON API (`POST /api/login`) and a plain form (`GET/POST /login?next=…`, which also takes
+//! the token in single-user mode) log in; `next` only ever leads to a path on this server.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -149,26 +149,21 @@ pub struct Credentials {
     password: String,
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Credentials>,
-) -> ApiResult<Response> {
+/// Checks an account's password (throttled, through PAM) and makes a login; its cookie. A
+/// refusal is the whole answer to send.
+async fn password_login(
+    state: &AppState,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> Result<(nix::unistd::User, HeaderValue), Response> {
     let Some(pam) = state.pam.clone() else {
-        return Err(ApiError::not_found(
-            "this server has no accounts: use its token",
-        ));
+        return Err(
+            ApiError::not_found("this server has no accounts: use its token").into_response(),
+        );
     };
-    if !crate::auth::same_site(&headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross-site request refused",
-        ));
-    }
-    let address = peer.ip().to_string();
-    let account = body.username.trim().to_string();
-    if let Some(wait) = state.throttle.check(&account, &address) {
+    let account = username.trim().to_string();
+    if let Some(wait) = state.throttle.check(&account, address) {
         let secs = wait.as_secs().max(1);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -178,9 +173,9 @@ pub async fn login(
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(response);
+        return Err(response);
     }
-    match pam.check(&account, &body.password).await {
+    match pam.check(&account, password).await {
         Ok(user) => {
             state.throttle.succeeded(&account);
             let mut secret = [0u8; 32];
@@ -189,35 +184,178 @@ pub async fn login(
             state
                 .store
                 .add_user_session(&value, &user.name)
-                .map_err(|e| ApiError::internal("cannot store the login", e))?;
+                .map_err(|e| ApiError::internal("cannot store the login", e).into_response())?;
             state
                 .store
                 .audit(&user.name, "login", "server", &format!("from {address}"));
-            let identity = identity_of(&user);
-            let mut response = Json(json!({"identity": identity})).into_response();
             let cookie = format!("{USER_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_LIFETIME_SECS}");
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().append(header::SET_COOKIE, v);
-            }
-            Ok(response)
+            let cookie = HeaderValue::from_str(&cookie).map_err(|e| {
+                ApiError::internal("cannot make the login cookie", e).into_response()
+            })?;
+            Ok((user, cookie))
         }
         Err(LoginError::Unavailable(why)) => {
             tracing::error!("PAM is unavailable: {why}");
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "login is unavailable right now",
-            ))
+            )
+            .into_response())
         }
         Err(e) => {
-            state.throttle.failed(&account, &address);
+            state.throttle.failed(&account, address);
             state.store.audit(
                 &account,
                 "login_failed",
                 "server",
                 &format!("from {address}: {e}"),
             );
-            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
+            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()).into_response())
         }
+    }
+}
+
+/// `POST /api/login` with `{"username", "password"}`: a login cookie and who this is.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Response {
+    if !crate::auth::same_site(&headers) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    let address = peer.ip().to_string();
+    match password_login(&state, &address, &body.username, &body.password).await {
+        Ok((user, cookie)) => {
+            let mut response = Json(json!({"identity": identity_of(&user)})).into_response();
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// Where a `next=` parameter may send someone after logging in: a path on this server, never
+/// another site (`//evil`, `https://evil`, `/\evil`, and their percent-encoded forms go to `/`).
+pub fn safe_next(next: Option<&str>) -> String {
+    fn local_path(s: &str) -> bool {
+        s.starts_with('/')
+            && !s.starts_with("//")
+            && !s.contains('\\')
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+    }
+    let Some(next) = next else {
+        return "/".to_string();
+    };
+    let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
+    if local_path(next) && local_path(&decoded) {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /login?next=…`: the login form (an account and password in multi-user mode, the token
+/// otherwise); someone already logged in goes straight on to `next`.
+pub async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<NextQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    let logged_in = user_of(&state, &headers).is_some()
+        || matches!(
+            crate::auth::check(&state, &headers, None),
+            crate::auth::Authenticated::Yes
+        );
+    if logged_in {
+        return see_other(&next, None);
+    }
+    login_form(&state, &next, None)
+}
+
+fn login_form(state: &AppState, next: &str, error: Option<&str>) -> Response {
+    let fields = if state.pam.is_some() {
+        r#"<label>User name <input name="username" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>"#
+    } else {
+        r#"<label>Token <input name="token" type="password" autocomplete="off" required autofocus></label>"#
+    };
+    let error = error
+        .map(|e| format!("<p role=\"alert\">{}</p>", crate::view::escape(e)))
+        .unwrap_or_default();
+    let page = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>Log in — Quire</title>
+<form method="post" action="/login">{error}{fields}
+<input type="hidden" name="next" value="{}"><button>Log in</button></form>"#,
+        crate::view::escape(next)
+    );
+    let status = if error.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    (status, axum::response::Html(page)).into_response()
+}
+
+fn see_other(next: &str, cookie: Option<HeaderValue>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(next) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    next: Option<String>,
+}
+
+/// `POST /login` from the form: logs in and goes on to `next` (only ever on this server).
+pub async fn login_form_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<LoginForm>,
+) -> Response {
+    if !crate::auth::same_site(&headers) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    let next = safe_next(form.next.as_deref());
+    if state.pam.is_none() {
+        let token = form.token.unwrap_or_default();
+        if !crate::auth::constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) {
+            return login_form(&state, &next, Some("that is not this server's token"));
+        }
+        state.store.audit(
+            &state.identity.username,
+            "login",
+            "server",
+            "with the token",
+        );
+        return see_other(&next, crate::auth::login_cookie(&state));
+    }
+    let address = peer.ip().to_string();
+    let username = form.username.unwrap_or_default();
+    let password = form.password.unwrap_or_default();
+    match password_login(&state, &address, &username, &password).await {
+        Ok((_, cookie)) => see_other(&next, Some(cookie)),
+        Err(refusal) if refusal.status() == StatusCode::FORBIDDEN => {
+            login_form(&state, &next, Some("invalid user name or password"))
+        }
+        Err(refusal) => refusal,
     }
 }
 

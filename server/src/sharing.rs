@@ -11,7 +11,7 @@
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use collab::{Capabilities, FileId, GrantSource, Identity, RoomInput};
 use rand::RngCore;
 use rusqlite::{params, OptionalExtension};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::people::{check_within, manager_caps};
 use crate::store::{now_secs, Store};
 use crate::AppState;
 
@@ -44,40 +45,44 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// As [`caps_for`](Self::caps_for), with a guest's link read afresh: a connection opened
-    /// before a grant changed acts on the grant as it is now.
-    pub fn current_caps_for(&self, store: &Store, file: FileId) -> Capabilities {
+    /// What this principal may do with a notebook now: a guest's link and a person's grants
+    /// are read afresh, so a connection opened before a grant changed acts on it as it is now.
+    pub fn current_caps_for(&self, state: &AppState, file: FileId) -> Capabilities {
         match self {
-            Principal::Guest(g) if g.file == file => store
+            Principal::Owner => Capabilities::ALL,
+            Principal::Guest(g) if g.file == file => state
+                .store
                 .link_caps(&g.link_id)
                 .ok()
                 .flatten()
                 .map(Capabilities::effective)
                 .unwrap_or(Capabilities::NONE),
-            other => other.caps_for(file),
+            Principal::Guest(_) => Capabilities::NONE,
+            Principal::User(u) => crate::people::person_caps(state, &u.username, file),
         }
     }
 
-    /// What this principal may do with a notebook.
-    pub fn caps_for(&self, file: FileId) -> Capabilities {
+    /// Who this is, as the audit log names them.
+    pub fn username(&self, state: &AppState) -> String {
         match self {
-            Principal::Owner => Capabilities::ALL,
-            Principal::Guest(g) if g.file == file => g.caps.effective(),
-            Principal::Guest(_) | Principal::User(_) => Capabilities::NONE,
+            Principal::Owner => state.identity.username.clone(),
+            Principal::Guest(g) => g.identity.username.clone(),
+            Principal::User(u) => u.username.clone(),
         }
     }
 
-    pub fn member(&self, owner: &Identity) -> collab::Member {
+    /// This principal as a room member holding `caps`.
+    pub fn member(&self, state: &AppState, caps: Capabilities) -> collab::Member {
         match self {
-            Principal::Owner => collab::Member::owner(owner.clone()),
+            Principal::Owner => collab::Member::owner(state.identity.clone()),
             Principal::Guest(g) => collab::Member {
                 identity: g.identity.clone(),
-                caps: g.caps,
+                caps,
                 source: GrantSource::Link(g.link_id.clone()),
             },
             Principal::User(u) => collab::Member {
                 identity: u.identity.clone(),
-                caps: Capabilities::NONE,
+                caps,
                 source: GrantSource::Person(u.username.clone()),
             },
         }
@@ -311,7 +316,8 @@ pub enum CapsSpec {
 }
 
 impl CapsSpec {
-    fn resolve(&self) -> ApiResult<Capabilities> {
+    /// The capabilities asked for (at least one).
+    pub fn resolve(&self) -> ApiResult<Capabilities> {
         let caps = match self {
             CapsSpec::Role { role } => Capabilities::role(role).ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -322,14 +328,18 @@ impl CapsSpec {
                 Capabilities::parse(capabilities).map_err(ApiError::bad_request)?
             }
         };
+        if caps.is_empty() {
+            return Err(ApiError::bad_request("at least one capability is needed"));
+        }
+        Ok(caps)
+    }
+
+    /// The capabilities of a link: anything but `manage`.
+    fn resolve_for_link(&self) -> ApiResult<Capabilities> {
+        let caps = self.resolve()?;
         if caps.contains(Capabilities::MANAGE) {
             return Err(ApiError::bad_request(
                 "a link cannot carry \"manage\": invite a person to share management",
-            ));
-        }
-        if caps.is_empty() {
-            return Err(ApiError::bad_request(
-                "a link needs at least one capability",
             ));
         }
         Ok(caps)
@@ -346,7 +356,8 @@ pub struct NewLink {
     max_uses: Option<i64>,
 }
 
-fn file_of(state: &AppState, id: &str) -> ApiResult<FileId> {
+/// A notebook named by its id in a URL, which must exist.
+pub fn file_of(state: &AppState, id: &str) -> ApiResult<FileId> {
     let file = FileId::parse(id).ok_or_else(|| ApiError::bad_request("malformed file id"))?;
     state
         .store
@@ -366,9 +377,11 @@ async fn announce(state: &AppState, file: FileId, link: &str, caps: Option<Capab
 
 pub async fn list_links(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     UrlPath(file_id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
     let file = file_of(&state, &file_id)?;
+    manager_caps(&state, &principal, file)?;
     let links = state
         .store
         .links_of(file)
@@ -380,11 +393,14 @@ pub async fn list_links(
 
 pub async fn create_link(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     UrlPath(file_id): UrlPath<String>,
     JsonBody(body): JsonBody<NewLink>,
 ) -> ApiResult<Response> {
     let file = file_of(&state, &file_id)?;
-    let caps = body.caps.resolve()?;
+    let granter = manager_caps(&state, &principal, file)?;
+    let caps = body.caps.resolve_for_link()?;
+    check_within(granter, caps)?;
     if body.expires_in_secs.is_some_and(|s| s <= 0) || body.max_uses.is_some_and(|m| m <= 0) {
         return Err(ApiError::bad_request(
             "expires_in_secs and max_uses must be positive",
@@ -396,7 +412,7 @@ pub async fn create_link(
         .create_link(file, caps, &body.label, expires_at, body.max_uses)
         .map_err(|e| ApiError::internal("cannot create the link", e))?;
     state.store.audit(
-        &state.identity.username,
+        &principal.username(&state),
         "link_created",
         &file.to_string(),
         &format!("link {} with {:?}", link.id, caps),
@@ -409,11 +425,14 @@ pub async fn create_link(
 
 pub async fn change_link(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     UrlPath((file_id, link_id)): UrlPath<(String, String)>,
     JsonBody(body): JsonBody<CapsSpec>,
 ) -> ApiResult<StatusCode> {
     let file = file_of(&state, &file_id)?;
-    let caps = body.resolve()?;
+    let granter = manager_caps(&state, &principal, file)?;
+    let caps = body.resolve_for_link()?;
+    check_within(granter, caps)?;
     let changed = state
         .store
         .set_link_caps(file, &link_id, caps)
@@ -422,7 +441,7 @@ pub async fn change_link(
         return Err(ApiError::not_found("no such link"));
     }
     state.store.audit(
-        &state.identity.username,
+        &principal.username(&state),
         "link_changed",
         &file.to_string(),
         &format!("link {link_id} now {caps:?}"),
@@ -433,9 +452,11 @@ pub async fn change_link(
 
 pub async fn revoke_link(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     UrlPath((file_id, link_id)): UrlPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let file = file_of(&state, &file_id)?;
+    manager_caps(&state, &principal, file)?;
     let revoked = state
         .store
         .revoke_link(file, &link_id)
@@ -444,7 +465,7 @@ pub async fn revoke_link(
         return Err(ApiError::not_found("no such link"));
     }
     state.store.audit(
-        &state.identity.username,
+        &principal.username(&state),
         "link_revoked",
         &file.to_string(),
         &format!("link {link_id}"),
@@ -509,6 +530,7 @@ pub async fn redeem(
         .path_for_id(state.root.path(), file)
         .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
         .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
+    let path = state.space_of(&path)?.api_path(&path).unwrap_or(path);
     let identity = guest_identity(&name, &hash(&cookie));
     state.store.audit(
         &identity.username,
@@ -575,11 +597,25 @@ pub struct AuditQuery {
     limit: Option<u32>,
 }
 
-/// The audit log, newest first (the owner's).
+/// The audit log, newest first: the whole log for the administrator, a notebook's for those
+/// who may manage it.
 pub async fn audit_log(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     axum::extract::Query(query): axum::extract::Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
+    match (&principal, query.file_id.as_deref()) {
+        (Principal::Owner, _) => {}
+        (_, Some(file_id)) => {
+            manager_caps(&state, &principal, file_of(&state, file_id)?)?;
+        }
+        (_, None) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the whole audit log is the administrator's: ask for one notebook's",
+            ))
+        }
+    }
     let limit = query.limit.unwrap_or(200).min(5000);
     let entries = state
         .store

@@ -84,6 +84,25 @@ CREATE TABLE IF NOT EXISTS user_sessions (
     username TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS grants (
+    file_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    caps INTEGER NOT NULL,
+    granted_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (file_id, kind, name)
+);
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS project_members (
+    project TEXT NOT NULL,
+    username TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (project, username)
+);
 CREATE TABLE IF NOT EXISTS guests (
     cookie_hash TEXT PRIMARY KEY,
     link_id TEXT NOT NULL,
@@ -133,6 +152,8 @@ pub struct Store {
     /// This process's session: its id, and its place in the order of sessions.
     pub session_id: String,
     session_seq: i64,
+    /// Multi-user mode: a file moved outside Quire is looked for in its owner's home only.
+    homes: bool,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -174,7 +195,14 @@ impl Store {
             db,
             session_id,
             session_seq,
+            homes: false,
         })
+    }
+
+    /// Store paths are relative to `/` and files live in home directories (multi-user mode).
+    pub fn with_homes(mut self, homes: bool) -> Store {
+        self.homes = homes;
+        self
     }
 
     pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
@@ -279,7 +307,15 @@ impl Store {
         if root.join(&path).is_file() {
             return Ok(Some(path));
         }
-        let Some(found) = find_inode(root, inode, birth) else {
+        let scope = if self.homes {
+            match crate::space::home_account_of(root, &path) {
+                Some(account) => account.home,
+                None => return Ok(None),
+            }
+        } else {
+            root.to_path_buf()
+        };
+        let Some(found) = find_inode(root, &scope, inode, birth) else {
             return Ok(None);
         };
         self.db().execute(
@@ -448,8 +484,9 @@ fn parse_id(text: &str) -> FileId {
 
 /// Breadth-first search of the served tree for a file with this inode and birth time (hidden
 /// folders skipped).
-fn find_inode(root: &Path, inode: i64, birth: i64) -> Option<String> {
-    let mut queue: std::collections::VecDeque<PathBuf> = [root.to_path_buf()].into();
+/// Looks for a file by its disk identity under `scope`; its path relative to `root`.
+fn find_inode(root: &Path, scope: &Path, inode: i64, birth: i64) -> Option<String> {
+    let mut queue: std::collections::VecDeque<PathBuf> = [scope.to_path_buf()].into();
     let mut seen = 0;
     while let Some(dir) = queue.pop_front() {
         let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -21,19 +21,25 @@ use crate::AppState;
 fn saved(state: &AppState, principal: &Principal, file_id: &str) -> ApiResult<(String, Vec<u8>)> {
     let not_found = || ApiError::not_found("no notebook with this id");
     let file = FileId::parse(file_id).ok_or_else(not_found)?;
-    if !principal.caps_for(file).contains(Capabilities::VIEW) {
+    if !principal
+        .current_caps_for(state, file)
+        .contains(Capabilities::VIEW)
+    {
         return Err(not_found());
     }
-    let api_path = state
+    let store_path = state
         .store
         .path_for_id(state.root.path(), file)
         .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
         .ok_or_else(not_found)?;
-    let bytes = std::fs::read(state.root.resolve(&api_path)?).map_err(|_| not_found())?;
+    let space = state.space_of(&store_path)?;
+    let api_path = space.api_path(&store_path).unwrap_or(store_path);
+    let path = space.resolve(&api_path)?;
+    let bytes = space.io(|| std::fs::read(path)).map_err(|_| not_found())?;
     Ok((api_path, bytes))
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

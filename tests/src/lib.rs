@@ -18,6 +18,8 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact, TransactionMut, Update};
 
+pub mod accounts;
+
 pub const TOKEN: &str = "test-token-0123456789";
 
 /// The repository root.

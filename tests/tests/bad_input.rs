@@ -263,3 +263,86 @@ fn pages_and_answers_carry_the_security_headers() {
     assert!(api.contains("x-content-type-options: nosniff"), "{api}");
     assert!(api.contains("referrer-policy: no-referrer"));
 }
+
+/// Sends a raw HTTP request; the whole response.
+fn raw_http(server: &TestServer, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn location(response: &str) -> Option<&str> {
+    response
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or(l.strip_prefix("Location: "))
+        })
+}
+
+#[test]
+fn logging_in_never_redirects_to_another_site() {
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
+    let host = format!("127.0.0.1:{}", server.port);
+    // Each `next` as it would appear in a link's query string.
+    let cases = [
+        ("//evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("%2F%2Fevil.example", "/"),
+        ("%252F%252Fevil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("/notebooks/nb.ipynb", "/notebooks/nb.ipynb"),
+    ];
+    for (next, expected) in cases {
+        // Already logged in: straight on to `next`, if it stays here.
+        let response = raw_http(
+            &server,
+            &format!(
+                "GET /login?next={next} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {}\r\nConnection: close\r\n\r\n",
+                quire_tests::TOKEN
+            ),
+        );
+        assert!(response.starts_with("HTTP/1.1 303"), "{next}: {response}");
+        assert_eq!(location(&response), Some(expected), "GET with next={next}");
+        // Logging in with the form: the same.
+        let body = format!("token={}&next={next}", quire_tests::TOKEN);
+        let response = raw_http(
+            &server,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(response.starts_with("HTTP/1.1 303"), "{next}: {response}");
+        assert_eq!(location(&response), Some(expected), "POST with next={next}");
+        assert!(response
+            .to_ascii_lowercase()
+            .contains("set-cookie: quire-session="));
+    }
+    // Not logged in: the form, and a wrong token gets no cookie and no redirect.
+    let response = raw_http(
+        &server,
+        &format!(
+            "GET /login?next=//evil.example HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(!response.contains("evil.example"), "{response}");
+    let body = "token=wrong&next=/";
+    let response = raw_http(
+        &server,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(location(&response).is_none());
+    assert!(!response.to_ascii_lowercase().contains("set-cookie"));
+}

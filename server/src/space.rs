@@ -1,0 +1,214 @@
+//! Whose files a request works on: a person's home directory or a project's (multi-user mode),
+//! or the served root (single-user mode, and the administrator's in multi-user mode).
+//!
+//! A [`Space`] maps the API paths its people use (relative to the space, as Jupyter's are to its
+//! root) to *store paths* (relative to the store root: the served root in single-user mode, `/`
+//! in multi-user mode), which is how the file index keys files. In multi-user mode file reads
+//! and writes run with the space owner's rights: the thread doing them takes the account's
+//! file-system uid, gid and supplementary groups for the duration of the call (Linux keeps
+//! these per thread), so the kernel's permission checks are the owner's, not root's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kernel_bridge::Account;
+
+use crate::paths::{PathError, Root};
+
+/// The least uid of a person's account (below it: root and system accounts).
+pub const FIRST_PERSON_UID: u32 = 1000;
+
+#[derive(Clone, Debug)]
+pub struct Space {
+    root: Root,
+    /// `root` relative to the store root, without slashes at either end ("" for the same).
+    prefix: String,
+    /// Whose rights file access and kernels use (`None`: the server's own).
+    account: Option<Arc<Account>>,
+}
+
+impl Space {
+    pub fn new(
+        store_root: &Root,
+        dir: &Path,
+        account: Option<Arc<Account>>,
+    ) -> std::io::Result<Space> {
+        let root = Root::new(dir)?;
+        let prefix = root
+            .path()
+            .strip_prefix(store_root.path())
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is outside {}",
+                        dir.display(),
+                        store_root.path().display()
+                    ),
+                )
+            })?
+            .to_string_lossy()
+            .into_owned();
+        Ok(Space {
+            root,
+            prefix,
+            account,
+        })
+    }
+
+    /// A person's or project's home, as their space.
+    pub fn home_of(store_root: &Root, account: Account) -> std::io::Result<Space> {
+        let home = account.home.clone();
+        Space::new(store_root, &home, Some(Arc::new(account)))
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn account(&self) -> Option<&Account> {
+        self.account.as_deref()
+    }
+
+    /// Whose space this is, for messages and the audit log.
+    pub fn owner_name(&self) -> Option<&str> {
+        self.account().map(|a| a.name.as_str())
+    }
+
+    /// The file system path of an API path inside this space (see [`Root::resolve`]), checked
+    /// with the owner's rights.
+    pub fn resolve(&self, api_path: &str) -> Result<PathBuf, PathError> {
+        self.io(|| self.root.resolve(api_path))
+    }
+
+    /// The store path of a (normalized) API path.
+    pub fn store_path(&self, api_path: &str) -> String {
+        match (self.prefix.is_empty(), api_path.is_empty()) {
+            (true, _) => api_path.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{api_path}", self.prefix),
+        }
+    }
+
+    /// The API path of a store path inside this space.
+    pub fn api_path(&self, store_path: &str) -> Option<String> {
+        if self.prefix.is_empty() {
+            return Some(store_path.to_string());
+        }
+        if store_path == self.prefix {
+            return Some(String::new());
+        }
+        store_path
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(str::to_string)
+    }
+
+    pub fn same_as(&self, other: &Space) -> bool {
+        self.root.path() == other.root.path()
+    }
+
+    /// Runs `f` with the owner's file access rights on this thread. `f` must not await or touch
+    /// the server's own files (the store): it runs as someone else.
+    pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.account() {
+            Some(account) if nix::unistd::geteuid().is_root() => {
+                let _as_them = FsIdentity::assume(account);
+                f()
+            }
+            _ => f(),
+        }
+    }
+}
+
+/// The calling thread's file-system identity, switched to an account's until dropped.
+struct FsIdentity {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl FsIdentity {
+    fn assume(account: &Account) -> FsIdentity {
+        // SAFETY: plain system calls on this thread's credentials. `setgroups` is called
+        // through `syscall` because the libc wrapper changes every thread of the process.
+        unsafe {
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut groups = vec![0; n.max(0) as usize];
+            let n = libc::getgroups(n, groups.as_mut_ptr());
+            groups.truncate(n.max(0) as usize);
+            let theirs: Vec<libc::gid_t> = account.groups.clone();
+            libc::syscall(libc::SYS_setgroups, theirs.len(), theirs.as_ptr());
+            let gid = libc::setfsgid(account.gid) as libc::gid_t;
+            let uid = libc::setfsuid(account.uid) as libc::uid_t;
+            FsIdentity { uid, gid, groups }
+        }
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        // SAFETY: as above; the uid goes back first, which also restores the capabilities
+        // needed to set the groups back.
+        unsafe {
+            libc::setfsuid(self.uid);
+            libc::setfsgid(self.gid);
+            libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
+        }
+    }
+}
+
+/// The account whose home directory holds a store path (multi-user mode): the deepest of its
+/// ancestors that is the home of the account owning it, a person's (uid ≥ 1000).
+pub fn home_account_of(store_root: &Path, store_path: &str) -> Option<Account> {
+    use std::os::unix::fs::MetadataExt;
+    let full = store_root.join(store_path);
+    let mut found = None;
+    for dir in full.ancestors().skip(1) {
+        if dir == store_root {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if meta.uid() < FIRST_PERSON_UID {
+            continue;
+        }
+        let Ok(Some(user)) = nix::unistd::User::from_uid(meta.uid().into()) else {
+            continue;
+        };
+        if user.dir.canonicalize().ok().as_deref() == Some(dir) {
+            found = Account::lookup(&user.name).ok();
+            break;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_api_paths_to_store_paths_and_back() {
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outer.path().join("home/ada")).unwrap();
+        let store_root = Root::new(outer.path()).unwrap();
+        let space = Space::new(&store_root, &outer.path().join("home/ada"), None).unwrap();
+        assert_eq!(space.store_path("a/b.ipynb"), "home/ada/a/b.ipynb");
+        assert_eq!(space.store_path(""), "home/ada");
+        assert_eq!(
+            space.api_path("home/ada/a/b.ipynb").as_deref(),
+            Some("a/b.ipynb")
+        );
+        assert_eq!(space.api_path("home/ada").as_deref(), Some(""));
+        assert_eq!(space.api_path("home/adam/x.ipynb"), None);
+        assert_eq!(space.api_path("home/bob/x.ipynb"), None);
+        let whole = Space::new(&store_root, outer.path(), None).unwrap();
+        assert_eq!(whole.store_path("x.ipynb"), "x.ipynb");
+        assert_eq!(
+            whole.api_path("home/bob/x.ipynb").as_deref(),
+            Some("home/bob/x.ipynb")
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Multi-user mode end to end, as root (as CI runs): people log in with local accounts, work in
+//! their home directories with their own rights, run kernels as themselves, share a notebook
+//! with each other by grant, and work on a project's notebooks whose kernels run as the project.
+//! The test creates its own accounts and PAM service, and removes them afterwards.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use quire_tests::accounts::{is_root, login, message, shared_kernelspec, PamService, TestAccount};
+use quire_tests::{TestServer, YClient, TOKEN};
+use serde_json::{json, Value};
+
+/// Someone logged in: their cookie, and requests made with it.
+struct Person<'a> {
+    server: &'a TestServer,
+    cookie: String,
+}
+
+impl<'a> Person<'a> {
+    fn log_in(server: &'a TestServer, account: &TestAccount, password: &str) -> Person<'a> {
+        let (status, response, cookie) = login(server, &account.name, password);
+        assert_eq!(status, 200, "{} logs in: {response}", account.name);
+        Person {
+            server,
+            cookie: cookie.expect("a login cookie"),
+        }
+    }
+
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let origin = format!("http://127.0.0.1:{}", self.server.port);
+        self.server.http_with(
+            method,
+            path,
+            body,
+            &[("Cookie", &self.cookie), ("Origin", &origin)],
+        )
+    }
+
+    /// Writes a notebook with one code cell (`cell-0`) through the contents API (`prefix`: ""
+    /// for their home, "/projects/{name}" for a project's).
+    fn write_notebook(&self, prefix: &str, name: &str, code: &str) {
+        let content = json!({"type": "notebook", "format": "json", "content": {
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+            "cells": [{"cell_type": "code", "id": "cell-0", "metadata": {}, "source": code,
+                       "outputs": [], "execution_count": null}]}});
+        let (status, body) = self.http(
+            "PUT",
+            &format!("{prefix}/api/contents/{name}"),
+            Some(&content.to_string()),
+        );
+        assert!(status == 200 || status == 201, "save gave {status}: {body}");
+    }
+
+    /// The session handshake for a notebook: its file id.
+    fn file_id(&self, prefix: &str, name: &str) -> String {
+        let (status, body) = self.http(
+            "PUT",
+            &format!("{prefix}/api/collaboration/session/{name}"),
+            Some(r#"{"format":"json","type":"notebook"}"#),
+        );
+        assert!(
+            status == 200 || status == 201,
+            "session gave {status}: {body}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["fileId"].as_str().unwrap().to_string()
+    }
+
+    /// Opens a notebook's room with this person's cookie (without waiting to be let in).
+    async fn connect(&self, prefix: &str, file_id: &str) -> YClient {
+        let url = format!(
+            "ws://127.0.0.1:{}{prefix}/api/collaboration/room/json:notebook:{file_id}",
+            self.server.port
+        );
+        YClient::connect_with_cookie(&url, &self.cookie).await
+    }
+
+    /// Opens a notebook's room and waits until synced.
+    async fn join(&self, prefix: &str, file_id: &str) -> YClient {
+        let mut client = self.connect(prefix, file_id).await;
+        client.sync().await;
+        client
+    }
+
+    fn grant(&self, file_id: &str, user: &str, caps: Value) -> (u16, String) {
+        self.http(
+            "PUT",
+            &format!("/api/sharing/{file_id}/people/user/{user}"),
+            Some(&caps.to_string()),
+        )
+    }
+}
+
+/// Runs `cell-0` and returns what it printed.
+async fn run_and_read(client: &mut YClient) -> String {
+    let answer = client.execute("cell-0").await;
+    assert_eq!(answer["status"], "queued", "{answer}");
+    assert_eq!(
+        client.wait_run("cell-0", Duration::from_secs(60)).await,
+        "ok"
+    );
+    client.cell("cell-0").outputs[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
+    if !is_root() {
+        eprintln!("SKIPPED: multi-user mode needs root to create accounts (CI runs as root)");
+        return;
+    }
+    let tag = std::process::id() % 100000;
+    let service = PamService::create(&format!("quire-mu-{tag}"));
+    let ada = TestAccount::create(&format!("qma{tag}"), Some("ada pw"));
+    let bob = TestAccount::create(&format!("qmb{tag}"), Some("bob pw"));
+    let carol = TestAccount::create(&format!("qmc{tag}"), None);
+    let project = TestAccount::create(&format!("qmp{tag}"), None);
+    let specs = shared_kernelspec();
+    let config = format!(
+        "multi_user = true\npam_service = \"{}\"\ndefault_kernel = \"as-account\"\nkernel_dirs = [\"{}\"]\n",
+        service.name,
+        specs.path().display()
+    );
+    let server = TestServer::start_with_config(&[], &config);
+    let as_ada = Person::log_in(&server, &ada, "ada pw");
+    let as_bob = Person::log_in(&server, &bob, "bob pw");
+    let uid_code = "import os\nprint(os.getuid())";
+
+    // Ada's files are her home directory's, written with her rights.
+    as_ada.write_notebook("", "mine.ipynb", uid_code);
+    let on_disk = std::fs::metadata(ada.home().join("mine.ipynb")).unwrap();
+    assert_eq!(on_disk.uid().to_string(), ada.id("-u"), "the file is Ada's");
+    let (status, listing) = as_ada.http("GET", "/api/contents", None);
+    assert_eq!(status, 200, "{listing}");
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    let names: Vec<&str> = listing["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(names.contains(&"mine.ipynb"), "{names:?}");
+    // A file in her home that only root may read stays closed to her, as it would in a shell.
+    let secret = ada.home().join("root-only.txt");
+    std::fs::write(&secret, "not for Ada").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, body) = as_ada.http("GET", "/api/contents/root-only.txt", None);
+    assert_eq!(status, 403, "{body}");
+    // Bob's files are his home's: Ada's notebook is not there, and no path leads out of it.
+    let (status, _) = as_bob.http("GET", "/api/contents/mine.ipynb", None);
+    assert_eq!(status, 404);
+    for escape in [
+        format!("/api/contents/..%2F{}%2Fmine.ipynb", ada.name),
+        format!("/api/contents/%2Fhome%2F{}%2Fmine.ipynb", ada.name),
+    ] {
+        let (status, body) = as_bob.http("GET", &escape, None);
+        assert!(status == 400 || status == 404, "{escape}: {status} {body}");
+        assert!(
+            !body.contains("os.getuid"),
+            "{escape} leaked Ada's notebook"
+        );
+    }
+
+    // Ada's kernel runs as Ada.
+    let file = as_ada.file_id("", "mine.ipynb");
+    let mut ada_client = as_ada.join("", &file).await;
+    assert_eq!(run_and_read(&mut ada_client).await, ada.id("-u"));
+
+    // Bob may not open it until Ada invites him.
+    let mut refused = as_bob.connect("", &file).await;
+    assert_eq!(refused.expect_close(Duration::from_secs(5)).await.0, 4403);
+    let (status, body) = as_ada.grant(&file, &bob.name, json!({"role": "editor"}));
+    assert_eq!(status, 201, "{body}");
+    let (status, people) = as_ada.http("GET", &format!("/api/sharing/{file}/people"), None);
+    assert_eq!(status, 200, "{people}");
+    let people: Value = serde_json::from_str(&people).unwrap();
+    assert_eq!(people[0]["name"], bob.name.as_str());
+    assert_eq!(
+        people[0]["capabilities"],
+        json!(["view", "watch", "edit", "save"])
+    );
+    let mut bob_client = as_bob.join("", &file).await;
+    assert_eq!(
+        bob_client.cell("cell-0").source,
+        uid_code,
+        "Bob sees Ada's notebook"
+    );
+    // An editor runs nothing, and may not share it further.
+    let answer = bob_client.execute("cell-0").await;
+    assert_eq!(answer["status"], "refused", "{answer}");
+    let (status, _) = as_bob.grant(&file, &carol.name, json!({"role": "viewer"}));
+    assert_eq!(status, 403);
+    // With `manage`, Bob shares, but never more than he holds.
+    let (status, body) = as_ada.grant(
+        &file,
+        &bob.name,
+        json!({"capabilities": ["view", "watch", "edit", "manage"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let told = bob_client
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
+        .await
+        .expect("Bob's connection is told its new rights");
+    assert!(told["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("manage")));
+    let (status, body) = as_bob.grant(&file, &carol.name, json!({"role": "runner"}));
+    assert_eq!(status, 403, "{body}");
+    assert!(message(&body).contains("more than you hold"), "{body}");
+    let (status, body) = as_bob.grant(&file, &carol.name, json!({"role": "viewer"}));
+    assert_eq!(status, 201, "{body}");
+    // Revoking Bob closes his socket at once.
+    let (status, body) = as_ada.http(
+        "DELETE",
+        &format!("/api/sharing/{file}/people/user/{}", bob.name),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (code, _) = bob_client.expect_close(Duration::from_secs(1)).await;
+    assert_eq!(code, 4403);
+    let (status, _) = as_bob.http("GET", &format!("/view/{file}"), None);
+    assert_eq!(status, 404, "Bob can no longer see the notebook");
+
+    // A project: its own account, with members working on its notebooks.
+    let admin = |method: &str, path: &str, body: Option<&str>| {
+        server.http_with(
+            method,
+            path,
+            body,
+            &[("Authorization", &format!("token {TOKEN}"))],
+        )
+    };
+    let prefix = format!("/projects/{}", project.name);
+    let (status, body) = admin(
+        "POST",
+        "/api/projects",
+        Some(&json!({"name": project.name}).to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = as_ada.http("GET", &format!("{prefix}/api/contents"), None);
+    assert_eq!(status, 404, "not a member yet");
+    let (status, body) = as_ada.http(
+        "PUT",
+        &format!("/api/projects/{}/members/{}", project.name, bob.name),
+        None,
+    );
+    assert_eq!(
+        status, 403,
+        "only the administrator manages members: {body}"
+    );
+    let (status, body) = admin(
+        "PUT",
+        &format!("/api/projects/{}/members/{}", project.name, ada.name),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    as_ada.write_notebook(&prefix, "shared.ipynb", uid_code);
+    let on_disk = std::fs::metadata(project.home().join("shared.ipynb")).unwrap();
+    assert_eq!(
+        on_disk.uid().to_string(),
+        project.id("-u"),
+        "the project's files are the project's"
+    );
+    let project_file = as_ada.file_id(&prefix, "shared.ipynb");
+    let mut in_project = as_ada.join(&prefix, &project_file).await;
+    assert_eq!(
+        run_and_read(&mut in_project).await,
+        project.id("-u"),
+        "the project's kernel runs as the project, not as Ada"
+    );
+    // Removing Ada from the project ends her access at once.
+    let (status, body) = admin(
+        "DELETE",
+        &format!("/api/projects/{}/members/{}", project.name, ada.name),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (code, _) = in_project.expect_close(Duration::from_secs(1)).await;
+    assert_eq!(code, 4403);
+    let (status, _) = as_ada.http("GET", &format!("{prefix}/api/contents"), None);
+    assert_eq!(status, 404);
+    let mut again = as_ada.connect("", &project_file).await;
+    assert_eq!(again.expect_close(Duration::from_secs(5)).await.0, 4403);
+    // Her own notebook is still hers.
+    ada_client.pump_for(Duration::from_millis(300)).await;
+    assert_eq!(ada_client.closed, None);
+}
