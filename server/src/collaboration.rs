@@ -578,8 +578,14 @@ async fn serve_socket(
             Ok(_) => continue,
         };
         match decode_frame(&bytes, limit) {
-            Ok(Frame::Raw { text, .. }) if is_execute(&text) => {
+            Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("execute") => {
                 let input = execute_request(&state, &principal, &name, conn, &text).await;
+                if handle.send(input).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("shutdown") => {
+                let input = shutdown_request(&state, &principal, &name, conn, &text).await;
                 if handle.send(input).await.is_err() {
                     break;
                 }
@@ -617,11 +623,49 @@ async fn serve_socket(
     tracing::debug!("left");
 }
 
-/// Whether a RAW message is our client's execute request.
-fn is_execute(text: &str) -> bool {
-    text.starts_with('{')
-        && serde_json::from_str::<Value>(text)
-            .is_ok_and(|m| m.get("type").and_then(Value::as_str) == Some("execute"))
+/// The `type` of a RAW message that is one of our client's JSON requests.
+fn request_type(text: &str) -> Option<&'static str> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    let message: Value = serde_json::from_str(text).ok()?;
+    match message.get("type").and_then(Value::as_str)? {
+        "execute" => Some("execute"),
+        "shutdown" => Some("shutdown"),
+        _ => None,
+    }
+}
+
+/// `{"type":"shutdown","request_id":…}`: stops the notebook's kernel (with `execute`; the server
+/// owns kernels, so the room cannot do this itself).
+async fn shutdown_request(
+    state: &AppState,
+    principal: &Principal,
+    room: &str,
+    conn: ConnectionId,
+    text: &str,
+) -> RoomInput {
+    let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let request_id = message.get("request_id").cloned();
+    let answer = |status: &str, reason: Option<&str>| RoomInput::Reply {
+        conn,
+        message: json!({"type": "shutdown", "responseTo": request_id, "status": status, "reason": reason}),
+    };
+    let file = match parse_document_id(room) {
+        Ok(Some((DocumentKind::Notebook, file, _))) => file,
+        _ => return answer("refused", Some("only notebooks have kernels")),
+    };
+    if !principal
+        .current_caps_for(state, file)
+        .contains(Capabilities::EXECUTE)
+    {
+        return answer("refused", Some("you may not run code in this notebook"));
+    }
+    if state.kernels.shutdown_for_file(file).await {
+        answer("ok", None)
+    } else {
+        answer("refused", Some("no kernel is running for this notebook"))
+    }
 }
 
 /// Turns `{"type":"execute","cell_id":…,"request_id":…}` into a run on the notebook's kernel

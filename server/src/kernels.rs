@@ -169,6 +169,14 @@ impl Kernels {
         Ok(kernel)
     }
 
+    /// Shuts the notebook's kernel down (ending its sessions); whether it had one.
+    pub async fn shutdown_for_file(&self, file: FileId) -> bool {
+        match self.for_file(file) {
+            Some(kernel) => self.remove_kernel(kernel.id()).await,
+            None => false,
+        }
+    }
+
     /// Stops every kernel; for server shutdown.
     pub async fn shutdown_all(&self) {
         let kernels: Vec<Arc<KernelHandle>> = self.kernels.iter().map(|k| k.clone()).collect();

@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::{python, TestServer};
+use crate::{python, TestServer, YClient};
 
 /// Whether the tests run as root (they then create accounts; otherwise they say they skip).
 pub fn is_root() -> bool {
@@ -205,4 +205,91 @@ pub fn message(response: &str) -> String {
         .ok()
         .and_then(|v| v["message"].as_str().map(String::from))
         .unwrap_or_default()
+}
+
+/// Someone logged in: their cookie, and requests made with it.
+pub struct Person<'a> {
+    pub server: &'a TestServer,
+    pub cookie: String,
+}
+
+impl<'a> Person<'a> {
+    pub fn log_in(server: &'a TestServer, account: &TestAccount, password: &str) -> Person<'a> {
+        let (status, response, cookie) = login(server, &account.name, password);
+        assert_eq!(status, 200, "{} logs in: {response}", account.name);
+        Person {
+            server,
+            cookie: cookie.expect("a login cookie"),
+        }
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let origin = format!("http://127.0.0.1:{}", self.server.port);
+        self.server.http_with(
+            method,
+            path,
+            body,
+            &[("Cookie", &self.cookie), ("Origin", &origin)],
+        )
+    }
+
+    /// Writes a notebook with these code cells (`cell-0`, `cell-1`, …) through the contents API
+    /// (`prefix`: "" for their home, "/projects/{name}" for a project's).
+    pub fn write_notebook(&self, prefix: &str, name: &str, sources: &[&str]) {
+        let cells: Vec<Value> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                json!({"cell_type": "code", "id": format!("cell-{i}"), "metadata": {},
+                       "source": source, "outputs": [], "execution_count": null})
+            })
+            .collect();
+        let content = json!({"type": "notebook", "format": "json", "content": {
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}});
+        let (status, body) = self.http(
+            "PUT",
+            &format!("{prefix}/api/contents/{name}"),
+            Some(&content.to_string()),
+        );
+        assert!(status == 200 || status == 201, "save gave {status}: {body}");
+    }
+
+    /// The session handshake for a notebook: its file id.
+    pub fn file_id(&self, prefix: &str, name: &str) -> String {
+        let (status, body) = self.http(
+            "PUT",
+            &format!("{prefix}/api/collaboration/session/{name}"),
+            Some(r#"{"format":"json","type":"notebook"}"#),
+        );
+        assert!(
+            status == 200 || status == 201,
+            "session gave {status}: {body}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["fileId"].as_str().unwrap().to_string()
+    }
+
+    /// Opens a notebook's room with this person's cookie (without waiting to be let in).
+    pub async fn connect(&self, prefix: &str, file_id: &str) -> YClient {
+        let url = format!(
+            "ws://127.0.0.1:{}{prefix}/api/collaboration/room/json:notebook:{file_id}",
+            self.server.port
+        );
+        YClient::connect_with_cookie(&url, &self.cookie).await
+    }
+
+    /// Opens a notebook's room and waits until synced.
+    pub async fn join(&self, prefix: &str, file_id: &str) -> YClient {
+        let mut client = self.connect(prefix, file_id).await;
+        client.sync().await;
+        client
+    }
+
+    pub fn grant(&self, file_id: &str, user: &str, caps: Value) -> (u16, String) {
+        self.http(
+            "PUT",
+            &format!("/api/sharing/{file_id}/people/user/{user}"),
+            Some(&caps.to_string()),
+        )
+    }
 }

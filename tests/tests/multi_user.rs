@@ -6,90 +6,9 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use quire_tests::accounts::{is_root, login, message, shared_kernelspec, PamService, TestAccount};
+use quire_tests::accounts::{is_root, message, shared_kernelspec, PamService, Person, TestAccount};
 use quire_tests::{TestServer, YClient, TOKEN};
 use serde_json::{json, Value};
-
-/// Someone logged in: their cookie, and requests made with it.
-struct Person<'a> {
-    server: &'a TestServer,
-    cookie: String,
-}
-
-impl<'a> Person<'a> {
-    fn log_in(server: &'a TestServer, account: &TestAccount, password: &str) -> Person<'a> {
-        let (status, response, cookie) = login(server, &account.name, password);
-        assert_eq!(status, 200, "{} logs in: {response}", account.name);
-        Person {
-            server,
-            cookie: cookie.expect("a login cookie"),
-        }
-    }
-
-    fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let origin = format!("http://127.0.0.1:{}", self.server.port);
-        self.server.http_with(
-            method,
-            path,
-            body,
-            &[("Cookie", &self.cookie), ("Origin", &origin)],
-        )
-    }
-
-    /// Writes a notebook with one code cell (`cell-0`) through the contents API (`prefix`: ""
-    /// for their home, "/projects/{name}" for a project's).
-    fn write_notebook(&self, prefix: &str, name: &str, code: &str) {
-        let content = json!({"type": "notebook", "format": "json", "content": {
-            "nbformat": 4, "nbformat_minor": 5, "metadata": {},
-            "cells": [{"cell_type": "code", "id": "cell-0", "metadata": {}, "source": code,
-                       "outputs": [], "execution_count": null}]}});
-        let (status, body) = self.http(
-            "PUT",
-            &format!("{prefix}/api/contents/{name}"),
-            Some(&content.to_string()),
-        );
-        assert!(status == 200 || status == 201, "save gave {status}: {body}");
-    }
-
-    /// The session handshake for a notebook: its file id.
-    fn file_id(&self, prefix: &str, name: &str) -> String {
-        let (status, body) = self.http(
-            "PUT",
-            &format!("{prefix}/api/collaboration/session/{name}"),
-            Some(r#"{"format":"json","type":"notebook"}"#),
-        );
-        assert!(
-            status == 200 || status == 201,
-            "session gave {status}: {body}"
-        );
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["fileId"].as_str().unwrap().to_string()
-    }
-
-    /// Opens a notebook's room with this person's cookie (without waiting to be let in).
-    async fn connect(&self, prefix: &str, file_id: &str) -> YClient {
-        let url = format!(
-            "ws://127.0.0.1:{}{prefix}/api/collaboration/room/json:notebook:{file_id}",
-            self.server.port
-        );
-        YClient::connect_with_cookie(&url, &self.cookie).await
-    }
-
-    /// Opens a notebook's room and waits until synced.
-    async fn join(&self, prefix: &str, file_id: &str) -> YClient {
-        let mut client = self.connect(prefix, file_id).await;
-        client.sync().await;
-        client
-    }
-
-    fn grant(&self, file_id: &str, user: &str, caps: Value) -> (u16, String) {
-        self.http(
-            "PUT",
-            &format!("/api/sharing/{file_id}/people/user/{user}"),
-            Some(&caps.to_string()),
-        )
-    }
-}
 
 /// Runs `cell-0` and returns what it printed.
 async fn run_and_read(client: &mut YClient) -> String {
@@ -130,7 +49,7 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     let uid_code = "import os\nprint(os.getuid())";
 
     // Ada's files are her home directory's, written with her rights.
-    as_ada.write_notebook("", "mine.ipynb", uid_code);
+    as_ada.write_notebook("", "mine.ipynb", &[uid_code]);
     let on_disk = std::fs::metadata(ada.home().join("mine.ipynb")).unwrap();
     assert_eq!(on_disk.uid().to_string(), ada.id("-u"), "the file is Ada's");
     let (status, listing) = as_ada.http("GET", "/api/contents", None);
@@ -258,7 +177,7 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
         None,
     );
     assert_eq!(status, 204, "{body}");
-    as_ada.write_notebook(&prefix, "shared.ipynb", uid_code);
+    as_ada.write_notebook(&prefix, "shared.ipynb", &[uid_code]);
     let on_disk = std::fs::metadata(project.home().join("shared.ipynb")).unwrap();
     assert_eq!(
         on_disk.uid().to_string(),
