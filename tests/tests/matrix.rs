@@ -54,12 +54,15 @@ fn allowed(action: &str, caps: Capabilities) -> bool {
     }
 }
 
+/// A request as someone: (method, path, body) → (status, body).
+type Requests<'a> = &'a dyn Fn(&str, &str, Option<&str>) -> (u16, String);
+
 /// One notebook, its owner (who prepares what an action needs) and someone trying each action.
 struct Trial<'a> {
     server: &'a TestServer,
     file_id: &'a str,
-    /// The notebook owner's requests: (method, path, body) → (status, body).
-    owner_http: &'a dyn Fn(&str, &str, Option<&str>) -> (u16, String),
+    /// The notebook owner's requests.
+    owner_http: Requests<'a>,
     /// The owner's live view of the notebook, where others' edits and presence must show.
     owner: &'a mut YClient,
     /// A person's account a grant may name.
