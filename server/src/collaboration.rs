@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::files::LocalNotebook;
@@ -516,111 +517,115 @@ async fn serve_socket(
     };
     let conn = joined.conn;
     let span = tracing::info_span!("connection", %conn, room = %name);
-    let _guard = span.enter();
-    tracing::debug!("joined");
-    let (mut sink, mut stream) = socket.split();
-    let mut outgoing = joined.outgoing;
-    let mut kicked = joined.kicked;
-    let writer = tokio::spawn(async move {
-        // The room drops the kick sender when it lets a connection go normally.
-        let mut kick_pending = true;
-        loop {
-            let next = tokio::select! {
-                biased;
-                reason = &mut kicked, if kick_pending => match reason {
-                    Ok(reason) => Outgoing::Close(reason),
-                    Err(_) => {
-                        kick_pending = false;
-                        continue;
+    // (An entered span must not be held across awaits: other tasks would log inside it.)
+    async move {
+        tracing::debug!("joined");
+        let (mut sink, mut stream) = socket.split();
+        let mut outgoing = joined.outgoing;
+        let mut kicked = joined.kicked;
+        let writer = tokio::spawn(async move {
+            // The room drops the kick sender when it lets a connection go normally.
+            let mut kick_pending = true;
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    reason = &mut kicked, if kick_pending => match reason {
+                        Ok(reason) => Outgoing::Close(reason),
+                        Err(_) => {
+                            kick_pending = false;
+                            continue;
+                        }
+                    },
+                    out = outgoing.recv() => match out {
+                        Some(out) => out,
+                        None => break,
+                    },
+                };
+                match next {
+                    Outgoing::Frame(bytes) => {
+                        if sink.send(Message::Binary(bytes)).await.is_err() {
+                            break;
+                        }
                     }
-                },
-                out = outgoing.recv() => match out {
-                    Some(out) => out,
-                    None => break,
-                },
-            };
-            match next {
-                Outgoing::Frame(bytes) => {
-                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                    Outgoing::Close(reason) => {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code: reason.code,
+                                reason: truncate_reason(&reason.reason).into(),
+                            })))
+                            .await;
                         break;
                     }
                 }
-                Outgoing::Close(reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: reason.code,
-                            reason: truncate_reason(&reason.reason).into(),
-                        })))
-                        .await;
+            }
+            let _ = sink.close().await;
+        });
+        let limit = state.config.max_frame_bytes;
+        let mut client_gone = false;
+        while let Some(message) = stream.next().await {
+            let bytes = match message {
+                Ok(Message::Binary(bytes)) => bytes,
+                Ok(Message::Close(_)) | Err(_) => {
+                    client_gone = true;
+                    break;
+                }
+                Ok(Message::Text(_)) => {
+                    let reason = CloseReason::new(
+                        CLOSE_BAD_REQUEST,
+                        "text frames are not part of the protocol",
+                    );
+                    let _ = handle.send(RoomInput::Kick { conn, reason }).await;
+                    break;
+                }
+                Ok(_) => continue,
+            };
+            match decode_frame(&bytes, limit) {
+                Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("execute") => {
+                    let input = execute_request(&state, &principal, &name, conn, &text).await;
+                    if handle.send(input).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("shutdown") => {
+                    let input = shutdown_request(&state, &principal, &name, conn, &text).await;
+                    if handle.send(input).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(frame) => {
+                    if handle.send(RoomInput::Frame { conn, frame }).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!("closing connection: {e}");
+                    let reason = CloseReason::new(e.close_code(), e.to_string());
+                    let _ = handle.send(RoomInput::Kick { conn, reason }).await;
                     break;
                 }
             }
-        }
-        let _ = sink.close().await;
-    });
-    let limit = state.config.max_frame_bytes;
-    let mut client_gone = false;
-    while let Some(message) = stream.next().await {
-        let bytes = match message {
-            Ok(Message::Binary(bytes)) => bytes,
-            Ok(Message::Close(_)) | Err(_) => {
-                client_gone = true;
-                break;
-            }
-            Ok(Message::Text(_)) => {
-                let reason = CloseReason::new(
-                    CLOSE_BAD_REQUEST,
-                    "text frames are not part of the protocol",
-                );
-                let _ = handle.send(RoomInput::Kick { conn, reason }).await;
-                break;
-            }
-            Ok(_) => continue,
-        };
-        match decode_frame(&bytes, limit) {
-            Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("execute") => {
-                let input = execute_request(&state, &principal, &name, conn, &text).await;
-                if handle.send(input).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("shutdown") => {
-                let input = shutdown_request(&state, &principal, &name, conn, &text).await;
-                if handle.send(input).await.is_err() {
-                    break;
-                }
-            }
-            Ok(frame) => {
-                if handle.send(RoomInput::Frame { conn, frame }).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::info!("closing connection: {e}");
-                let reason = CloseReason::new(e.close_code(), e.to_string());
-                let _ = handle.send(RoomInput::Kick { conn, reason }).await;
+            if writer.is_finished() {
                 break;
             }
         }
-        if writer.is_finished() {
-            break;
+        if !client_gone {
+            // We are closing: read (and drop) until the client answers our close frame, so the
+            // connection ends cleanly and the client sees our close code.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
+        let _ = handle.send(RoomInput::Leave { conn }).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+        tracing::debug!("left");
     }
-    if !client_gone {
-        // We are closing: read (and drop) until the client answers our close frame, so the
-        // connection ends cleanly and the client sees our close code.
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    let _ = handle.send(RoomInput::Leave { conn }).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
-    tracing::debug!("left");
+    .instrument(span)
+    .await;
 }
 
 /// The `type` of a RAW message that is one of our client's JSON requests.

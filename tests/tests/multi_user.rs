@@ -132,6 +132,21 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     assert!(message(&body).contains("more than you hold"), "{body}");
     let (status, body) = as_bob.grant(&file, &carol.name, json!({"role": "viewer"}));
     assert_eq!(status, 201, "{body}");
+    // Lowered to viewer, Bob's next edit is refused and reaches no one.
+    bob_client.raw.clear();
+    let (status, body) = as_ada.grant(&file, &bob.name, json!({"role": "viewer"}));
+    assert_eq!(status, 200, "{body}");
+    bob_client
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
+        .await
+        .expect("Bob's connection is told its new rights");
+    bob_client.append_to_cell(0, " # Bob was here").await;
+    assert!(bob_client
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .is_some());
+    ada_client.pump_for(Duration::from_millis(300)).await;
+    assert_eq!(ada_client.cell("cell-0").source, uid_code);
     // Revoking Bob closes his socket at once.
     let (status, body) = as_ada.http(
         "DELETE",
