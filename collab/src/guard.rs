@@ -10,9 +10,10 @@
 //! | touched | needs |
 //! |---|---|
 //! | the cell list, a cell's source/metadata/type/attachments, the notebook's metadata | `edit` |
+//! | a file document's content (its `source` root) | `edit` |
 //! | a cell's `outputs`, `execution_count`, `execution_state` | `execute` (what JupyterLab's own executor writes) |
-//! | `state.path`, `hash`, `dirty`, `kernel`, `executions`, `locks` | the server only |
-//! | any other `state` key (JupyterLab writes `document_id`) | `edit` |
+//! | `state.path`, `hash`, `kernel`, `executions`, `locks` | the server only |
+//! | any other `state` key (JupyterLab writes `dirty` after each change, and `document_id`) | `edit` |
 //! | any other root, or anything the guard cannot place | refused |
 //!
 //! The index grows with every change the room applies ([`UpdateGuard::observe`]), so checking
@@ -55,6 +56,8 @@ pub enum Field {
     /// A cell's top-level field (`source`, `outputs`, …).
     Cell(String),
     NotebookMeta,
+    /// A text or binary file's content (the `source` root of a file document).
+    FileContent,
     State(String),
     Other(String),
 }
@@ -63,7 +66,7 @@ impl Field {
     /// The capability a change to this field needs; `None`: only the server may change it.
     pub fn needs(&self) -> Option<Capabilities> {
         match self {
-            Field::CellList | Field::NotebookMeta => Some(Capabilities::EDIT),
+            Field::CellList | Field::NotebookMeta | Field::FileContent => Some(Capabilities::EDIT),
             Field::Cell(key) => match key.as_str() {
                 "outputs" | "execution_count" | "execution_state" => {
                     Some(Capabilities::EDIT.union(Capabilities::EXECUTE))
@@ -71,7 +74,7 @@ impl Field {
                 _ => Some(Capabilities::EDIT),
             },
             Field::State(key) => match key.as_str() {
-                "path" | "hash" | "dirty" | "kernel" | "executions" | "locks" => None,
+                "path" | "hash" | "kernel" | "executions" | "locks" => None,
                 _ => Some(Capabilities::EDIT),
             },
             Field::Other(_) => None,
@@ -83,14 +86,27 @@ impl Field {
             Field::CellList => "the list of cells".into(),
             Field::Cell(key) => format!("a cell's {key}"),
             Field::NotebookMeta => "the notebook's metadata".into(),
+            Field::FileContent => "the file's content".into(),
             Field::State(key) => format!("state.{key}"),
             Field::Other(what) => what.clone(),
         }
     }
 }
 
+/// Why an update is refused, and what kind of wrong it is.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub struct Refusal(pub String, pub Wrong);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrong {
+    /// Not a Yjs update at all: the sender is broken or hostile.
+    Unreadable,
+    /// It builds on (or deletes) items this room never had: the sender's document has another
+    /// history (a stale client after the room's history was lost, for example).
+    ForeignHistory,
+    /// Well formed and placed, but beyond the sender's rights or the server's alone.
+    Forbidden,
+}
 
 /// A cell, by the id of the Yjs item that holds it.
 pub type CellItem = (u64, u32);
@@ -247,6 +263,7 @@ impl UpdateGuard {
                 }
             }
             "meta" => (Field::NotebookMeta, None),
+            "source" => (Field::FileContent, None),
             "state" => (
                 Field::State(top.sub.as_deref().unwrap_or("").to_string()),
                 None,
@@ -262,8 +279,8 @@ impl UpdateGuard {
 
     /// What an update would change: fields, and the existing cells concerned.
     pub fn analyze(&self, update: &[u8]) -> Result<Analysis, Refusal> {
-        let (structs, deleted) =
-            decode(update).map_err(|e| Refusal(format!("unreadable update: {e}")))?;
+        let (structs, deleted) = decode(update)
+            .map_err(|e| Refusal(format!("unreadable update: {e}"), Wrong::Unreadable))?;
         let resolved = self.resolve(&structs);
         let index = LocalIndex::new(&structs);
         let local = |id: Id| -> Option<Loc> { index.find(id).and_then(|i| resolved[i].clone()) };
@@ -297,10 +314,16 @@ impl UpdateGuard {
                 continue;
             }
             let loc = loc.as_ref().ok_or_else(|| {
-                Refusal("the update builds on items this room does not have".into())
+                Refusal(
+                    "the update builds on items this room does not have".into(),
+                    Wrong::ForeignHistory,
+                )
             })?;
             let field = self.field(loc, &local, &whole_cell).ok_or_else(|| {
-                Refusal("the update touches something the server cannot place".into())
+                Refusal(
+                    "the update touches something the server cannot place".into(),
+                    Wrong::Forbidden,
+                )
             })?;
             add(field);
         }
@@ -321,13 +344,17 @@ impl UpdateGuard {
                             None => {
                                 return Err(Refusal(
                                     "the update deletes items this room does not have".into(),
+                                    Wrong::ForeignHistory,
                                 ))
                             }
                         }
                     }
                 };
                 let (field, cell) = self.field(&loc, &local, &whole_cell).ok_or_else(|| {
-                    Refusal("the update deletes something the server cannot place".into())
+                    Refusal(
+                        "the update deletes something the server cannot place".into(),
+                        Wrong::Forbidden,
+                    )
                 })?;
                 // Deleting a cell itself: an item right in the cells array.
                 let is_cell = loc.parent == Parent::Root(Arc::from("cells"));
@@ -354,16 +381,16 @@ impl UpdateGuard {
             match field.needs() {
                 Some(needed) if caps.contains(needed) => {}
                 Some(_) => {
-                    return Err(Refusal(format!(
-                        "you may not change {} in this notebook",
-                        field.describe()
-                    )))
+                    return Err(Refusal(
+                        format!("you may not change {} in this notebook", field.describe()),
+                        Wrong::Forbidden,
+                    ))
                 }
                 None => {
-                    return Err(Refusal(format!(
-                        "only the server changes {}",
-                        field.describe()
-                    )))
+                    return Err(Refusal(
+                        format!("only the server changes {}", field.describe()),
+                        Wrong::Forbidden,
+                    ))
                 }
             }
         }
@@ -758,6 +785,14 @@ mod tests {
                 .insert(txn, "document_id", "json:notebook:x");
         });
         assert!(guard.check(&document_id, editor).is_ok());
+        // JupyterLab's client marks the notebook unsaved after each change it makes.
+        let dirty = peer_change(&room, |txn| {
+            txn.get_or_insert_map("state").insert(txn, "dirty", true);
+        });
+        assert!(guard.check(&dirty, editor).is_ok());
+        assert!(guard
+            .check(&dirty, Capabilities::role("viewer").unwrap())
+            .is_err());
         let elsewhere = peer_change(&room, |txn| {
             txn.get_or_insert_text("secret").push(txn, "x");
         });

@@ -148,7 +148,32 @@ pub async fn require_auth(
     if changes_state && !same_site(request.headers()) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
+    // Guessing the token: after a few wrong ones, an address must wait longer each time.
+    let presented =
+        header_token(request.headers()).is_some() || query_token(request.uri().query()).is_some();
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_default();
+    if presented {
+        if let Some(wait) = state.throttle.check_address(&address) {
+            let secs = wait.as_secs().max(1);
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many wrong tokens: try again in {secs} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+    }
     let verdict = check(&state, request.headers(), request.uri().query());
+    if presented && matches!(verdict, Authenticated::No) {
+        state.throttle.failed_address(&address);
+    }
     let principal = match verdict {
         Authenticated::Yes | Authenticated::ByQueryToken => Principal::Owner,
         Authenticated::No => match who_else(&state, &request) {

@@ -56,6 +56,8 @@ pub struct Rooms {
     /// The logged-in people connected to each notebook, with their number of sockets: whose
     /// rights to work out again when grants or memberships change.
     people: Arc<DashMap<(FileId, String), usize>>,
+    /// The sockets opened with each login (by the hash of its cookie), to close at logout.
+    logins: Arc<DashMap<String, Vec<(RoomHandle, ConnectionId)>>>,
 }
 
 /// Counts a served websocket while it lives.
@@ -94,7 +96,43 @@ impl Drop for PersonGuard {
     }
 }
 
+/// Remembers a socket under the login it was opened with, while it lives.
+struct LoginGuard(Rooms, String, ConnectionId);
+
+impl LoginGuard {
+    fn new(rooms: &Rooms, login: &str, handle: &RoomHandle, conn: ConnectionId) -> LoginGuard {
+        rooms
+            .logins
+            .entry(login.to_string())
+            .or_default()
+            .push((handle.clone(), conn));
+        LoginGuard(rooms.clone(), login.to_string(), conn)
+    }
+}
+
+impl Drop for LoginGuard {
+    fn drop(&mut self) {
+        self.0.logins.remove_if_mut(&self.1, |_, sockets| {
+            sockets.retain(|(_, conn)| *conn != self.2);
+            sockets.is_empty()
+        });
+    }
+}
+
 impl Rooms {
+    /// Closes every socket opened with a login (its cookie's hash); for logout.
+    pub async fn close_login(&self, login: &str) {
+        let sockets = self
+            .logins
+            .get(login)
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for (handle, conn) in sockets {
+            let reason = CloseReason::new(collab::CLOSE_REVOKED, "you logged out");
+            let _ = handle.send(RoomInput::Kick { conn, reason }).await;
+        }
+    }
+
     /// The logged-in people connected to notebooks, as (notebook, user name).
     pub fn people(&self) -> Vec<(FileId, String)> {
         self.people.iter().map(|e| e.key().clone()).collect()
@@ -513,6 +551,15 @@ async fn serve_socket(
         (Principal::User(user), Some(file)) => {
             Some(PersonGuard::new(&state.rooms, file, &user.username))
         }
+        _ => None,
+    };
+    let _login = match &principal {
+        Principal::User(user) => Some(LoginGuard::new(
+            &state.rooms,
+            &user.login,
+            &handle,
+            joined.conn,
+        )),
         _ => None,
     };
     let conn = joined.conn;

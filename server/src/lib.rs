@@ -298,11 +298,13 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
+    let expiry = tokio::spawn(sharing::expire_links(state.clone()));
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: stopping kernels, saving open notebooks");
+            expiry.abort();
             kernels.shutdown_all().await;
             rooms.shutdown_all().await;
         })

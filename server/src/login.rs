@@ -34,6 +34,8 @@ pub struct User {
     pub username: String,
     pub uid: u32,
     pub identity: Identity,
+    /// Which login this is (the hash of its cookie): logging out closes its sockets.
+    pub login: String,
 }
 
 /// Failed logins, by account and by address: after a few, each further attempt must wait
@@ -64,6 +66,21 @@ impl Throttle {
         let by_account = self.wait(&format!("user:{account}"), FREE_FAILURES_PER_ACCOUNT);
         let by_address = self.wait(&format!("addr:{address}"), FREE_FAILURES_PER_ADDRESS);
         by_account.max(by_address)
+    }
+
+    /// How long a request from `address` that presents a token must wait, if at all.
+    pub fn check_address(&self, address: &str) -> Option<Duration> {
+        self.wait(&format!("addr:{address}"), FREE_FAILURES_PER_ADDRESS)
+    }
+
+    /// A wrong token presented from `address`.
+    pub fn failed_address(&self, address: &str) {
+        let mut entry = self
+            .failures
+            .entry(format!("addr:{address}"))
+            .or_insert((0, Instant::now()));
+        entry.0 += 1;
+        entry.1 = Instant::now();
     }
 
     pub fn failed(&self, account: &str, address: &str) {
@@ -131,15 +148,14 @@ fn identity_of(account: &nix::unistd::User) -> Identity {
 /// The logged-in person behind a request, in multi-user mode.
 pub fn user_of(state: &AppState, headers: &HeaderMap) -> Option<User> {
     state.pam.as_ref()?;
-    let username = state
-        .store
-        .user_session(&cookie(headers, USER_COOKIE)?)
-        .ok()??;
+    let value = cookie(headers, USER_COOKIE)?;
+    let username = state.store.user_session(&value).ok()??;
     let account = nix::unistd::User::from_name(&username).ok()??;
     Some(User {
         username,
         uid: account.uid.as_raw(),
         identity: identity_of(&account),
+        login: collab::content_hash(value.as_bytes()),
     })
 }
 
@@ -371,6 +387,10 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
             .store
             .end_user_session(&value)
             .map_err(|e| ApiError::internal("cannot end the login", e))?;
+        state
+            .rooms
+            .close_login(&collab::content_hash(value.as_bytes()))
+            .await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().append(

@@ -250,6 +250,17 @@ impl Store {
         Ok(Ok((link, cookie)))
     }
 
+    /// The links (file, id) whose expiry falls in `(after, upto]`, in seconds.
+    pub fn links_expiring(&self, after: i64, upto: i64) -> rusqlite::Result<Vec<(String, String)>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT file_id, id FROM links
+             WHERE revoked_at IS NULL AND expires_at > ?1 AND expires_at <= ?2",
+        )?;
+        let rows = stmt.query_map(params![after, upto], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect()
+    }
+
     /// A link's capabilities now, if it is live (not revoked, not expired).
     pub fn link_caps(&self, id: &str) -> rusqlite::Result<Option<Capabilities>> {
         self.db()
@@ -472,6 +483,27 @@ pub async fn revoke_link(
     );
     announce(&state, file, &link_id, None).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Closes the sockets opened through links as the links expire (checked every second).
+pub async fn expire_links(state: AppState) {
+    let mut checked = now_secs();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = now_secs();
+        match state.store.links_expiring(checked, now) {
+            Ok(expired) => {
+                for (file, link) in expired {
+                    if let Some(file) = FileId::parse(&file) {
+                        announce(&state, file, &link, None).await;
+                    }
+                }
+                checked = now;
+            }
+            Err(e) => tracing::warn!("cannot look for expired links: {e}"),
+        }
+    }
 }
 
 #[derive(Deserialize)]

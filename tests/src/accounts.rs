@@ -256,10 +256,17 @@ impl<'a> Person<'a> {
 
     /// The session handshake for a notebook: its file id.
     pub fn file_id(&self, prefix: &str, name: &str) -> String {
+        self.document_id(prefix, name, "json:notebook")
+    }
+
+    /// The session handshake for any document (`kind` is `format:type`, e.g. `text:file`): its
+    /// file id.
+    pub fn document_id(&self, prefix: &str, name: &str, kind: &str) -> String {
+        let (format, kind) = kind.split_once(':').expect("format:type");
         let (status, body) = self.http(
             "PUT",
             &format!("{prefix}/api/collaboration/session/{name}"),
-            Some(r#"{"format":"json","type":"notebook"}"#),
+            Some(&json!({"format": format, "type": kind}).to_string()),
         );
         assert!(
             status == 200 || status == 201,
@@ -271,8 +278,13 @@ impl<'a> Person<'a> {
 
     /// Opens a notebook's room with this person's cookie (without waiting to be let in).
     pub async fn connect(&self, prefix: &str, file_id: &str) -> YClient {
+        self.connect_to(prefix, "json:notebook", file_id).await
+    }
+
+    /// Opens a document's room (`kind` as in [`document_id`](Self::document_id)).
+    pub async fn connect_to(&self, prefix: &str, kind: &str, file_id: &str) -> YClient {
         let url = format!(
-            "ws://127.0.0.1:{}{prefix}/api/collaboration/room/json:notebook:{file_id}",
+            "ws://127.0.0.1:{}{prefix}/api/collaboration/room/{kind}:{file_id}",
             self.server.port
         );
         YClient::connect_with_cookie(&url, &self.cookie).await

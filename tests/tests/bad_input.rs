@@ -346,3 +346,26 @@ fn logging_in_never_redirects_to_another_site() {
     assert!(location(&response).is_none());
     assert!(!response.to_ascii_lowercase().contains("set-cookie"));
 }
+
+#[test]
+fn guessing_the_token_is_slowed_down() {
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let (status, _) = server.http_with(
+            "GET",
+            "/api/contents",
+            None,
+            &[("Authorization", &format!("token guess-{i}"))],
+        );
+        statuses.push(status);
+        if status == 429 {
+            break;
+        }
+    }
+    assert_eq!(statuses[0], 403);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Even the right token waits now, from this address: guessing gains nothing.
+    let (status, _) = server.http("GET", "/api/contents", None);
+    assert_eq!(status, 429);
+}

@@ -88,6 +88,33 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     let mut ada_client = as_ada.join("", &file).await;
     assert_eq!(run_and_read(&mut ada_client).await, ada.id("-u"));
 
+    // Her text files too: edited live, saved as hers.
+    let (status, body) = as_ada.http(
+        "PUT",
+        "/api/contents/notes.py",
+        Some(r#"{"type":"file","format":"text","content":"print(1)\n"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let notes = as_ada.document_id("", "notes.py", "text:file");
+    let mut editor = as_ada.connect_to("", "text:file", &notes).await;
+    editor.sync().await;
+    editor
+        .edit(|txn| {
+            use yrs::{Text, WriteTxn};
+            txn.get_or_insert_text("source").push(txn, "print(2)\n");
+        })
+        .await;
+    assert_eq!(editor.save(1).await, "success", "{:?}", editor.raw);
+    let notes_path = ada.home().join("notes.py");
+    assert_eq!(
+        std::fs::read_to_string(&notes_path).unwrap(),
+        "print(1)\nprint(2)\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&notes_path).unwrap().uid().to_string(),
+        ada.id("-u")
+    );
+
     // Bob may not open it until Ada invites him.
     let mut refused = as_bob.connect("", &file).await;
     assert_eq!(refused.expect_close(Duration::from_secs(5)).await.0, 4403);
@@ -219,7 +246,13 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     assert_eq!(status, 404);
     let mut again = as_ada.connect("", &project_file).await;
     assert_eq!(again.expect_close(Duration::from_secs(5)).await.0, 4403);
-    // Her own notebook is still hers.
+    // Her own notebook is still hers, until she logs out: that closes her sockets.
     ada_client.pump_for(Duration::from_millis(300)).await;
     assert_eq!(ada_client.closed, None);
+    let (status, _) = as_ada.http("POST", "/api/logout", None);
+    assert_eq!(status, 204);
+    let (code, reason) = ada_client.expect_close(Duration::from_secs(1)).await;
+    assert_eq!((code, reason.as_str()), (4403, "you logged out"));
+    let (status, _) = as_ada.http("GET", "/api/contents", None);
+    assert_eq!(status, 403);
 }

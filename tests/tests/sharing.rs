@@ -317,7 +317,10 @@ async fn links_expire_run_out_and_refuse_bad_requests() {
     let (_, _, early) = redeem(&server, brief["token"].as_str().unwrap(), "Early");
     let early = early.unwrap();
     assert_eq!(guest_http(&server, &early, "GET", "/api/me"), 200);
-    std::thread::sleep(Duration::from_millis(2100));
+    // A socket opened through it closes when it expires.
+    let mut live = join_as(&server, &early).await;
+    let (code, reason) = live.expect_close(Duration::from_secs(4)).await;
+    assert_eq!(code, 4403, "{reason}");
     assert_eq!(
         redeem(&server, brief["token"].as_str().unwrap(), "Late").0,
         410

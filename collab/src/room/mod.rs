@@ -596,9 +596,14 @@ impl Room {
     }
 
     /// Runs the room until it unloads (no clients for `linger`) or is shut down.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        use tracing::Instrument;
+        // (Not `span.enter()`: a span entered across awaits leaks into other tasks' logs.)
         let span = tracing::info_span!("room", name = %self.name);
-        let _enter = span.enter();
+        self.serve().instrument(span).await
+    }
+
+    async fn serve(mut self) {
         tracing::debug!("room open");
         while !self.stopping {
             let deadline = self.next_deadline();
@@ -906,8 +911,17 @@ impl Room {
                 if !self.may(conn, Capabilities::EDIT) {
                     return self.refuse_update(conn, "you may watch this notebook, not edit it");
                 }
-                if let Err(refusal) = self.guard_check(conn, &update) {
-                    return self.refuse_update(conn, &refusal.0);
+                // An update starts with its number of clients, each taking at least 3 bytes:
+                // refuse a count the payload cannot hold before anything reads further.
+                if !counts_fit(&update, 3) {
+                    return self.refuse(conn, "malformed update: impossible client count".into());
+                }
+                if let Err(crate::guard::Refusal(reason, wrong)) = self.guard_check(conn, &update) {
+                    return match wrong {
+                        crate::guard::Wrong::Unreadable => self.refuse(conn, reason),
+                        crate::guard::Wrong::ForeignHistory => self.conflict(conn),
+                        crate::guard::Wrong::Forbidden => self.refuse_update(conn, &reason),
+                    };
                 }
                 if let Err(reason) = self.lock_check(conn, &update) {
                     return self.refuse_update(conn, &reason);
@@ -964,6 +978,13 @@ impl Room {
         }
     }
 
+    /// An update depends on history this room never had: the client's document comes from
+    /// somewhere else. JupyterLab offers to revert or save a copy.
+    fn conflict(&mut self, conn: ConnectionId) {
+        tracing::info!(%conn, "update cannot be integrated; sending conflict");
+        self.send_to(conn, protocol::encode_raw(r#"{"type":"conflict"}"#));
+    }
+
     /// A malformed message closes that one connection with the reason; the room carries on.
     fn refuse(&mut self, conn: ConnectionId, reason: String) {
         tracing::info!(%conn, "closing connection: {reason}");
@@ -974,11 +995,6 @@ impl Room {
         // The empty update (no structs, no deletions) is a client's "nothing new".
         if payload == [0, 0] {
             return;
-        }
-        // An update starts with its number of clients, each taking at least 3 bytes: refuse a
-        // count the payload cannot hold before the decoder reserves memory for it.
-        if !counts_fit(payload, 3) {
-            return self.refuse(conn, "malformed update: impossible client count".into());
         }
         let update = match Update::decode_v1(payload) {
             Ok(update) => update,
@@ -996,10 +1012,7 @@ impl Room {
             (delta, txn.has_missing_updates() && !had_missing)
         };
         if stuck {
-            // Part of the update depends on history this room never had: the client's document
-            // comes from somewhere else. JupyterLab offers to revert or save a copy.
-            tracing::info!(%conn, "update cannot be integrated; sending conflict");
-            self.send_to(conn, protocol::encode_raw(r#"{"type":"conflict"}"#));
+            self.conflict(conn);
         }
         if delta != [0, 0] {
             self.record_change(Bytes::from(delta), true);
