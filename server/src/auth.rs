@@ -206,21 +206,23 @@ pub async fn require_auth(
     }
 }
 
-/// A live-share guest (on the guest routes only) or a logged-in person.
+/// A logged-in person (with the link they opened, if any: opening a link never changes who
+/// someone is), or a live-share guest (on the guest routes only).
 fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> {
     let guest = crate::sharing::guest_cookie(request.headers())
         .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
-    if let Some(guest) = guest {
-        if !guest_route(request.method(), request.uri().path()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "a live-share guest may only open the notebook shared with them",
-            ));
-        }
-        return Ok(Principal::Guest(guest));
+    if let Some(mut user) = crate::login::user_of(state, request.headers()) {
+        user.link = guest;
+        return Ok(Principal::User(user));
     }
-    match crate::login::user_of(state, request.headers()) {
-        Some(user) => Ok(Principal::User(user)),
+    match guest {
+        Some(guest) if guest_route(request.method(), request.uri().path()) => {
+            Ok(Principal::Guest(guest))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a live-share guest may only open the notebook shared with them",
+        )),
         None => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "authentication required: pass the token, or log in",

@@ -533,7 +533,18 @@ async fn serve_socket(
                 return close_socket(socket, reason).await;
             }
         };
-        let member = principal.member(&state, admitted.caps);
+        let member = match admitted.file {
+            Some(file) => principal.member(&state, file, admitted.caps),
+            // A presence room: the administrator, or a person in their space.
+            None => match &principal {
+                Principal::Owner => collab::Member::owner(state.identity.clone()),
+                _ => collab::Member {
+                    identity: principal.identity(&state),
+                    caps: admitted.caps,
+                    source: collab::GrantSource::Person(principal.username(&state)),
+                },
+            },
+        };
         if let Ok(j) = admitted.handle.join(member).await {
             joined = Some((admitted.handle, admitted.name, admitted.file, j));
             break;
@@ -754,7 +765,7 @@ async fn execute_request(
         Ok(kernel) => RoomInput::Execute {
             cell_id: cell_id.to_string(),
             requester: collab::execution::Requester {
-                identity: principal.member(state, Capabilities::NONE).identity,
+                identity: principal.identity(state),
                 conn: Some(conn),
             },
             kernel,

@@ -505,9 +505,7 @@ pub async fn execute(
     room.send(RoomInput::Execute {
         cell_id,
         requester: Requester {
-            identity: principal
-                .member(&state, collab::Capabilities::NONE)
-                .identity,
+            identity: principal.identity(&state),
             conn: None,
         },
         kernel,

@@ -36,6 +36,9 @@ pub struct User {
     pub identity: Identity,
     /// Which login this is (the hash of its cookie): logging out closes its sockets.
     pub login: String,
+    /// A live-share link they opened while logged in: it adds to what they may do with its
+    /// notebook, under their own name.
+    pub link: Option<crate::sharing::Guest>,
 }
 
 /// Failed logins, by account and by address: after a few, each further attempt must wait
@@ -156,6 +159,7 @@ pub fn user_of(state: &AppState, headers: &HeaderMap) -> Option<User> {
         uid: account.uid.as_raw(),
         identity: identity_of(&account),
         login: collab::content_hash(value.as_bytes()),
+        link: None,
     })
 }
 

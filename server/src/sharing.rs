@@ -50,43 +50,70 @@ impl Principal {
     pub fn current_caps_for(&self, state: &AppState, file: FileId) -> Capabilities {
         match self {
             Principal::Owner => Capabilities::ALL,
-            Principal::Guest(g) if g.file == file => state
-                .store
-                .link_caps(&g.link_id)
-                .ok()
-                .flatten()
-                .map(Capabilities::effective)
-                .unwrap_or(Capabilities::NONE),
-            Principal::Guest(_) => Capabilities::NONE,
-            Principal::User(u) => crate::people::person_caps(state, &u.username, file),
+            Principal::Guest(g) => link_caps_for(state, g, file),
+            Principal::User(u) => {
+                let own = crate::people::person_caps(state, &u.username, file);
+                match &u.link {
+                    Some(link) if !own.contains(Capabilities::WATCH) => {
+                        own.union(link_caps_for(state, link, file))
+                    }
+                    _ => own,
+                }
+            }
         }
     }
 
     /// Who this is, as the audit log names them.
     pub fn username(&self, state: &AppState) -> String {
+        self.identity(state).username
+    }
+
+    /// Who this is, as others see them.
+    pub fn identity(&self, state: &AppState) -> Identity {
         match self {
-            Principal::Owner => state.identity.username.clone(),
-            Principal::Guest(g) => g.identity.username.clone(),
-            Principal::User(u) => u.username.clone(),
+            Principal::Owner => state.identity.clone(),
+            Principal::Guest(g) => g.identity.clone(),
+            Principal::User(u) => u.identity.clone(),
         }
     }
 
-    /// This principal as a room member holding `caps`.
-    pub fn member(&self, state: &AppState, caps: Capabilities) -> collab::Member {
-        match self {
-            Principal::Owner => collab::Member::owner(state.identity.clone()),
-            Principal::Guest(g) => collab::Member {
-                identity: g.identity.clone(),
-                caps,
-                source: GrantSource::Link(g.link_id.clone()),
+    /// This principal as a member of a notebook's room, holding `caps`. A person who may watch
+    /// only through a link they opened is there by that link (revoking it removes them).
+    pub fn member(&self, state: &AppState, file: FileId, caps: Capabilities) -> collab::Member {
+        let source = match self {
+            Principal::Owner => return collab::Member::owner(state.identity.clone()),
+            Principal::Guest(g) => GrantSource::Link(g.link_id.clone()),
+            Principal::User(u) => match &u.link {
+                Some(link)
+                    if link.file == file
+                        && !crate::people::person_caps(state, &u.username, file)
+                            .contains(Capabilities::WATCH) =>
+                {
+                    GrantSource::Link(link.link_id.clone())
+                }
+                _ => GrantSource::Person(u.username.clone()),
             },
-            Principal::User(u) => collab::Member {
-                identity: u.identity.clone(),
-                caps,
-                source: GrantSource::Person(u.username.clone()),
-            },
+        };
+        collab::Member {
+            identity: self.identity(state),
+            caps,
+            source,
         }
     }
+}
+
+/// What a link (opened by a guest or a person) gives on a notebook now.
+fn link_caps_for(state: &AppState, link: &Guest, file: FileId) -> Capabilities {
+    if link.file != file {
+        return Capabilities::NONE;
+    }
+    state
+        .store
+        .link_caps(&link.link_id)
+        .ok()
+        .flatten()
+        .map(Capabilities::effective)
+        .unwrap_or(Capabilities::NONE)
 }
 
 fn random_secret() -> String {
@@ -563,7 +590,11 @@ pub async fn redeem(
         .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
         .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
     let path = state.space_of(&path)?.api_path(&path).unwrap_or(path);
-    let identity = guest_identity(&name, &hash(&cookie));
+    // Someone logged in who opens a link stays who they are.
+    let identity = match crate::login::user_of(&state, &headers) {
+        Some(user) => user.identity,
+        None => guest_identity(&name, &hash(&cookie)),
+    };
     state.store.audit(
         &identity.username,
         "link_used",

@@ -186,6 +186,60 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     let (status, _) = as_bob.http("GET", &format!("/view/{file}"), None);
     assert_eq!(status, 404, "Bob can no longer see the notebook");
 
+    // Opening a live-share link while logged in: Bob stays Bob, with the link's rights, until
+    // the link is revoked.
+    let (status, link) = as_ada.http(
+        "POST",
+        &format!("/api/sharing/{file}/links"),
+        Some(r#"{"role":"viewer"}"#),
+    );
+    assert_eq!(status, 201, "{link}");
+    let link: Value = serde_json::from_str(&link).unwrap();
+    let body = json!({"name": "Mallory"}).to_string();
+    let origin = format!("http://127.0.0.1:{}", server.port);
+    let (status, opened) = server.http_with(
+        "POST",
+        &format!("/api/share/{}", link["token"].as_str().unwrap()),
+        Some(&body),
+        &[("Cookie", &as_bob.cookie), ("Origin", &origin)],
+    );
+    assert_eq!(status, 200, "{opened}");
+    let opened: Value = serde_json::from_str(&opened).unwrap();
+    assert_eq!(opened["identity"]["username"], bob.name.as_str());
+    // (A browser now sends both cookies.)
+    let with_link = format!(
+        "{}; {}",
+        as_bob.cookie,
+        server
+            .redeem_link(link["token"].as_str().unwrap(), "again")
+            .2
+            .unwrap()
+    );
+    let as_bob_with_link = Person {
+        server: &server,
+        cookie: with_link,
+    };
+    let (status, me) = as_bob_with_link.http("GET", "/api/me", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&me).unwrap()["identity"]["username"],
+        bob.name.as_str()
+    );
+    let mut watching = as_bob_with_link.join("", &file).await;
+    watching.append_to_cell(0, " # Bob via the link").await;
+    assert!(watching
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await
+        .is_some());
+    let (status, _) = as_ada.http(
+        "DELETE",
+        &format!("/api/sharing/{file}/links/{}", link["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (code, _) = watching.expect_close(Duration::from_secs(1)).await;
+    assert_eq!(code, 4403);
+
     // A project: its own account, with members working on its notebooks.
     let admin = |method: &str, path: &str, body: Option<&str>| {
         server.http_with(
