@@ -120,6 +120,11 @@ impl Drop for LoginGuard {
 }
 
 impl Rooms {
+    /// The logins (their cookies' hashes) that have sockets open.
+    pub fn logins(&self) -> Vec<String> {
+        self.logins.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Closes every socket opened with a login (its cookie's hash); for logout.
     pub async fn close_login(&self, login: &str) {
         let sockets = self

@@ -299,12 +299,14 @@ pub async fn serve(
         }
     });
     let expiry = tokio::spawn(sharing::expire_links(state.clone()));
+    let stale_logins = tokio::spawn(login::end_stale_logins(state.clone()));
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: stopping kernels, saving open notebooks");
             expiry.abort();
+            stale_logins.abort();
             kernels.shutdown_all().await;
             rooms.shutdown_all().await;
         })

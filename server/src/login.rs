@@ -100,32 +100,40 @@ impl Throttle {
 }
 
 impl Store {
-    pub fn add_user_session(&self, cookie: &str, username: &str) -> rusqlite::Result<()> {
+    /// Remembers a login: its cookie (hashed), whose it is, and the mark of their password
+    /// entry as it was (a changed password ends the login).
+    pub fn add_user_session(
+        &self,
+        cookie: &str,
+        username: &str,
+        mark: &str,
+    ) -> rusqlite::Result<()> {
         let db = self.db();
         db.execute(
             "DELETE FROM user_sessions WHERE created_at < ?1",
             [now_secs() - SESSION_LIFETIME_SECS],
         )?;
         db.execute(
-            "INSERT INTO user_sessions (cookie_hash, username, created_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO user_sessions (cookie_hash, username, created_at, password_mark)
+             VALUES (?1, ?2, ?3, ?4)",
             params![
                 collab::content_hash(cookie.as_bytes()),
                 username,
-                now_secs()
+                now_secs(),
+                mark
             ],
         )?;
         Ok(())
     }
 
-    pub fn user_session(&self, cookie: &str) -> rusqlite::Result<Option<String>> {
+    /// The account and password mark of a live login, by the hash of its cookie.
+    pub fn user_session(&self, cookie_hash: &str) -> rusqlite::Result<Option<(String, String)>> {
         self.db()
             .query_row(
-                "SELECT username FROM user_sessions WHERE cookie_hash = ?1 AND created_at >= ?2",
-                params![
-                    collab::content_hash(cookie.as_bytes()),
-                    now_secs() - SESSION_LIFETIME_SECS
-                ],
-                |row| row.get(0),
+                "SELECT username, password_mark FROM user_sessions
+                 WHERE cookie_hash = ?1 AND created_at >= ?2",
+                params![cookie_hash, now_secs() - SESSION_LIFETIME_SECS],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
     }
@@ -152,15 +160,37 @@ fn identity_of(account: &nix::unistd::User) -> Identity {
 pub fn user_of(state: &AppState, headers: &HeaderMap) -> Option<User> {
     state.pam.as_ref()?;
     let value = cookie(headers, USER_COOKIE)?;
-    let username = state.store.user_session(&value).ok()??;
+    let login = collab::content_hash(value.as_bytes());
+    let username = live_login(state, &login)?;
     let account = nix::unistd::User::from_name(&username).ok()??;
     Some(User {
         username,
         uid: account.uid.as_raw(),
         identity: identity_of(&account),
-        login: collab::content_hash(value.as_bytes()),
+        login,
         link: None,
     })
+}
+
+/// Whose a login is, while it lasts: not expired, not ended, and made with the account's
+/// password as it is now.
+fn live_login(state: &AppState, login: &str) -> Option<String> {
+    let (username, mark) = state.store.user_session(login).ok()??;
+    (crate::pam::password_mark(&username).as_deref() == Some(mark.as_str())).then_some(username)
+}
+
+/// Closes the sockets of logins that ended since they were opened (their password changed,
+/// their account was locked or removed, they expired); checked every second.
+pub async fn end_stale_logins(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for login in state.rooms.logins() {
+            if live_login(&state, &login).is_none() {
+                state.rooms.close_login(&login).await;
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -201,9 +231,10 @@ async fn password_login(
             let mut secret = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut secret);
             let value = hex::encode(secret);
+            let mark = crate::pam::password_mark(&user.name).unwrap_or_default();
             state
                 .store
-                .add_user_session(&value, &user.name)
+                .add_user_session(&value, &user.name, &mark)
                 .map_err(|e| ApiError::internal("cannot store the login", e).into_response())?;
             state
                 .store

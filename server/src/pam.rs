@@ -246,3 +246,28 @@ impl Pam {
         }
     }
 }
+
+/// A fingerprint of an account's password entry (its hash in `/etc/shadow`): it changes when
+/// the password changes or the account is locked, and then the account's logins end. `None`
+/// when the account has no entry (or we may not read it).
+pub fn password_mark(username: &str) -> Option<String> {
+    let name = CString::new(username).ok()?;
+    // SAFETY: getspnam_r fills `entry` with pointers into `buffer`, both alive while read.
+    unsafe {
+        let mut entry: libc::spwd = std::mem::zeroed();
+        let mut found: *mut libc::spwd = std::ptr::null_mut();
+        let mut buffer = vec![0 as libc::c_char; 4096];
+        let rc = libc::getspnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || entry.sp_pwdp.is_null() {
+            return None;
+        }
+        let hash = std::ffi::CStr::from_ptr(entry.sp_pwdp).to_bytes();
+        Some(collab::content_hash(hash))
+    }
+}

@@ -82,7 +82,8 @@ CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
 CREATE TABLE IF NOT EXISTS user_sessions (
     cookie_hash TEXT PRIMARY KEY,
     username TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    password_mark TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS grants (
     file_id TEXT NOT NULL,
@@ -183,6 +184,12 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_column(
+            &conn,
+            "user_sessions",
+            "password_mark",
+            "TEXT NOT NULL DEFAULT ''",
+        )?;
         let session_id = uuid::Uuid::new_v4().to_string();
         conn.execute(
             "INSERT INTO server_sessions (session_id, started_at) VALUES (?1, ?2)",
@@ -484,6 +491,26 @@ fn parse_id(text: &str) -> FileId {
 
 /// Breadth-first search of the served tree for a file with this inode and birth time (hidden
 /// folders skipped).
+/// Adds a column a table made by an earlier release lacks.
+fn add_missing_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> rusqlite::Result<()> {
+    let present: bool = conn.query_row(
+        &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !present {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+        ))?;
+    }
+    Ok(())
+}
+
 /// Looks for a file by its disk identity under `scope`; its path relative to `root`.
 fn find_inode(root: &Path, scope: &Path, inode: i64, birth: i64) -> Option<String> {
     let mut queue: std::collections::VecDeque<PathBuf> = [scope.to_path_buf()].into();

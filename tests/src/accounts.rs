@@ -55,14 +55,19 @@ impl TestAccount {
             name: name.to_string(),
         };
         if let Some(password) = password {
-            let mut chpasswd = Command::new("chpasswd")
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            writeln!(chpasswd.stdin.as_mut().unwrap(), "{name}:{password}").unwrap();
-            assert!(chpasswd.wait().unwrap().success());
+            account.set_password(password);
         }
         account
+    }
+
+    /// Sets the password (`chpasswd`).
+    pub fn set_password(&self, password: &str) {
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(chpasswd.stdin.as_mut().unwrap(), "{}:{password}", self.name).unwrap();
+        assert!(chpasswd.wait().unwrap().success());
     }
 
     /// `id -u`, `id -g`, … of the account.

@@ -300,6 +300,15 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     assert_eq!(status, 404);
     let mut again = as_ada.connect("", &project_file).await;
     assert_eq!(again.expect_close(Duration::from_secs(5)).await.0, 4403);
+    // A changed password ends Bob's logins: his sockets close, his cookie no longer works.
+    as_bob.write_notebook("", "his.ipynb", &["1"]);
+    let his = as_bob.file_id("", "his.ipynb");
+    let mut bob_again = as_bob.join("", &his).await;
+    bob.set_password("new bob pw");
+    let (code, reason) = bob_again.expect_close(Duration::from_secs(3)).await;
+    assert_eq!(code, 4403, "{reason}");
+    let (status, _) = as_bob.http("GET", "/api/me", None);
+    assert_eq!(status, 403);
     // Her own notebook is still hers, until she logs out: that closes her sockets.
     ada_client.pump_for(Duration::from_millis(300)).await;
     assert_eq!(ada_client.closed, None);
