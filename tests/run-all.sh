@@ -13,6 +13,11 @@ fi
 # lockfile is newer than what is installed.
 [ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ] ||
   npm ci --prefix tests/js --omit=optional --no-audit --no-fund
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 export QUIRE_TEST_PYTHON="$PWD/tests/.venv/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -18,6 +18,7 @@ mod sharing;
 pub mod space;
 pub mod store;
 pub(crate) mod view;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -188,7 +189,12 @@ pub fn app(state: AppState) -> Router {
             auth::require_auth,
         ));
     let routes = Router::new()
-        .route("/", get(index))
+        .route("/", get(web::page))
+        .route("/tree", get(web::page))
+        .route("/tree/{*path}", get(web::page))
+        .route("/notebooks/{*path}", get(web::page))
+        .route("/static/app.js", get(web::app_js))
+        .route("/static/app.css", get(web::app_css))
         .route("/api", get(api_version))
         // Opening a live-share link needs no login: the link is the credential.
         .route("/share/{token}", get(sharing::share_page))
@@ -269,13 +275,6 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
             .or_insert(HeaderValue::from_static("DENY"));
     }
     response
-}
-
-async fn index() -> axum::response::Html<&'static str> {
-    axum::response::Html(
-        "<!doctype html><title>Quire</title><p>Quire is running. Connect JupyterLab's \
-         collaboration client to this server; the browser app arrives in a later release.</p>",
-    )
 }
 
 async fn api_version() -> axum::Json<serde_json::Value> {

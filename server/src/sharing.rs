@@ -635,9 +635,11 @@ document.getElementById('join').addEventListener('submit', async (e) => {
   const r = await fetch('/api/share/' + encodeURIComponent(token), {method: 'POST',
     headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name})});
   const body = await r.json();
-  document.getElementById('status').textContent = r.ok
-    ? 'Joined ' + body.path + ' as ' + body.identity.display_name + ' (' + body.capabilities.join(', ') + ').'
-    : body.message;
+  if (r.ok) {
+    location.replace('/notebooks/' + body.path.split('/').map(encodeURIComponent).join('/'));
+  } else {
+    document.getElementById('status').textContent = body.message;
+  }
 });
 </script>"#;
     let mut response = Html(page).into_response();

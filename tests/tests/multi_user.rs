@@ -129,6 +129,14 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
         json!(["view", "watch", "edit", "save"])
     );
     let mut bob_client = as_bob.join("", &file).await;
+    let joined_with = bob_client
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
+        .await
+        .expect("a connection is told what it may do");
+    assert_eq!(
+        joined_with["capabilities"],
+        json!(["view", "watch", "edit", "save"])
+    );
     assert_eq!(
         bob_client.cell("cell-0").source,
         uid_code,
@@ -140,6 +148,7 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     let (status, _) = as_bob.grant(&file, &carol.name, json!({"role": "viewer"}));
     assert_eq!(status, 403);
     // With `manage`, Bob shares, but never more than he holds.
+    bob_client.raw.clear();
     let (status, body) = as_ada.grant(
         &file,
         &bob.name,

@@ -241,6 +241,7 @@ async fn grant_changes_and_revocations_reach_live_connections() {
         "/api/sharing/{file_id}/links/{}",
         first["id"].as_str().unwrap()
     );
+    eve_ws.raw.clear();
     let (status, _) = server.http("PATCH", &link_path, Some(r#"{"role": "viewer"}"#));
     assert_eq!(status, 204);
     let notice = eve_ws

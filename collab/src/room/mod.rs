@@ -836,6 +836,14 @@ impl Room {
             None => StateVector::default().encode_v1(),
         };
         self.send_to(conn, protocol::encode_sync_step1(&step1));
+        // What this connection may do, so a client can show it (the server enforces it anyway).
+        if self.document.is_some() {
+            let caps = self.connections[&conn].caps;
+            self.reply_raw(
+                conn,
+                json!({"type": "permissions", "capabilities": caps.names()}),
+            );
+        }
         if let Some(all) = self.awareness.encode_all() {
             self.send_to(conn, protocol::encode_awareness(&all));
         }

@@ -1,0 +1,86 @@
+//! The browser app: its pages (one HTML shell for the file browser and the notebook page) and
+//! its bundle, built from `web/` into `web/dist/` and embedded here, so running Quire needs no
+//! Node. The shell is public; the app asks `/api/me` and sends a stranger to `/login`.
+
+use std::sync::LazyLock;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+
+static APP_JS: &[u8] = include_bytes!("../../web/dist/app.js");
+static APP_CSS: &[u8] = include_bytes!("../../web/dist/app.css");
+
+/// Each asset's entity tag: the hash of its bytes.
+static TAGS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [APP_JS, APP_CSS].map(|bytes| format!("\"{}\"", &collab::content_hash(bytes)[..16]))
+});
+
+/// The policy of the app's pages: only our own script; styles inline too (the editor injects
+/// its own); images from us or inline data; HTML outputs in sandboxed frames of their own.
+const APP_POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const SHELL: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Quire</title><link rel=\"stylesheet\" href=\"/static/app.css\">\
+<body><div id=\"app\"></div><script type=\"module\" src=\"/static/app.js\"></script></body></html>";
+
+/// `/`, `/tree/…`, `/notebooks/…`: the app's page. A `?token=` in its address logs in, as in
+/// Jupyter (the page then takes it out of the address bar).
+pub async fn page(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let mut response = axum::response::Html(SHELL).into_response();
+    if matches!(
+        crate::auth::check(&state, &headers, uri.query()),
+        crate::auth::Authenticated::ByQueryToken
+    ) {
+        state.store.audit(
+            &state.identity.username,
+            "login",
+            "server",
+            "with the token",
+        );
+        if let Some(cookie) = crate::auth::login_cookie(&state) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(APP_POLICY),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn asset(bytes: &'static [u8], tag: &str, kind: &'static str, headers: &HeaderMap) -> Response {
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == tag);
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        bytes.into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(tag) = HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, tag);
+    }
+    response
+}
+
+pub async fn app_js(headers: HeaderMap) -> Response {
+    asset(APP_JS, &TAGS[0], "text/javascript; charset=utf-8", &headers)
+}
+
+pub async fn app_css(headers: HeaderMap) -> Response {
+    asset(APP_CSS, &TAGS[1], "text/css; charset=utf-8", &headers)
+}

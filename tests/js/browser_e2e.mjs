@@ -1,0 +1,228 @@
+// Drives Debian's Chromium (through playwright-core) against a running quire: an owner and a
+// live-share guest in two browser contexts, typing in the same notebook. Prints one JSON report
+// of what it saw (the Rust test asserts on it) and saves a screenshot of each step under
+// --shots.
+//
+// node browser_e2e.mjs --base URL --token T --edit-link TOKEN --watch-link TOKEN --link-id ID
+//                      --file-id ID --shots DIR [--chromium PATH]
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => {
+    if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]]);
+    return pairs;
+  }, []),
+);
+const base = args.base.replace(/\/$/, '');
+const report = { steps: [], latency_ms: {} };
+mkdirSync(args.shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: args.chromium ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+
+let shot = 0;
+async function snap(page, name) {
+  shot += 1;
+  await page.screenshot({ path: `${args.shots}/${String(shot).padStart(2, '0')}-${name}.png`, fullPage: true });
+}
+
+/** The text of the first cell's editor in a page. */
+const firstCellText = (page) =>
+  page.locator('section.cell').first().locator('.cm-content').innerText();
+
+/** Waits until `check()` holds; how long it took (ms), or null after `timeoutMs`. */
+async function waitFor(check, timeoutMs = 5000) {
+  const started = performance.now();
+  while (performance.now() - started < timeoutMs) {
+    if (await check().catch(() => false)) return performance.now() - started;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return null;
+}
+
+function step(name, ok, detail = '') {
+  report.steps.push({ name, ok: Boolean(ok), detail: String(detail) });
+}
+
+/** Types at the end of the first cell. */
+async function typeInFirstCell(page, text) {
+  const content = page.locator('section.cell').first().locator('.cm-content');
+  await content.click();
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type(text, { delay: 5 });
+}
+
+const flagsSet = (page) =>
+  page.evaluate(() => [window.__quireFlag, window.__quireFlag2].filter((v) => v !== undefined));
+
+try {
+  // The owner opens the notebook with the token, as Jupyter's links do.
+  const ownerContext = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const owner = await ownerContext.newPage();
+  const errors = [];
+  owner.on('pageerror', (e) => errors.push(`owner: ${e.message}`));
+  await owner.goto(`${base}/notebooks/nb.ipynb?token=${args.token}`);
+  await owner.locator('section.cell .cm-content').first().waitFor({ timeout: 15000 });
+  step('owner sees the notebook', true);
+  step('the token left the address bar', !owner.url().includes('token='), owner.url());
+  await waitFor(async () => owner.locator('body.can-run').count().then((n) => n === 1));
+  await snap(owner, 'owner-opens');
+
+  // A guest opens the edit-only link in another context and joins under a name.
+  const guestContext = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const guest = await guestContext.newPage();
+  guest.on('pageerror', (e) => errors.push(`guest: ${e.message}`));
+  await guest.goto(`${base}/share/${args['edit-link']}`);
+  step('the link token left the address bar', !guest.url().includes(args['edit-link']), guest.url());
+  await guest.fill('input[name=name]', 'Grace');
+  await snap(guest, 'guest-names-herself');
+  await guest.click('button');
+  await guest.waitForURL(/\/notebooks\/nb\.ipynb$/, { timeout: 10000 });
+  await guest.locator('section.cell .cm-content').first().waitFor({ timeout: 15000 });
+  step('guest joins through the link', true);
+  // Her capabilities show: she may edit, not run.
+  const guestEditable = await waitFor(async () =>
+    guest.locator('section.cell').first().locator('.cm-content[contenteditable=true]').count().then((n) => n === 1),
+  );
+  step('guest can type', guestEditable !== null);
+  const runVisible = await guest.locator('section.cell .run').first().isVisible();
+  step('guest has no run control', !runVisible);
+
+  // Each sees the other's typing, and the other's cursor.
+  await typeInFirstCell(guest, '  # from Grace');
+  let took = await waitFor(async () => (await firstCellText(owner)).includes('# from Grace'));
+  report.latency_ms.guest_to_owner = took;
+  step("owner sees the guest's text within 1 s", took !== null && took < 1000, took);
+  await typeInFirstCell(owner, '  # from the owner');
+  took = await waitFor(async () => (await firstCellText(guest)).includes('# from the owner'));
+  report.latency_ms.owner_to_guest = took;
+  step("guest sees the owner's text within 1 s", took !== null && took < 1000, took);
+  const ownerCursorAtGuest = await waitFor(async () =>
+    guest.locator('.cm-ySelectionCaret').count().then((n) => n > 0),
+  );
+  step("guest sees the owner's cursor", ownerCursorAtGuest !== null);
+  await guest.locator('section.cell').first().locator('.cm-content').click();
+  const guestCursorAtOwner = await waitFor(async () =>
+    owner.locator('.cm-ySelectionCaret').count().then((n) => n > 0),
+  );
+  step("owner sees the guest's cursor", guestCursorAtOwner !== null);
+  const people = await waitFor(async () => owner.locator('.people .person').count().then((n) => n >= 2));
+  step('owner sees who is here', people !== null);
+  await snap(owner, 'owner-sees-grace');
+  await snap(guest, 'grace-sees-owner');
+
+  // A run request forged from the guest's page is refused by the server.
+  const forged = await guest.evaluate(async ({ fileId }) => {
+    const ws = new WebSocket(`ws://${location.host}/api/collaboration/room/json:notebook:${fileId}`);
+    ws.binaryType = 'arraybuffer';
+    const text = new TextEncoder().encode(JSON.stringify({ type: 'execute', cell_id: 'cell-0', request_id: 99 }));
+    const varUint = (n) => {
+      const out = [];
+      while (n > 127) { out.push((n & 127) | 128); n >>>= 7; }
+      out.push(n);
+      return out;
+    };
+    return await new Promise((resolve) => {
+      ws.onopen = () => ws.send(new Uint8Array([2, ...varUint(text.length), ...text]));
+      ws.onmessage = (event) => {
+        const bytes = new Uint8Array(event.data);
+        if (bytes[0] !== 2) return;
+        let i = 1, len = 0, shift = 0;
+        for (;;) { const b = bytes[i++]; len |= (b & 127) << shift; shift += 7; if (b < 128) break; }
+        const message = JSON.parse(new TextDecoder().decode(bytes.slice(i, i + len)));
+        if (message.type === 'execute') { ws.close(); resolve(message); }
+      };
+      setTimeout(() => resolve({ status: 'no answer' }), 5000);
+    });
+  }, { fileId: args['file-id'] });
+  step('a forged run request from the guest is refused', forged.status === 'refused', JSON.stringify(forged));
+
+  // The owner grants execute, live: the guest's run control appears; she runs the cell.
+  const granted = await owner.evaluate(async ({ fileId, linkId }) => {
+    const r = await fetch(`/api/sharing/${fileId}/links/${linkId}`, {
+      method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ role: 'runner' }),
+    });
+    return r.status;
+  }, { fileId: args['file-id'], linkId: args['link-id'] });
+  step('owner grants execute', granted === 204, granted);
+  const canRun = await waitFor(async () => guest.locator('section.cell .run').first().isVisible());
+  step('guest gets a run control', canRun !== null, canRun);
+  await guest.locator('section.cell').first().locator('.run').click();
+  const ownerOutput = await waitFor(
+    async () => (await owner.locator('section.cell').first().locator('.outputs').innerText()).includes('42'),
+    30000,
+  );
+  const guestOutput = await waitFor(
+    async () => (await guest.locator('section.cell').first().locator('.outputs').innerText()).includes('42'),
+    5000,
+  );
+  step('both see the output of the guest\'s run', ownerOutput !== null && guestOutput !== null);
+  const ranBy = await waitFor(async () =>
+    (await owner.locator('section.cell').first().locator('.run-status').innerText()).includes('Grace'),
+  );
+  step('the owner sees who ran it', ranBy !== null);
+  await snap(owner, 'grace-ran-a-cell');
+
+  // Untrusted HTML: a markdown cell with an onerror image, an HTML output with a script.
+  await owner.locator('section.cell').nth(2).locator('.run').click();
+  await waitFor(
+    async () => owner.locator('section.cell').nth(2).locator('iframe.output-frame').count().then((n) => n > 0),
+    30000,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  const ownerFlags = await flagsSet(owner);
+  const guestFlags = await flagsSet(guest);
+  step('no markdown or output script ran in the app', ownerFlags.length === 0 && guestFlags.length === 0,
+    JSON.stringify({ ownerFlags, guestFlags }));
+  const markdownImg = await owner.locator('section.cell').nth(1).locator('.rendered img').count();
+  const onerror = await owner.locator('section.cell').nth(1).locator('.rendered img[onerror]').count();
+  step('markdown is rendered, sanitized', markdownImg === 1 && onerror === 0, `${markdownImg} ${onerror}`);
+  await snap(owner, 'untrusted-output');
+
+  // A watch-only guest sees edits live and cannot type.
+  const watcherContext = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const watcher = await watcherContext.newPage();
+  watcher.on('pageerror', (e) => errors.push(`watcher: ${e.message}`));
+  await watcher.goto(`${base}/share/${args['watch-link']}`);
+  await watcher.fill('input[name=name]', 'Walter');
+  await watcher.click('button');
+  await watcher.waitForURL(/\/notebooks\//, { timeout: 10000 });
+  await watcher.locator('section.cell .cm-content').first().waitFor({ timeout: 15000 });
+  const banner = await waitFor(async () =>
+    (await watcher.locator('.banner').innerText()).toLowerCase().includes('watching'),
+  );
+  step('a watch-only guest sees a read-only banner', banner !== null);
+  const readOnly = await watcher.locator('section.cell').first().locator('.cm-content[contenteditable=false]').count();
+  step('a watch-only guest cannot type', readOnly === 1);
+  const before = await firstCellText(owner);
+  await watcher.locator('section.cell').first().locator('.cm-content').click().catch(() => {});
+  await watcher.keyboard.type('# from Walter');
+  await typeInFirstCell(owner, '  # live');
+  const seesLive = await waitFor(async () => (await firstCellText(watcher)).includes('# live'));
+  step('a watch-only guest sees edits live', seesLive !== null);
+  await new Promise((r) => setTimeout(r, 300));
+  const after = await firstCellText(owner);
+  step("the watcher's typing changed nothing", !after.includes('Walter') && after.startsWith(before.slice(0, 5)));
+  await snap(watcher, 'walter-watches');
+
+  // The owner revokes Grace's link: her page says so within 2 s and she can change nothing.
+  const revoked = await owner.evaluate(async ({ fileId, linkId }) => {
+    const r = await fetch(`/api/sharing/${fileId}/links/${linkId}`, { method: 'DELETE' });
+    return r.status;
+  }, { fileId: args['file-id'], linkId: args['link-id'] });
+  step('owner revokes the link', revoked === 204, revoked);
+  took = await waitFor(async () => (await guest.locator('.banner').innerText()).toLowerCase().includes('revoked'), 2000);
+  step("the guest's page says she was revoked within 2 s", took !== null, took);
+  const locked = await guest.locator('section.cell').first().locator('.cm-content[contenteditable=false]').count();
+  step('the revoked guest can no longer type', locked === 1);
+  await snap(guest, 'grace-revoked');
+  step('no script errors in the pages', errors.length === 0, errors.join(' | '));
+} catch (e) {
+  step('the scenario ran to its end', false, e?.stack ?? e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(report));

@@ -1,0 +1,458 @@
+// The live notebook page: cells bound to the shared Yjs document (CodeMirror 6 editors through
+// y-codemirror.next, so everyone's cursors show), outputs, runs, presence and what the
+// connection may do. The server enforces every right; the page only reflects them.
+import * as Y from 'yjs';
+import { EditorState, Compartment, Extension } from '@codemirror/state';
+import {
+  EditorView,
+  keymap,
+  drawSelection,
+  highlightActiveLine,
+  lineNumbers,
+} from '@codemirror/view';
+import { defaultKeymap } from '@codemirror/commands';
+import { syntaxHighlighting, defaultHighlightStyle, bracketMatching } from '@codemirror/language';
+import { python } from '@codemirror/lang-python';
+import { markdown } from '@codemirror/lang-markdown';
+import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next';
+import { RoomProvider, Status } from './provider';
+import { renderOutputs, renderMarkdown } from './outputs';
+import { el, Me, api } from './util';
+
+type Caps = Set<string>;
+
+interface CellView {
+  map: Y.Map<any>;
+  root: HTMLElement;
+  editor: EditorView;
+  outputs: HTMLElement;
+  prompt: HTMLElement;
+  status: HTMLElement;
+  rendered: HTMLElement;
+  editable: Compartment;
+  language: Compartment;
+  type: string;
+  unobserve: () => void;
+}
+
+export interface NotebookOptions {
+  path: string;
+  me: Me;
+}
+
+export async function mountNotebook(root: HTMLElement, options: NotebookOptions) {
+  const { path, me } = options;
+  const session = await api('PUT', `/api/collaboration/session/${encodeURIComponent(path)}`, {
+    format: 'json',
+    type: 'notebook',
+  });
+  const doc = new Y.Doc();
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const url = `${scheme}://${location.host}/api/collaboration/room/json:notebook:${session.fileId}?sessionId=${session.sessionId}`;
+  const provider = new RoomProvider(url, doc);
+  provider.awareness.setLocalStateField('user', me.identity);
+  // What we may do arrives from the server when we join (and again whenever it changes).
+  let caps: Caps = new Set();
+
+  // The page's frame: header (name, kernel, people, save), banner, cells.
+  const title = el('h1', { class: 'nb-title' }, path.split('/').pop() ?? path);
+  const kernel = el('span', { class: 'kernel-status', 'data-status': 'none' }, 'no kernel');
+  const people = el('ul', { class: 'people', 'aria-label': 'People here' });
+  const saved = el('span', { class: 'save-state' }, '');
+  const connection = el('span', { class: 'connection' }, 'connecting…');
+  const saveButton = el('button', { class: 'save', title: 'Save (Ctrl+S)' }, 'Save');
+  const runAllButton = el('button', { class: 'run-all' }, 'Run all');
+  const interruptButton = el('button', { class: 'interrupt' }, 'Interrupt');
+  const restartButton = el('button', { class: 'restart' }, 'Restart');
+  const addButton = el('button', { class: 'add-cell' }, '+ Cell');
+  const banner = el('div', { class: 'banner', role: 'status', hidden: '' });
+  const cellsBox = el('main', { class: 'cells' });
+  const header = el(
+    'header',
+    { class: 'nb-header' },
+    el('a', { href: '/', class: 'home', title: 'Files' }, 'Quire'),
+    title,
+    kernel,
+    connection,
+    saved,
+    el('span', { class: 'spacer' }),
+    addButton,
+    runAllButton,
+    interruptButton,
+    restartButton,
+    saveButton,
+    people,
+  );
+  root.replaceChildren(header, banner, cellsBox);
+
+  const cells = doc.getArray<Y.Map<any>>('cells');
+  const state = doc.getMap<any>('state');
+  const views = new Map<Y.Map<any>, CellView>();
+  let synced = false;
+
+  const can = (cap: string) => caps.has(cap);
+  const showBanner = (text: string, kind = 'info') => {
+    banner.textContent = text;
+    banner.dataset.kind = kind;
+    banner.hidden = !text;
+  };
+  const reflectCaps = () => {
+    const canEdit = can('edit');
+    const canRun = can('execute');
+    document.body.classList.toggle('read-only', !canEdit);
+    document.body.classList.toggle('can-run', canRun);
+    addButton.hidden = !canEdit;
+    saveButton.hidden = !can('save');
+    for (const b of [runAllButton, interruptButton, restartButton]) b.hidden = !canRun;
+    for (const view of views.values()) {
+      view.editor.dispatch({
+        effects: view.editable.reconfigure(editableExt(canEdit)),
+      });
+    }
+    if (!canEdit && banner.dataset.kind !== 'error') {
+      showBanner('You are watching this notebook: you can see every change, but not make any.');
+    } else if (banner.dataset.kind === 'info') {
+      showBanner('');
+    }
+  };
+
+  const editableExt = (on: boolean): Extension => [
+    EditorView.editable.of(on),
+    EditorState.readOnly.of(!on),
+  ];
+
+  const cellId = (map: Y.Map<any>) => String(map.get('id') ?? '');
+  const indexOf = (map: Y.Map<any>) => cells.toArray().indexOf(map);
+
+  async function run(map: Y.Map<any>) {
+    if (!can('execute') || map.get('cell_type') !== 'code') return;
+    const answer = await provider.request({ type: 'execute', cell_id: cellId(map) });
+    if (answer.status !== 'queued') showBanner(answer.reason ?? 'the run was refused', 'error');
+  }
+
+  function focusCell(index: number) {
+    const map = cells.get(Math.max(0, Math.min(index, cells.length - 1)));
+    const view = map && views.get(map);
+    if (view) {
+      view.editor.focus();
+      view.root.scrollIntoView({ block: 'nearest' });
+    }
+  }
+
+  function insertCell(at: number, type = 'code') {
+    if (!can('edit')) return;
+    const map = new Y.Map<any>();
+    doc.transact(() => {
+      map.set('id', crypto.randomUUID().replace(/-/g, '').slice(0, 8));
+      map.set('cell_type', type);
+      map.set('source', new Y.Text());
+      map.set('metadata', new Y.Map());
+      if (type === 'code') {
+        map.set('execution_count', null);
+        map.set('outputs', new Y.Array());
+      }
+      cells.insert(at, [map]);
+    });
+    queueMicrotask(() => focusCell(at));
+  }
+
+  function makeView(map: Y.Map<any>): CellView {
+    const type = String(map.get('cell_type') ?? 'code');
+    let text = map.get('source');
+    if (!(text instanceof Y.Text)) {
+      // Another client wrote a plain string: the editor needs a shared text.
+      text = new Y.Text(typeof text === 'string' ? text : '');
+    }
+    const editable = new Compartment();
+    const language = new Compartment();
+    const prompt = el('div', { class: 'prompt' }, '');
+    const status = el('div', { class: 'run-status' }, '');
+    const runButton = el('button', { class: 'run', title: 'Run (Shift+Enter)' }, '▶');
+    const deleteButton = el('button', { class: 'delete', title: 'Delete cell' }, '✕');
+    const typeSelect = el(
+      'select',
+      { class: 'cell-type', 'aria-label': 'Cell type' },
+      ...['code', 'markdown', 'raw'].map((t) => el('option', { value: t }, t)),
+    ) as HTMLSelectElement;
+    typeSelect.value = type;
+    const editorHost = el('div', { class: 'editor' });
+    const rendered = el('div', { class: 'markdown rendered', hidden: '' });
+    const outputs = el('div', { class: 'outputs' });
+    const rootEl = el(
+      'section',
+      { class: `cell cell-${type}`, 'data-cell-id': cellId(map) },
+      el('div', { class: 'gutter' }, prompt, runButton),
+      el('div', { class: 'body' }, editorHost, rendered, outputs, status),
+      el('div', { class: 'tools' }, typeSelect, deleteButton),
+    );
+    const undoManager = new Y.UndoManager(text);
+    const runKeys = keymap.of([
+      {
+        key: 'Shift-Enter',
+        run: () => {
+          void run(map);
+          const next = indexOf(map) + 1;
+          if (next >= cells.length) insertCell(next);
+          else focusCell(next);
+          renderMarkdownCell();
+          return true;
+        },
+      },
+      {
+        key: 'Mod-Enter',
+        run: () => {
+          void run(map);
+          renderMarkdownCell();
+          return true;
+        },
+      },
+      {
+        key: 'Escape',
+        run: (view) => {
+          view.contentDOM.blur();
+          rootEl.focus();
+          renderMarkdownCell();
+          return true;
+        },
+      },
+    ]);
+    const editor = new EditorView({
+      parent: editorHost,
+      state: EditorState.create({
+        doc: text.toString(),
+        extensions: [
+          runKeys,
+          keymap.of([...yUndoManagerKeymap, ...defaultKeymap]),
+          lineNumbers(),
+          drawSelection(),
+          highlightActiveLine(),
+          bracketMatching(),
+          syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+          language.of(type === 'markdown' ? markdown() : type === 'code' ? python() : []),
+          editable.of(editableExt(can('edit'))),
+          yCollab(text, provider.awareness, { undoManager }),
+          EditorView.lineWrapping,
+        ],
+      }),
+    });
+    rootEl.tabIndex = -1;
+    const renderMarkdownCell = () => {
+      if (map.get('cell_type') !== 'markdown') return;
+      renderMarkdown(rendered, text.toString());
+      rendered.hidden = false;
+      editorHost.hidden = true;
+    };
+    rendered.addEventListener('dblclick', () => {
+      if (!can('edit')) return;
+      rendered.hidden = true;
+      editorHost.hidden = false;
+      editor.focus();
+    });
+    if (type === 'markdown' && text.length > 0) renderMarkdownCell();
+    runButton.addEventListener('click', () => void run(map));
+    deleteButton.addEventListener('click', () => {
+      const at = indexOf(map);
+      if (can('edit') && at >= 0) cells.delete(at, 1);
+    });
+    typeSelect.addEventListener('change', () => {
+      if (!can('edit')) {
+        typeSelect.value = String(map.get('cell_type'));
+        return;
+      }
+      doc.transact(() => {
+        map.set('cell_type', typeSelect.value);
+        if (typeSelect.value === 'code' && !(map.get('outputs') instanceof Y.Array)) {
+          map.set('outputs', new Y.Array());
+          map.set('execution_count', null);
+        }
+      });
+    });
+    const paintOutputs = () => {
+      renderOutputs(outputs, map.get('outputs'));
+      const count = map.get('execution_count');
+      prompt.textContent = map.get('cell_type') === 'code' ? `[${count ?? ' '}]:` : '';
+    };
+    let pending = false;
+    const observer = (events: Y.YEvent<any>[]) => {
+      if (events.some((e) => e.target === map && (e as Y.YMapEvent<any>).keysChanged.has('cell_type'))) {
+        // A type change rebuilds the cell.
+        rebuild(map);
+        return;
+      }
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        paintOutputs();
+      });
+    };
+    map.observeDeep(observer);
+    paintOutputs();
+    return {
+      map,
+      root: rootEl,
+      editor,
+      outputs,
+      prompt,
+      status,
+      rendered,
+      editable,
+      language,
+      type,
+      unobserve: () => map.unobserveDeep(observer),
+    };
+  }
+
+  function destroy(view: CellView) {
+    view.unobserve();
+    view.editor.destroy();
+    view.root.remove();
+  }
+
+  function rebuild(map: Y.Map<any>) {
+    const old = views.get(map);
+    if (old) destroy(old);
+    views.delete(map);
+    layout();
+  }
+
+  /** Puts one view per cell in the document's order, making and dropping views as needed. */
+  function layout() {
+    const present = new Set<Y.Map<any>>();
+    let previous: HTMLElement | null = null;
+    for (const map of cells.toArray()) {
+      if (!(map instanceof Y.Map)) continue;
+      present.add(map);
+      let view = views.get(map);
+      if (!view) {
+        view = makeView(map);
+        views.set(map, view);
+      }
+      const expectedNext: Element | null = previous ? previous.nextElementSibling : cellsBox.firstElementChild;
+      if (expectedNext !== view.root) {
+        if (previous) previous.after(view.root);
+        else cellsBox.prepend(view.root);
+      }
+      previous = view.root;
+    }
+    for (const [map, view] of views) {
+      if (!present.has(map)) {
+        destroy(view);
+        views.delete(map);
+      }
+    }
+    paintState();
+  }
+
+  /** Server-written state: kernel status, each cell's run, locks, the save marker. */
+  function paintState() {
+    const k = state.get('kernel');
+    const status = k && typeof k === 'object' ? String(k.status ?? 'unknown') : 'none';
+    kernel.dataset.status = status;
+    kernel.textContent = k ? `${k.name ?? 'kernel'}: ${status}` : 'no kernel';
+    const executions = state.get('executions');
+    const runs = executions instanceof Y.Map ? executions.toJSON() : executions ?? {};
+    const locksValue = state.get('locks');
+    const locks = locksValue instanceof Y.Map ? locksValue.toJSON() : locksValue ?? {};
+    for (const view of views.values()) {
+      const id = cellId(view.map);
+      const run = runs[id];
+      const lock = locks[id];
+      const parts: string[] = [];
+      if (run && (run.status === 'queued' || run.status === 'running')) {
+        parts.push(`${run.status}, started by ${run.by?.name ?? 'someone'}`);
+      } else if (run?.by?.name && run.status) {
+        parts.push(`ran by ${run.by.name} (${run.status})`);
+      }
+      if (lock?.edit?.by?.name && lock.edit.by.username !== me.identity.username) {
+        parts.push(`${lock.edit.by.name} is editing`);
+      }
+      view.status.textContent = parts.join(' · ');
+      view.root.dataset.run = run?.status ?? '';
+    }
+    saved.textContent = state.get('dirty') ? 'unsaved changes' : '';
+  }
+
+  function paintPeople() {
+    const items: HTMLElement[] = [];
+    const seen = new Set<string>();
+    for (const [client, value] of provider.awareness.getStates()) {
+      const user = value?.user;
+      if (!user || seen.has(user.username ?? String(client))) continue;
+      seen.add(user.username ?? String(client));
+      const badge = el('li', { class: 'person', title: user.display_name ?? user.name }, user.initials ?? '?');
+      badge.style.background = user.color ?? '#888';
+      items.push(badge);
+    }
+    people.replaceChildren(...items);
+  }
+
+  cells.observe(() => layout());
+  state.observeDeep(() => paintState());
+  provider.awareness.on('change', paintPeople);
+  provider.onStatus = (status: Status) => {
+    switch (status.kind) {
+      case 'connecting':
+        connection.textContent = synced ? 'reconnecting…' : 'connecting…';
+        break;
+      case 'synced':
+        synced = true;
+        connection.textContent = '';
+        if (banner.dataset.kind === 'warning') showBanner('');
+        layout();
+        reflectCaps();
+        break;
+      case 'disconnected':
+        connection.textContent = 'offline';
+        showBanner('Connection lost: reconnecting… Your edits are kept and will be sent.', 'warning');
+        break;
+      case 'closed':
+        document.body.classList.add('read-only');
+        caps = new Set();
+        reflectCaps();
+        showBanner(
+          status.code === 4403
+            ? 'Your access to this notebook was revoked.'
+            : status.code === 4404
+              ? 'This notebook no longer exists.'
+              : `The server closed this notebook: ${status.reason || status.code}`,
+          'error',
+        );
+        document.body.dataset.closed = String(status.code);
+        break;
+    }
+  };
+  provider.onRaw = (message) => {
+    switch (message.type) {
+      case 'permissions':
+        caps = new Set(message.capabilities ?? []);
+        reflectCaps();
+        break;
+      case 'refused':
+        showBanner(`Not applied: ${message.reason}`, 'error');
+        break;
+      case 'conflict':
+        showBanner('This page has fallen out of step with the server: reload it.', 'error');
+        break;
+    }
+  };
+
+  saveButton.addEventListener('click', async () => {
+    const answer = await provider.save();
+    saved.textContent = answer.status === 'success' ? 'saved' : `not saved: ${answer.status}`;
+  });
+  runAllButton.addEventListener('click', () => {
+    for (const map of cells.toArray()) void run(map);
+  });
+  interruptButton.addEventListener('click', () => void provider.request({ type: 'interrupt' }));
+  restartButton.addEventListener('click', () => void provider.request({ type: 'restart' }));
+  addButton.addEventListener('click', () => insertCell(cells.length));
+  document.addEventListener('keydown', (event) => {
+    if ((event.ctrlKey || event.metaKey) && event.key === 's') {
+      event.preventDefault();
+      if (can('save')) saveButton.click();
+    }
+  });
+  reflectCaps();
+  return { provider, doc };
+}
