@@ -158,16 +158,7 @@ pub async fn require_auth(
         .unwrap_or_default();
     if presented {
         if let Some(wait) = state.throttle.check_address(&address) {
-            let secs = wait.as_secs().max(1);
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many wrong tokens: try again in {secs} s"),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return response;
+            return crate::login::too_many(wait);
         }
     }
     let verdict = check(&state, request.headers(), request.uri().query());

@@ -551,11 +551,17 @@ async fn serve_socket(
             },
         };
         if let Ok(j) = admitted.handle.join(member).await {
-            joined = Some((admitted.handle, admitted.name, admitted.file, j));
+            joined = Some((
+                admitted.handle,
+                admitted.name,
+                admitted.file,
+                admitted.caps,
+                j,
+            ));
             break;
         }
     }
-    let Some((handle, name, file, joined)) = joined else {
+    let Some((handle, name, file, admitted_caps, joined)) = joined else {
         return close_socket(
             socket,
             CloseReason::new(1013, "room unavailable, try again"),
@@ -578,6 +584,16 @@ async fn serve_socket(
         )),
         _ => None,
     };
+    // Rights may have changed while the room loaded and the connection joined (a change from
+    // now on reaches it through the registrations above): work them out once more.
+    if let (Some(file), false) = (file, matches!(principal, Principal::Owner)) {
+        let now = principal.current_caps_for(&state, file);
+        if now != admitted_caps {
+            let source = principal.member(&state, file, now).source;
+            let caps = now.contains(Capabilities::WATCH).then_some(now);
+            let _ = handle.send(RoomInput::Permissions { source, caps }).await;
+        }
+    }
     let conn = joined.conn;
     let span = tracing::info_span!("connection", %conn, room = %name);
     // (An entered span must not be held across awaits: other tasks would log inside it.)

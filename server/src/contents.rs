@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::paths::Root;
 use crate::space::Space;
 use crate::AppState;
 
@@ -286,19 +287,35 @@ pub struct CreateBody {
 }
 
 /// `POST` on a directory: a new untitled notebook, file or folder, or a copy.
+/// Runs file work on a blocking thread, with the space owner's rights.
+async fn in_space<T: Send + 'static>(
+    space: Space,
+    work: impl FnOnce(&Space) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(move || space.io(|| work(&space)))
+        .await
+        .map_err(|e| ApiError::internal("contents task failed", e))?
+}
+
 pub async fn post(
     Extension(space): Extension<Space>,
     UrlPath(dir): UrlPath<String>,
     JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    space.io(|| create_in(&space, dir, body.unwrap_or_default()))
+    in_space(space, move |space| {
+        create_in(space, dir, body.unwrap_or_default())
+    })
+    .await
 }
 
 pub async fn post_root(
     Extension(space): Extension<Space>,
     JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
-    space.io(|| create_in(&space, String::new(), body.unwrap_or_default()))
+    in_space(space, move |space| {
+        create_in(space, String::new(), body.unwrap_or_default())
+    })
+    .await
 }
 
 /// Runs with the space owner's file rights.
@@ -391,7 +408,7 @@ pub async fn put(
     UrlPath(api_path): UrlPath<String>,
     JsonBody(body): JsonBody<SaveBody>,
 ) -> ApiResult<Response> {
-    space.io(|| put_in(&space, api_path, body))
+    in_space(space, move |space| put_in(space, api_path, body)).await
 }
 
 /// Runs with the space owner's file rights.
@@ -479,11 +496,26 @@ pub async fn patch(
     Ok(Json(space.io(|| model(&to_api, &to, false, false, None))?))
 }
 
+/// Deletes a file or an empty folder. What was shared of it is forgotten: its id, the grants
+/// and links on it (a new file at the same path starts unshared).
 pub async fn delete(
+    State(state): State<AppState>,
     Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    space.io(|| delete_in(&space, api_path))
+    let store_path = space.store_path(&Root::normalize(&api_path)?);
+    let status = in_space(space, move |space| delete_in(space, api_path)).await?;
+    let forgotten = state
+        .store
+        .forget(&store_path)
+        .map_err(|e| ApiError::internal("cannot forget the deleted file", e))?;
+    for (file, links) in forgotten {
+        for link in links {
+            crate::sharing::announce(&state, file, &link, None).await;
+        }
+        crate::people::recheck(&state, Some(file), None).await;
+    }
+    Ok(status)
 }
 
 /// Runs with the space owner's file rights.

@@ -497,6 +497,22 @@ pub async fn execute(
             "you may not run code in this notebook",
         ));
     }
+    // The kernel must be the notebook's own, or one of its space's: a kernel of someone else's
+    // space attached to this notebook would hand its controls to this notebook's runners.
+    let notebook_space = state.space_of(&file_path(&state, file)?)?;
+    let own = match state.kernels.for_file(file) {
+        Some(current) => current.id() == kernel.id(),
+        None => state
+            .kernels
+            .spaces
+            .get(kernel.id())
+            .is_some_and(|root| root.as_path() == notebook_space.root()),
+    };
+    if !own {
+        return Err(ApiError::bad_request(
+            "this kernel is not the notebook's: start the notebook's session first",
+        ));
+    }
     let room = crate::collaboration::open_document(&state, &document_id)
         .await
         .map_err(|reason| ApiError::not_found(reason.reason))?;

@@ -92,14 +92,20 @@ impl AppState {
 
 impl AppState {
     /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
+    /// (A person's home wins over the served root, which may hold homes.)
     pub fn space_of(&self, store_path: &str) -> Result<space::Space, error::ApiError> {
-        if !self.config.multi_user || self.admin_space.api_path(store_path).is_some() {
+        if !self.config.multi_user {
             return Ok(self.admin_space.clone());
         }
-        let account = space::home_account_of(self.root.path(), store_path)
-            .ok_or_else(|| error::ApiError::not_found("this file is in no one's home directory"))?;
-        space::Space::home_of(&self.root, account)
-            .map_err(|e| error::ApiError::internal("cannot open the owner's home directory", e))
+        match space::home_account_of(self.root.path(), store_path) {
+            Some(account) => space::Space::home_of(&self.root, account).map_err(|e| {
+                error::ApiError::internal("cannot open the owner's home directory", e)
+            }),
+            None if self.admin_space.api_path(store_path).is_some() => Ok(self.admin_space.clone()),
+            None => Err(error::ApiError::not_found(
+                "this file is in no one's home directory",
+            )),
+        }
     }
 }
 

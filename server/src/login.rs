@@ -176,7 +176,8 @@ pub fn user_of(state: &AppState, headers: &HeaderMap) -> Option<User> {
 /// password as it is now.
 fn live_login(state: &AppState, login: &str) -> Option<String> {
     let (username, mark) = state.store.user_session(login).ok()??;
-    (crate::pam::password_mark(&username).as_deref() == Some(mark.as_str())).then_some(username)
+    // (Accounts with no shadow entry we can read, LDAP ones for instance, have no mark.)
+    (crate::pam::password_mark(&username).unwrap_or_default() == mark).then_some(username)
 }
 
 /// Closes the sockets of logins that ended since they were opened (their password changed,
@@ -199,6 +200,20 @@ pub struct Credentials {
     password: String,
 }
 
+/// The answer to an attempt made too soon after failures.
+pub fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed attempts: try again in {secs} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// Checks an account's password (throttled, through PAM) and makes a login; its cookie. A
 /// refusal is the whole answer to send.
 async fn password_login(
@@ -214,16 +229,7 @@ async fn password_login(
     };
     let account = username.trim().to_string();
     if let Some(wait) = state.throttle.check(&account, address) {
-        let secs = wait.as_secs().max(1);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins: try again in {secs} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Err(response);
+        return Err(too_many(wait));
     }
     match pam.check(&account, password).await {
         Ok(user) => {
@@ -320,9 +326,12 @@ pub async fn login_page(
     axum::extract::Query(query): axum::extract::Query<NextQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
+    // (A token in a header is not looked at here: this page is no oracle for guessing it.)
+    let mut cookies_only = headers.clone();
+    cookies_only.remove(header::AUTHORIZATION);
     let logged_in = user_of(&state, &headers).is_some()
         || matches!(
-            crate::auth::check(&state, &headers, None),
+            crate::auth::check(&state, &cookies_only, None),
             crate::auth::Authenticated::Yes
         );
     if logged_in {
@@ -386,8 +395,13 @@ pub async fn login_form_post(
     }
     let next = safe_next(form.next.as_deref());
     if state.pam.is_none() {
+        let address = peer.ip().to_string();
+        if let Some(wait) = state.throttle.check_address(&address) {
+            return too_many(wait);
+        }
         let token = form.token.unwrap_or_default();
         if !crate::auth::constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) {
+            state.throttle.failed_address(&address);
             return login_form(&state, &next, Some("that is not this server's token"));
         }
         state.store.audit(

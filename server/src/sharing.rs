@@ -277,6 +277,45 @@ impl Store {
         Ok(Ok((link, cookie)))
     }
 
+    /// Forgets the files at or under a store path (deleted): their ids, grants and links (with
+    /// the guest sessions made through them). Returns each file with its links that were live.
+    pub fn forget(&self, store_path: &str) -> rusqlite::Result<Vec<(FileId, Vec<String>)>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM files WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![store_path, format!("{store_path}/")], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut forgotten = Vec::new();
+        for id in ids {
+            let links: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT id FROM links WHERE file_id = ?1 AND revoked_at IS NULL")?;
+                let rows = stmt.query_map([&id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.execute(
+                "DELETE FROM guests WHERE link_id IN (SELECT id FROM links WHERE file_id = ?1)",
+                [&id],
+            )?;
+            tx.execute(
+                "UPDATE links SET revoked_at = ?2 WHERE file_id = ?1 AND revoked_at IS NULL",
+                params![id, now_secs()],
+            )?;
+            tx.execute("DELETE FROM grants WHERE file_id = ?1", [&id])?;
+            tx.execute("DELETE FROM files WHERE id = ?1", [&id])?;
+            if let Some(file) = FileId::parse(&id) {
+                forgotten.push((file, links));
+            }
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
     /// The links (file, id) whose expiry falls in `(after, upto]`, in seconds.
     pub fn links_expiring(&self, after: i64, upto: i64) -> rusqlite::Result<Vec<(String, String)>> {
         let db = self.db();
@@ -406,7 +445,7 @@ pub fn file_of(state: &AppState, id: &str) -> ApiResult<FileId> {
 }
 
 /// Tells every open room of the notebook that a link's rights changed (`None`: revoked).
-async fn announce(state: &AppState, file: FileId, link: &str, caps: Option<Capabilities>) {
+pub async fn announce(state: &AppState, file: FileId, link: &str, caps: Option<Capabilities>) {
     for room in state.rooms.of_file(file) {
         let source = GrantSource::Link(link.to_string());
         let _ = room.send(RoomInput::Permissions { source, caps }).await;

@@ -129,22 +129,44 @@ struct FsIdentity {
 }
 
 impl FsIdentity {
+    /// Takes on an account's file-system identity. Fails closed: if the system refuses any part
+    /// of the switch (no CAP_SETUID/CAP_SETGID), it is undone and the caller panics rather than
+    /// touch the files as root.
     fn assume(account: &Account) -> FsIdentity {
         // SAFETY: plain system calls on this thread's credentials. `setgroups` is called
         // through `syscall` because the libc wrapper changes every thread of the process.
-        unsafe {
+        let (identity, switched) = unsafe {
             let n = libc::getgroups(0, std::ptr::null_mut());
             let mut groups = vec![0; n.max(0) as usize];
             let n = libc::getgroups(n, groups.as_mut_ptr());
             groups.truncate(n.max(0) as usize);
             let theirs: Vec<libc::gid_t> = account.groups.clone();
-            libc::syscall(libc::SYS_setgroups, theirs.len(), theirs.as_ptr());
+            let groups_set = libc::syscall(SETGROUPS, theirs.len(), theirs.as_ptr()) == 0;
             let gid = libc::setfsgid(account.gid) as libc::gid_t;
             let uid = libc::setfsuid(account.uid) as libc::uid_t;
-            FsIdentity { uid, gid, groups }
+            // setfsuid/setfsgid answer the previous value even when they refuse: read the
+            // current one back (an invalid id changes nothing and returns it).
+            let now_uid = libc::setfsuid(u32::MAX) as libc::uid_t;
+            let now_gid = libc::setfsgid(u32::MAX) as libc::gid_t;
+            let switched = groups_set && now_uid == account.uid && now_gid == account.gid;
+            (FsIdentity { uid, gid, groups }, switched)
+        };
+        if !switched {
+            drop(identity);
+            panic!(
+                "cannot take on the file rights of {} (uid {}): refusing to touch its files as root",
+                account.name, account.uid
+            );
         }
+        identity
     }
 }
+
+/// The raw `setgroups` system call with 32-bit group ids.
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SETGROUPS: libc::c_long = libc::SYS_setgroups;
 
 impl Drop for FsIdentity {
     fn drop(&mut self) {

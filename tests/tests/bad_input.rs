@@ -299,13 +299,19 @@ fn logging_in_never_redirects_to_another_site() {
         ("javascript:alert(1)", "/"),
         ("/notebooks/nb.ipynb", "/notebooks/nb.ipynb"),
     ];
+    let cookie = TestServer::cookie_from(&raw_http(
+        &server,
+        &format!(
+            "GET /api/me?token={} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            quire_tests::TOKEN
+        ),
+    ));
     for (next, expected) in cases {
         // Already logged in: straight on to `next`, if it stays here.
         let response = raw_http(
             &server,
             &format!(
-                "GET /login?next={next} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {}\r\nConnection: close\r\n\r\n",
-                quire_tests::TOKEN
+                "GET /login?next={next} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
             ),
         );
         assert!(response.starts_with("HTTP/1.1 303"), "{next}: {response}");

@@ -712,3 +712,56 @@ async fn a_locked_cell_shows_who_holds_it_and_refuses_others() {
     ed.append_and_wait_echo(0, " # ed").await;
     assert_eq!(ed.sources(), vec!["shared = 1 # ada # ed"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_opened_as_text_is_read_only_without_execute() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let link = create_link(&server, &file_id, json!({"role": "editor"}));
+    let (_, _, guest) = redeem(&server, link["token"].as_str().unwrap(), "Eve");
+    let guest = guest.unwrap();
+    // As text, the outputs are just characters: forging them needs `execute`.
+    let url = format!(
+        "ws://127.0.0.1:{}/api/collaboration/room/text:file:{file_id}",
+        server.port
+    );
+    let mut as_text = YClient::connect_with_cookie(&url, &guest.cookie).await;
+    as_text.sync().await;
+    let told = as_text
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
+        .await
+        .unwrap();
+    assert_eq!(told["capabilities"], json!(["view", "watch"]));
+    as_text
+        .edit(|txn| {
+            use yrs::{Text, WriteTxn};
+            txn.get_or_insert_text("source").push(txn, "forged");
+        })
+        .await;
+    let refused = as_text
+        .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
+        .await;
+    assert!(refused.is_some(), "{:?} {:?}", as_text.raw, as_text.closed);
+    // As a notebook, she edits as her link allows.
+    let mut as_notebook = join_as(&server, &guest).await;
+    as_notebook.append_and_wait_echo(0, " # eve").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_notebook_ends_what_was_shared_of_it() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let link = create_link(&server, &file_id, json!({"role": "viewer"}));
+    let (status, _) = server.http("DELETE", "/api/contents/nb.ipynb", None);
+    assert_eq!(status, 204);
+    assert_eq!(
+        redeem(&server, link["token"].as_str().unwrap(), "Late").0,
+        404
+    );
+    // A new notebook at the same path is a new notebook, shared with no one.
+    std::fs::write(server.path("nb.ipynb"), notebook_with(&["y = 2"])).unwrap();
+    let (new_id, _) = server.session("nb.ipynb");
+    assert_ne!(new_id, file_id);
+    let (status, links) = server.http("GET", &format!("/api/sharing/{new_id}/links"), None);
+    assert_eq!((status, links.as_str()), (200, "[]"));
+}

@@ -819,11 +819,12 @@ impl Room {
         {
             return;
         }
+        let caps = self.caps_here(member.caps);
         self.connections.insert(
             conn,
             Connection {
                 identity: member.identity,
-                caps: member.caps.effective(),
+                caps,
                 source: member.source,
                 out,
                 kick: Some(kick),

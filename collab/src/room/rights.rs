@@ -24,6 +24,24 @@ impl Room {
         self.reply_raw(conn, message);
     }
 
+    /// What `caps` come to in this room: a notebook opened as plain text escapes the notebook's
+    /// field policy (its outputs are just characters there), so only those who may also run
+    /// code may change or save it that way.
+    pub(super) fn caps_here(&self, caps: Capabilities) -> Capabilities {
+        let caps = caps.effective();
+        let notebook_as_text = self.document.as_ref().is_some_and(|d| {
+            d.kind == crate::content::DocumentKind::Text
+                && lock(&d.file).api_path().ends_with(".ipynb")
+        });
+        if notebook_as_text && !caps.contains(Capabilities::EXECUTE) {
+            Capabilities::from_bits(
+                caps.bits() & !(Capabilities::EDIT.bits() | Capabilities::SAVE.bits()),
+            )
+        } else {
+            caps
+        }
+    }
+
     /// Applies a grant change to the live connections it covers.
     pub(super) fn set_permissions(&mut self, source: GrantSource, caps: Option<Capabilities>) {
         let affected: Vec<ConnectionId> = self
@@ -33,7 +51,7 @@ impl Room {
             .map(|(id, _)| *id)
             .collect();
         for conn in affected {
-            match caps.map(Capabilities::effective) {
+            match caps.map(|caps| self.caps_here(caps)) {
                 Some(caps) if caps.contains(Capabilities::WATCH) => {
                     if let Some(c) = self.connections.get_mut(&conn) {
                         c.caps = caps;
