@@ -3,8 +3,7 @@
 // of what it saw (the Rust test asserts on it) and saves a screenshot of each step under
 // --shots.
 //
-// node browser_e2e.mjs --base URL --token T --edit-link TOKEN --watch-link TOKEN --link-id ID
-//                      --file-id ID --shots DIR [--chromium PATH]
+// node browser_e2e.mjs --base URL --token T --file-id ID --shots DIR [--chromium PATH]
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
@@ -55,6 +54,21 @@ async function typeInFirstCell(page, text) {
   await page.keyboard.type(text, { delay: 5 });
 }
 
+/** Creates a live-share link in the owner's share panel with exactly `caps`; its address. */
+async function createLink(page, caps) {
+  const panel = page.locator('.share-panel');
+  if (await panel.isHidden()) await page.click('button.share');
+  const boxes = panel.locator('.new-link input[type=checkbox]');
+  for (let i = 0; i < (await boxes.count()); i++) {
+    const box = boxes.nth(i);
+    const want = caps.includes(await box.getAttribute('data-cap'));
+    if ((await box.isChecked()) !== want) await box.click();
+  }
+  await panel.locator('button.create-link').click();
+  await panel.locator('.link-url').waitFor({ timeout: 5000 });
+  return panel.locator('.link-url').inputValue();
+}
+
 const flagsSet = (page) =>
   page.evaluate(() => [window.__quireFlag, window.__quireFlag2].filter((v) => v !== undefined));
 
@@ -71,12 +85,19 @@ try {
   await waitFor(async () => owner.locator('body.can-run').count().then((n) => n === 1));
   await snap(owner, 'owner-opens');
 
-  // A guest opens the edit-only link in another context and joins under a name.
+  // The owner makes an edit-only link in the share panel.
+  const editLink = await createLink(owner, ['edit']);
+  step('owner creates an edit-only link', editLink.includes('/share/'), editLink);
+  const editLinkId = await owner.locator('.share-panel li.link').last().getAttribute('data-link-id');
+  await snap(owner, 'owner-makes-a-link');
+  const editToken = editLink.split('/').pop();
+
+  // A guest opens it in another context and joins under a name.
   const guestContext = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   const guest = await guestContext.newPage();
   guest.on('pageerror', (e) => errors.push(`guest: ${e.message}`));
-  await guest.goto(`${base}/share/${args['edit-link']}`);
-  step('the link token left the address bar', !guest.url().includes(args['edit-link']), guest.url());
+  await guest.goto(editLink);
+  step('the link token left the address bar', !guest.url().includes(editToken), guest.url());
   await guest.fill('input[name=name]', 'Grace');
   await snap(guest, 'guest-names-herself');
   await guest.click('button');
@@ -140,14 +161,14 @@ try {
   }, { fileId: args['file-id'] });
   step('a forged run request from the guest is refused', forged.status === 'refused', JSON.stringify(forged));
 
-  // The owner grants execute, live: the guest's run control appears; she runs the cell.
-  const granted = await owner.evaluate(async ({ fileId, linkId }) => {
-    const r = await fetch(`/api/sharing/${fileId}/links/${linkId}`, {
-      method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ role: 'runner' }),
-    });
-    return r.status;
-  }, { fileId: args['file-id'], linkId: args['link-id'] });
-  step('owner grants execute', granted === 204, granted);
+  // Chat: the guest posts, the owner reads it.
+  await guest.fill('.chat-input', 'hello from Grace');
+  await guest.press('.chat-input', 'Enter');
+  const chatted = await waitFor(async () => (await owner.locator('.chat-messages').innerText()).includes('hello from Grace'));
+  step("the owner reads the guest's chat message", chatted !== null);
+
+  // The owner grants execute, live, in the share panel: the guest's run control appears.
+  await owner.locator(`.share-panel li.link[data-link-id="${editLinkId}"] input[data-cap=execute]`).click();
   const canRun = await waitFor(async () => guest.locator('section.cell .run').first().isVisible());
   step('guest gets a run control', canRun !== null, canRun);
   await guest.locator('section.cell').first().locator('.run').click();
@@ -183,10 +204,11 @@ try {
   await snap(owner, 'untrusted-output');
 
   // A watch-only guest sees edits live and cannot type.
+  const watchLink = await createLink(owner, ['view', 'watch']);
   const watcherContext = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   const watcher = await watcherContext.newPage();
   watcher.on('pageerror', (e) => errors.push(`watcher: ${e.message}`));
-  await watcher.goto(`${base}/share/${args['watch-link']}`);
+  await watcher.goto(watchLink);
   await watcher.fill('input[name=name]', 'Walter');
   await watcher.click('button');
   await watcher.waitForURL(/\/notebooks\//, { timeout: 10000 });
@@ -206,14 +228,19 @@ try {
   await new Promise((r) => setTimeout(r, 300));
   const after = await firstCellText(owner);
   step("the watcher's typing changed nothing", !after.includes('Walter') && after.startsWith(before.slice(0, 5)));
+  const history = await waitFor(async () => (await watcher.locator('.chat-messages').innerText()).includes('hello from Grace'));
+  step('a late joiner sees the chat history', history !== null);
+  const canPost = await watcher.locator('.chat-input').isEnabled();
+  step('a watch-only guest cannot post to the chat', !canPost);
   await snap(watcher, 'walter-watches');
 
-  // The owner revokes Grace's link: her page says so within 2 s and she can change nothing.
-  const revoked = await owner.evaluate(async ({ fileId, linkId }) => {
-    const r = await fetch(`/api/sharing/${fileId}/links/${linkId}`, { method: 'DELETE' });
-    return r.status;
-  }, { fileId: args['file-id'], linkId: args['link-id'] });
-  step('owner revokes the link', revoked === 204, revoked);
+  // The owner revokes Grace's link in the share panel: her page says so within 2 s and she can
+  // change nothing.
+  await owner.locator(`.share-panel li.link[data-link-id="${editLinkId}"] button.revoke-link`).click();
+  const gone = await waitFor(async () =>
+    owner.locator(`.share-panel li.link[data-link-id="${editLinkId}"]`).count().then((n) => n === 0),
+  );
+  step('owner revokes the link', gone !== null);
   took = await waitFor(async () => (await guest.locator('.banner').innerText()).toLowerCase().includes('revoked'), 2000);
   step("the guest's page says she was revoked within 2 s", took !== null, took);
   const locked = await guest.locator('section.cell').first().locator('.cm-content[contenteditable=false]').count();

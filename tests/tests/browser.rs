@@ -31,16 +31,6 @@ fn notebook() -> Vec<u8> {
     serde_json::to_vec_pretty(&notebook).unwrap()
 }
 
-fn link(server: &TestServer, file_id: &str, caps: Value) -> Value {
-    let (status, body) = server.http(
-        "POST",
-        &format!("/api/sharing/{file_id}/links"),
-        Some(&caps.to_string()),
-    );
-    assert_eq!(status, 201, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn run_e2e(server: &TestServer, args: &[(&str, &str)], shots: &Path) -> Value {
     let dir = repo_root().join("tests/js");
     assert!(
@@ -87,22 +77,11 @@ fn run_e2e(server: &TestServer, args: &[(&str, &str)], shots: &Path) -> Value {
 fn owner_and_guests_share_a_notebook_in_the_browser() {
     let server = TestServer::start(&[("nb.ipynb", &notebook())]);
     let (file_id, _) = server.session("nb.ipynb");
-    let edit = link(&server, &file_id, json!({"capabilities": ["edit"]}));
-    let watch = link(&server, &file_id, json!({"role": "viewer"}));
     let shots: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
         .join("e2e");
-    let report = run_e2e(
-        &server,
-        &[
-            ("edit-link", edit["token"].as_str().unwrap()),
-            ("watch-link", watch["token"].as_str().unwrap()),
-            ("link-id", edit["id"].as_str().unwrap()),
-            ("file-id", &file_id),
-        ],
-        &shots,
-    );
+    let report = run_e2e(&server, &[("file-id", &file_id)], &shots);
     let failed: Vec<&Value> = report["steps"]
         .as_array()
         .unwrap()
@@ -118,5 +97,13 @@ fn owner_and_guests_share_a_notebook_in_the_browser() {
         failed.is_empty(),
         "steps that failed: {failed:#?}\nreport: {report}"
     );
-    assert!(report["steps"].as_array().unwrap().len() >= 25, "{report}");
+    assert!(report["steps"].as_array().unwrap().len() >= 29, "{report}");
+    // The links were made in the owner's share panel: the server has them.
+    let (_, links) = server.http("GET", &format!("/api/sharing/{file_id}/links"), None);
+    let links: Value = serde_json::from_str(&links).unwrap();
+    assert_eq!(
+        links[0]["capabilities"],
+        json!(["view", "watch"]),
+        "{links}"
+    );
 }

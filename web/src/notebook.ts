@@ -18,6 +18,8 @@ import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next';
 import { RoomProvider, Status } from './provider';
 import { renderOutputs, renderMarkdown } from './outputs';
 import { el, Me, api } from './util';
+import { mountSharePanel } from './share';
+import { mountChat } from './chat';
 
 type Caps = Set<string>;
 
@@ -65,8 +67,12 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
   const interruptButton = el('button', { class: 'interrupt' }, 'Interrupt');
   const restartButton = el('button', { class: 'restart' }, 'Restart');
   const addButton = el('button', { class: 'add-cell' }, '+ Cell');
+  const shareButton = el('button', { class: 'share', hidden: '' }, 'Share');
   const banner = el('div', { class: 'banner', role: 'status', hidden: '' });
   const cellsBox = el('main', { class: 'cells' });
+  const sharePanel = el('section', { class: 'share-panel panel', hidden: '' });
+  const chatPanel = el('section', { class: 'chat panel' });
+  const side = el('aside', { class: 'side' }, sharePanel, chatPanel);
   const header = el(
     'header',
     { class: 'nb-header' },
@@ -81,9 +87,19 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     interruptButton,
     restartButton,
     saveButton,
+    shareButton,
     people,
   );
-  root.replaceChildren(header, banner, cellsBox);
+  root.replaceChildren(header, banner, el('div', { class: 'workspace' }, cellsBox, side));
+  const chat = mountChat(chatPanel, provider);
+  let share: { refresh: () => Promise<void> } | null = null;
+  shareButton.addEventListener('click', () => {
+    sharePanel.hidden = !sharePanel.hidden;
+    if (!sharePanel.hidden) {
+      if (!share) share = mountSharePanel(sharePanel, session.fileId);
+      else void share.refresh();
+    }
+  });
 
   const cells = doc.getArray<Y.Map<any>>('cells');
   const state = doc.getMap<any>('state');
@@ -103,6 +119,9 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     document.body.classList.toggle('can-run', canRun);
     addButton.hidden = !canEdit;
     saveButton.hidden = !can('save');
+    shareButton.hidden = !can('manage');
+    if (!can('manage')) sharePanel.hidden = true;
+    chat.setCanPost(canEdit);
     for (const b of [runAllButton, interruptButton, restartButton]) b.hidden = !canRun;
     for (const view of views.values()) {
       view.editor.dispatch({
@@ -156,6 +175,86 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     queueMicrotask(() => focusCell(at));
   }
 
+  /** Moves a cell (a copy keeps its id, source, outputs and metadata). */
+  function moveCell(map: Y.Map<any>, by: number) {
+    const from = indexOf(map);
+    const to = from + by;
+    if (!can('edit') || from < 0 || to < 0 || to >= cells.length) return;
+    doc.transact(() => {
+      const copy = map.clone();
+      cells.delete(from, 1);
+      cells.insert(to, [copy]);
+    });
+    queueMicrotask(() => views.get(cells.get(to))?.root.focus());
+  }
+
+  /** Jupyter's command mode: keys on a selected cell (not in its editor). */
+  let lastD = 0;
+  function commandKey(event: KeyboardEvent, map: Y.Map<any>, rootEl: HTMLElement) {
+    if (event.target !== rootEl || event.ctrlKey || event.metaKey || event.altKey) return;
+    const at = indexOf(map);
+    const select = (index: number) => {
+      const next = cells.get(Math.max(0, Math.min(index, cells.length - 1)));
+      views.get(next)?.root.focus();
+    };
+    const setType = (type: string) => {
+      if (can('edit') && map.get('cell_type') !== type) {
+        doc.transact(() => {
+          map.set('cell_type', type);
+          if (type === 'code' && !(map.get('outputs') instanceof Y.Array)) {
+            map.set('outputs', new Y.Array());
+            map.set('execution_count', null);
+          }
+        });
+      }
+    };
+    let handled = true;
+    switch (event.key) {
+      case 'Enter':
+        if (event.shiftKey) {
+          void run(map);
+          select(at + 1);
+        } else {
+          views.get(map)?.rendered.setAttribute('hidden', '');
+          views.get(map)?.editor.focus();
+        }
+        break;
+      case 'ArrowUp':
+      case 'k':
+        select(at - 1);
+        break;
+      case 'ArrowDown':
+      case 'j':
+        select(at + 1);
+        break;
+      case 'a':
+        insertCell(at);
+        break;
+      case 'b':
+        insertCell(at + 1);
+        break;
+      case 'd':
+        if (Date.now() - lastD < 800) {
+          if (can('edit')) cells.delete(at, 1);
+          select(at);
+          lastD = 0;
+        } else lastD = Date.now();
+        break;
+      case 'm':
+        setType('markdown');
+        break;
+      case 'y':
+        setType('code');
+        break;
+      case 'r':
+        setType('raw');
+        break;
+      default:
+        handled = false;
+    }
+    if (handled) event.preventDefault();
+  }
+
   function makeView(map: Y.Map<any>): CellView {
     const type = String(map.get('cell_type') ?? 'code');
     let text = map.get('source');
@@ -168,7 +267,11 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     const prompt = el('div', { class: 'prompt' }, '');
     const status = el('div', { class: 'run-status' }, '');
     const runButton = el('button', { class: 'run', title: 'Run (Shift+Enter)' }, '▶');
-    const deleteButton = el('button', { class: 'delete', title: 'Delete cell' }, '✕');
+    const deleteButton = el('button', { class: 'delete', title: 'Delete cell (D D)' }, '✕');
+    const upButton = el('button', { class: 'move-up', title: 'Move up' }, '↑');
+    const downButton = el('button', { class: 'move-down', title: 'Move down' }, '↓');
+    upButton.addEventListener('click', () => moveCell(map, -1));
+    downButton.addEventListener('click', () => moveCell(map, 1));
     const typeSelect = el(
       'select',
       { class: 'cell-type', 'aria-label': 'Cell type' },
@@ -183,7 +286,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       { class: `cell cell-${type}`, 'data-cell-id': cellId(map) },
       el('div', { class: 'gutter' }, prompt, runButton),
       el('div', { class: 'body' }, editorHost, rendered, outputs, status),
-      el('div', { class: 'tools' }, typeSelect, deleteButton),
+      el('div', { class: 'tools' }, typeSelect, upButton, downButton, deleteButton),
     );
     const undoManager = new Y.UndoManager(text);
     const runKeys = keymap.of([
@@ -236,6 +339,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       }),
     });
     rootEl.tabIndex = -1;
+    rootEl.addEventListener('keydown', (event) => commandKey(event, map, rootEl));
     const renderMarkdownCell = () => {
       if (map.get('cell_type') !== 'markdown') return;
       renderMarkdown(rendered, text.toString());
@@ -423,6 +527,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     }
   };
   provider.onRaw = (message) => {
+    chat.onRaw(message);
     switch (message.type) {
       case 'permissions':
         caps = new Set(message.capabilities ?? []);
