@@ -81,6 +81,8 @@ fn owner_and_guests_share_a_notebook_in_the_browser() {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
         .join("e2e");
+    // Only this run's screenshots.
+    let _ = std::fs::remove_dir_all(&shots);
     let report = run_e2e(&server, &[("file-id", &file_id)], &shots);
     let failed: Vec<&Value> = report["steps"]
         .as_array()

@@ -26,7 +26,9 @@ type Caps = Set<string>;
 interface CellView {
   map: Y.Map<any>;
   root: HTMLElement;
-  editor: EditorView;
+  /** The cell's editor, made when the cell first comes near the screen or is used. */
+  editor: () => EditorView;
+  hasEditor: () => boolean;
   outputs: HTMLElement;
   prompt: HTMLElement;
   status: HTMLElement;
@@ -104,6 +106,14 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
   const cells = doc.getArray<Y.Map<any>>('cells');
   const state = doc.getMap<any>('state');
   const views = new Map<Y.Map<any>, CellView>();
+  // Editors are made for cells within a screen or so of the viewport.
+  const editors = new WeakMap<Element, () => EditorView>();
+  const lazy = new IntersectionObserver(
+    (entries) => {
+      for (const entry of entries) if (entry.isIntersecting) editors.get(entry.target)?.();
+    },
+    { rootMargin: '800px 0px' },
+  );
   let synced = false;
 
   const can = (cap: string) => caps.has(cap);
@@ -124,7 +134,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     chat.setCanPost(canEdit);
     for (const b of [runAllButton, interruptButton, restartButton]) b.hidden = !canRun;
     for (const view of views.values()) {
-      view.editor.dispatch({
+      if (!view.hasEditor()) continue;
+      view.editor().dispatch({
         effects: view.editable.reconfigure(editableExt(canEdit)),
       });
     }
@@ -153,7 +164,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     const map = cells.get(Math.max(0, Math.min(index, cells.length - 1)));
     const view = map && views.get(map);
     if (view) {
-      view.editor.focus();
+      view.editor().focus();
       view.root.scrollIntoView({ block: 'nearest' });
     }
   }
@@ -216,7 +227,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
           select(at + 1);
         } else {
           views.get(map)?.rendered.setAttribute('hidden', '');
-          views.get(map)?.editor.focus();
+          views.get(map)?.editor().focus();
         }
         break;
       case 'ArrowUp':
@@ -288,7 +299,6 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       el('div', { class: 'body' }, editorHost, rendered, outputs, status),
       el('div', { class: 'tools' }, typeSelect, upButton, downButton, deleteButton),
     );
-    const undoManager = new Y.UndoManager(text);
     const runKeys = keymap.of([
       {
         key: 'Shift-Enter',
@@ -319,7 +329,27 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         },
       },
     ]);
-    const editor = new EditorView({
+    // Until the editor exists, the source shows as plain text (a thousand editors made at
+    // once would keep a big notebook from being usable for seconds).
+    const placeholder = el('pre', { class: 'source-placeholder' }, text.toString());
+    editorHost.append(placeholder);
+    const follow = () => {
+      placeholder.textContent = text.toString();
+    };
+    text.observe(follow);
+    let made: EditorView | null = null;
+    const editor = (): EditorView => {
+      if (made) return made;
+      text.unobserve(follow);
+      placeholder.remove();
+      made = makeEditor();
+      lazy.unobserve(rootEl);
+      return made;
+    };
+    placeholder.addEventListener('mousedown', () => {
+      editor().focus();
+    });
+    const makeEditor = () => new EditorView({
       parent: editorHost,
       state: EditorState.create({
         doc: text.toString(),
@@ -333,11 +363,13 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
           syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
           language.of(type === 'markdown' ? markdown() : type === 'code' ? python() : []),
           editable.of(editableExt(can('edit'))),
-          yCollab(text, provider.awareness, { undoManager }),
+          yCollab(text, provider.awareness, { undoManager: new Y.UndoManager(text) }),
           EditorView.lineWrapping,
         ],
       }),
     });
+    lazy.observe(rootEl);
+    editors.set(rootEl, editor);
     rootEl.tabIndex = -1;
     rootEl.addEventListener('keydown', (event) => commandKey(event, map, rootEl));
     const renderMarkdownCell = () => {
@@ -350,7 +382,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       if (!can('edit')) return;
       rendered.hidden = true;
       editorHost.hidden = false;
-      editor.focus();
+      editor().focus();
     });
     if (type === 'markdown' && text.length > 0) renderMarkdownCell();
     runButton.addEventListener('click', () => void run(map));
@@ -396,6 +428,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       map,
       root: rootEl,
       editor,
+      hasEditor: () => made !== null,
       outputs,
       prompt,
       status,
@@ -403,13 +436,17 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       editable,
       language,
       type,
-      unobserve: () => map.unobserveDeep(observer),
+      unobserve: () => {
+        map.unobserveDeep(observer);
+        text.unobserve(follow);
+        lazy.unobserve(rootEl);
+        made?.destroy();
+      },
     };
   }
 
   function destroy(view: CellView) {
     view.unobserve();
-    view.editor.destroy();
     view.root.remove();
   }
 
@@ -494,6 +531,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
   cells.observe(() => layout());
   state.observeDeep(() => paintState());
   provider.awareness.on('change', paintPeople);
+  paintPeople();
   provider.onStatus = (status: Status) => {
     switch (status.kind) {
       case 'connecting':
