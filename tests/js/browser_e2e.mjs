@@ -64,9 +64,12 @@ async function createLink(page, caps) {
     const want = caps.includes(await box.getAttribute('data-cap'));
     if ((await box.isChecked()) !== want) await box.click();
   }
+  const field = panel.locator('.link-url');
+  const before = (await field.count()) ? await field.inputValue() : null;
   await panel.locator('button.create-link').click();
-  await panel.locator('.link-url').waitFor({ timeout: 5000 });
-  return panel.locator('.link-url').inputValue();
+  // The panel shows the new link's address in place of the last one's.
+  await waitFor(async () => (await field.count()) > 0 && (await field.inputValue()) !== before);
+  return field.inputValue();
 }
 
 const flagsSet = (page) =>
@@ -132,6 +135,27 @@ try {
   step("owner sees the guest's cursor", guestCursorAtOwner !== null);
   const people = await waitFor(async () => owner.locator('.people .person').count().then((n) => n >= 2));
   step('owner sees who is here', people !== null);
+  const presence = await waitFor(async () =>
+    guest.locator('section.cell').first().locator('.presence-dot').count().then((n) => n > 0),
+  );
+  step('the guest sees which cell the owner is in', presence !== null);
+
+  // The owner holds cell 0: the guest is told who is editing, and cannot change it.
+  await owner.locator('section.cell').first().locator('button.lock').click();
+  const held = await waitFor(async () =>
+    (await guest.locator('section.cell').first().locator('.run-status').innerText()).includes('is editing'),
+  );
+  step('a held cell shows who holds it', held !== null);
+  const heldReadOnly = await waitFor(async () =>
+    guest.locator('section.cell').first().locator('.cm-content[contenteditable=false]').count().then((n) => n === 1),
+  );
+  step("the guest cannot type in the owner's held cell", heldReadOnly !== null);
+  await snap(guest, 'owner-holds-cell-0');
+  await owner.locator('section.cell').first().locator('button.lock').click();
+  const released = await waitFor(async () =>
+    guest.locator('section.cell').first().locator('.cm-content[contenteditable=true]').count().then((n) => n === 1),
+  );
+  step('released, the cell is the guest\'s to type in again', released !== null);
   await snap(owner, 'owner-sees-grace');
   await snap(guest, 'grace-sees-owner');
 

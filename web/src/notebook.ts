@@ -26,6 +26,8 @@ type Caps = Set<string>;
 interface CellView {
   map: Y.Map<any>;
   root: HTMLElement;
+  lockButton: HTMLElement;
+  presence: HTMLElement;
   /** The cell's editor, made when the cell first comes near the screen or is used. */
   editor: () => EditorView;
   hasEditor: () => boolean;
@@ -276,9 +278,16 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     const editable = new Compartment();
     const language = new Compartment();
     const prompt = el('div', { class: 'prompt' }, '');
+    const presence = el('div', { class: 'presence' });
     const status = el('div', { class: 'run-status' }, '');
     const runButton = el('button', { class: 'run', title: 'Run (Shift+Enter)' }, '▶');
     const deleteButton = el('button', { class: 'delete', title: 'Delete cell (D D)' }, '✕');
+    const lockButton = el('button', { class: 'lock', title: 'Hold this cell: others cannot change it until you let go' }, 'hold');
+    lockButton.addEventListener('click', async () => {
+      const mine = lockButton.dataset.held === 'true';
+      const answer = await provider.request({ type: mine ? 'unlock' : 'lock', cell_id: cellId(map) });
+      if (answer.status !== 'ok') showBanner(answer.reason ?? 'refused', 'error');
+    });
     const upButton = el('button', { class: 'move-up', title: 'Move up' }, '↑');
     const downButton = el('button', { class: 'move-down', title: 'Move down' }, '↓');
     upButton.addEventListener('click', () => moveCell(map, -1));
@@ -295,9 +304,9 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     const rootEl = el(
       'section',
       { class: `cell cell-${type}`, 'data-cell-id': cellId(map) },
-      el('div', { class: 'gutter' }, prompt, runButton),
+      el('div', { class: 'gutter' }, prompt, runButton, presence),
       el('div', { class: 'body' }, editorHost, rendered, outputs, status),
-      el('div', { class: 'tools' }, typeSelect, upButton, downButton, deleteButton),
+      el('div', { class: 'tools' }, typeSelect, lockButton, upButton, downButton, deleteButton),
     );
     const runKeys = keymap.of([
       {
@@ -427,6 +436,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     return {
       map,
       root: rootEl,
+      lockButton,
+      presence,
       editor,
       hasEditor: () => made !== null,
       outputs,
@@ -505,8 +516,18 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       } else if (run?.by?.name && run.status) {
         parts.push(`ran by ${run.by.name} (${run.status})`);
       }
-      if (lock?.edit?.by?.name && lock.edit.by.username !== me.identity.username) {
-        parts.push(`${lock.edit.by.name} is editing`);
+      const holder = lock?.edit?.by;
+      const heldByOther = Boolean(holder && holder.username !== me.identity.username);
+      const heldByMe = Boolean(holder && holder.username === me.identity.username);
+      if (heldByOther) parts.push(`${holder.name} is editing`);
+      view.lockButton.dataset.held = String(heldByMe);
+      view.lockButton.textContent = heldByMe ? 'release' : 'hold';
+      view.lockButton.toggleAttribute('disabled', heldByOther);
+      view.root.classList.toggle('locked', heldByOther);
+      if (view.hasEditor()) {
+        view.editor().dispatch({
+          effects: view.editable.reconfigure(editableExt(can('edit') && !heldByOther)),
+        });
       }
       view.status.textContent = parts.join(' · ');
       view.root.dataset.run = run?.status ?? '';
@@ -514,15 +535,60 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     saved.textContent = state.get('dirty') ? 'unsaved changes' : '';
   }
 
+  /** The cell a person's cursor is in (y-codemirror's `cursor` field), if any. */
+  function cellOf(state: any): Y.Map<any> | null {
+    const anchor = state?.cursor?.anchor;
+    if (!anchor) return null;
+    try {
+      const position = Y.createAbsolutePositionFromRelativePosition(
+        Y.createRelativePositionFromJSON(anchor),
+        doc,
+      );
+      const text = position?.type;
+      return cells.toArray().find((map) => map.get('source') === text) ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  let following: string | null = null;
+  // The cells showing someone's presence (cleared on each repaint: not every cell).
+  let marked: HTMLElement[] = [];
   function paintPeople() {
     const items: HTMLElement[] = [];
     const seen = new Set<string>();
+    for (const box of marked) box.replaceChildren();
+    marked = [];
     for (const [client, value] of provider.awareness.getStates()) {
       const user = value?.user;
-      if (!user || seen.has(user.username ?? String(client))) continue;
-      seen.add(user.username ?? String(client));
-      const badge = el('li', { class: 'person', title: user.display_name ?? user.name }, user.initials ?? '?');
+      if (!user) continue;
+      const key = user.username ?? String(client);
+      const cell = client === doc.clientID ? null : cellOf(value);
+      if (cell) {
+        const dot = el('span', { class: 'presence-dot', title: `${user.display_name ?? user.name} is here` }, user.initials ?? '?');
+        dot.style.background = user.color ?? '#888';
+        const box = views.get(cell)?.presence;
+        if (box) {
+          box.append(dot);
+          marked.push(box);
+        }
+        if (following === key) views.get(cell)?.root.scrollIntoView({ block: 'center', behavior: 'smooth' });
+      }
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const self = client === doc.clientID;
+      const badge = el(
+        'li',
+        { class: `person${following === key ? ' following' : ''}`, title: self ? `${user.display_name ?? user.name} (you)` : `${user.display_name ?? user.name}: click to follow` },
+        user.initials ?? '?',
+      );
       badge.style.background = user.color ?? '#888';
+      if (!self) {
+        badge.addEventListener('click', () => {
+          following = following === key ? null : key;
+          paintPeople();
+        });
+      }
       items.push(badge);
     }
     people.replaceChildren(...items);
@@ -572,7 +638,10 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         reflectCaps();
         break;
       case 'refused':
-        showBanner(`Not applied: ${message.reason}`, 'error');
+        // Our copy now holds a change the room refused: start again from the room's.
+        sessionStorage.setItem('quire-refused', String(message.reason ?? 'refused'));
+        provider.close();
+        location.reload();
         break;
       case 'conflict':
         showBanner('This page has fallen out of step with the server: reload it.', 'error');
@@ -597,5 +666,10 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     }
   });
   reflectCaps();
+  const refused = sessionStorage.getItem('quire-refused');
+  if (refused) {
+    sessionStorage.removeItem('quire-refused');
+    showBanner(`Your last change was not applied (${refused}); the page shows the notebook as it is.`, 'error');
+  }
   return { provider, doc };
 }
