@@ -199,6 +199,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tree", get(web::page))
         .route("/tree/{*path}", get(web::page))
         .route("/notebooks/{*path}", get(web::page))
+        .route("/sandbox", get(web::sandbox))
         .route("/static/app.js", get(web::app_js))
         .route("/static/app.css", get(web::app_css))
         .route("/api", get(api_version))

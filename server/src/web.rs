@@ -84,3 +84,36 @@ pub async fn app_js(headers: HeaderMap) -> Response {
 pub async fn app_css(headers: HeaderMap) -> Response {
     asset(APP_CSS, &TAGS[1], "text/css; charset=utf-8", &headers)
 }
+
+/// The frame HTML and JavaScript outputs run in. The app loads it with
+/// `sandbox="allow-scripts"` (an opaque origin: nothing in it can reach the app, its cookies or
+/// its storage) and posts it the output's HTML; the frame reports its height back.
+const SANDBOX: &str = r#"<!doctype html><meta charset="utf-8"><style>body{margin:0;font:14px system-ui,sans-serif}</style><script>
+addEventListener('message', function (event) {
+  if (event.source !== parent || typeof event.data !== 'string') return;
+  document.open();
+  document.write('<!doctype html><meta charset="utf-8"><style>body{margin:0;font:14px system-ui,sans-serif}</style>' + event.data);
+  document.close();
+  var report = function () { parent.postMessage({ quireHeight: document.documentElement.scrollHeight }, '*'); };
+  addEventListener('load', report);
+  new ResizeObserver(report).observe(document.documentElement);
+  report();
+}, { once: true });
+</script>"#;
+
+/// The policy of the output frame: its own inline script and the output's, anything the output
+/// loads, no network back to us beyond that, and a sandbox even if opened on its own.
+const SANDBOX_POLICY: &str = "sandbox allow-scripts; default-src * data: blob: 'unsafe-inline' 'unsafe-eval'; frame-ancestors 'self'";
+
+/// `/sandbox`: the frame outputs render in.
+pub async fn sandbox() -> Response {
+    let mut response = axum::response::Html(SANDBOX).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX_POLICY),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    response
+}

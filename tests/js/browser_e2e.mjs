@@ -222,10 +222,32 @@ try {
   const guestFlags = await flagsSet(guest);
   step('no markdown or output script ran in the app', ownerFlags.length === 0 && guestFlags.length === 0,
     JSON.stringify({ ownerFlags, guestFlags }));
+  const outputFrame = owner.frames().find((f) => f.url().endsWith('/sandbox'));
+  const ranInFrame = outputFrame
+    ? await waitFor(async () => (await outputFrame.evaluate(() => document.body.getAttribute('data-ran'))) === 'yes')
+    : null;
+  step("the HTML output's script ran, inside its sandboxed frame", ranInFrame !== null);
   const markdownImg = await owner.locator('section.cell').nth(1).locator('.rendered img').count();
   const onerror = await owner.locator('section.cell').nth(1).locator('.rendered img[onerror]').count();
   step('markdown is rendered, sanitized', markdownImg === 1 && onerror === 0, `${markdownImg} ${onerror}`);
   await snap(owner, 'untrusted-output');
+
+  // input(): the prompt goes to whoever ran the cell, and the answer lands in the output.
+  await owner.locator('section.cell').nth(3).locator('.run').click();
+  const asked = await waitFor(
+    async () => owner.locator('section.cell').nth(3).locator('.stdin-input').count().then((n) => n === 1),
+    30000,
+  );
+  step('the one who ran the cell is asked for input', asked !== null);
+  const guestAsked = await guest.locator('section.cell').nth(3).locator('.stdin-input').count();
+  step('nobody else is asked', guestAsked === 0);
+  await owner.locator('section.cell').nth(3).locator('.stdin-input').fill('Ada');
+  await owner.locator('section.cell').nth(3).locator('.stdin-input').press('Enter');
+  const answered = await waitFor(
+    async () => (await guest.locator('section.cell').nth(3).locator('.outputs').innerText()).includes('hello Ada'),
+    10000,
+  );
+  step('everyone sees the answered run', answered !== null);
 
   // A watch-only guest sees edits live and cannot type.
   const watchLink = await createLink(owner, ['view', 'watch']);
@@ -270,7 +292,11 @@ try {
   const locked = await guest.locator('section.cell').first().locator('.cm-content[contenteditable=false]').count();
   step('the revoked guest can no longer type', locked === 1);
   await snap(guest, 'grace-revoked');
-  step('no script errors in the pages', errors.length === 0, errors.join(' | '));
+  // (The hostile output's own attempts to reach the app fail inside its frame, as they must:
+  // those are not the app's errors.)
+  const appErrors = errors.filter((e) => !e.includes('Blocked a frame with origin "null"'));
+  step('no script errors in the pages', appErrors.length === 0, appErrors.join(' | '));
+  step('the output frame was stopped from reaching the app', errors.length > appErrors.length);
 } catch (e) {
   step('the scenario ran to its end', false, e?.stack ?? e);
 } finally {

@@ -26,6 +26,8 @@ type Caps = Set<string>;
 interface CellView {
   map: Y.Map<any>;
   root: HTMLElement;
+  /** Where a prompt of `input()` asks us (and only us, who ran the cell) for an answer. */
+  stdin: HTMLElement;
   lockButton: HTMLElement;
   presence: HTMLElement;
   /** The cell's editor, made when the cell first comes near the screen or is used. */
@@ -301,11 +303,12 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     const editorHost = el('div', { class: 'editor' });
     const rendered = el('div', { class: 'markdown rendered', hidden: '' });
     const outputs = el('div', { class: 'outputs' });
+    const stdin = el('div', { class: 'stdin' });
     const rootEl = el(
       'section',
       { class: `cell cell-${type}`, 'data-cell-id': cellId(map) },
       el('div', { class: 'gutter' }, prompt, runButton, presence),
-      el('div', { class: 'body' }, editorHost, rendered, outputs, status),
+      el('div', { class: 'body' }, editorHost, rendered, outputs, stdin, status),
       el('div', { class: 'tools' }, typeSelect, lockButton, upButton, downButton, deleteButton),
     );
     const runKeys = keymap.of([
@@ -436,6 +439,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     return {
       map,
       root: rootEl,
+      stdin,
       lockButton,
       presence,
       editor,
@@ -530,6 +534,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         });
       }
       view.status.textContent = parts.join(' · ');
+      if (run?.status !== 'running') view.stdin.replaceChildren();
       view.root.dataset.run = run?.status ?? '';
     }
     saved.textContent = state.get('dirty') ? 'unsaved changes' : '';
@@ -643,6 +648,26 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         provider.close();
         location.reload();
         break;
+      case 'input_request': {
+        const map = cells.toArray().find((m) => cellId(m) === message.cell_id);
+        const view = map && views.get(map);
+        if (!view) break;
+        const field = el('input', {
+          class: 'stdin-input',
+          type: message.password ? 'password' : 'text',
+          'aria-label': message.prompt || 'input',
+        }) as HTMLInputElement;
+        const form = el('form', { class: 'stdin-form' }, el('label', {}, message.prompt ?? ''), field);
+        form.addEventListener('submit', async (event) => {
+          event.preventDefault();
+          const answer = await provider.request({ type: 'input_reply', cell_id: message.cell_id, value: field.value });
+          if (answer.status === 'ok') view.stdin.replaceChildren();
+          else showBanner(answer.reason ?? 'the answer was refused', 'error');
+        });
+        view.stdin.replaceChildren(form);
+        field.focus();
+        break;
+      }
       case 'conflict':
         showBanner('This page has fallen out of step with the server: reload it.', 'error');
         break;

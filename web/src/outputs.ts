@@ -56,19 +56,30 @@ export function ansiText(target: HTMLElement, text: string) {
   emit(text.slice(last).replace(/\x1b\[[0-9;?]*[A-Za-z]/g, ''));
 }
 
-/** A sandboxed frame for HTML or JavaScript output: scripts may run, but in an opaque origin. */
+/** A frame for HTML or JavaScript output: its scripts run, in an opaque origin (`/sandbox`
+ * loaded with `sandbox="allow-scripts"`), so nothing they do reaches the app. */
 function sandboxedFrame(html: string): HTMLIFrameElement {
   const frame = document.createElement('iframe');
   frame.className = 'output-frame';
   frame.setAttribute('sandbox', 'allow-scripts');
   frame.setAttribute('referrerpolicy', 'no-referrer');
-  frame.srcdoc = `<!doctype html><meta charset="utf-8"><style>body{margin:0;font:14px system-ui,sans-serif}</style>${html}`;
-  frame.addEventListener('load', () => {
-    // The frame cannot tell us its height (no same-origin); give it room.
-    frame.style.height = '320px';
-  });
+  frame.src = '/sandbox';
+  frame.addEventListener('load', () => frame.contentWindow?.postMessage(html, '*'), { once: true });
+  frames.set(frame, true);
   return frame;
 }
+
+// Output frames report their height; only messages from one of our frames are believed.
+const frames = new WeakMap<HTMLIFrameElement, boolean>();
+window.addEventListener('message', (event) => {
+  const height = event.data?.quireHeight;
+  if (typeof height !== 'number') return;
+  for (const frame of document.querySelectorAll<HTMLIFrameElement>('iframe.output-frame')) {
+    if (frame.contentWindow === event.source && frames.has(frame)) {
+      frame.style.height = `${Math.min(Math.max(height, 20), 2000)}px`;
+    }
+  }
+});
 
 export function renderMarkdown(target: HTMLElement, source: string) {
   const html = marked.parse(source, { async: false }) as string;
