@@ -113,7 +113,13 @@ pub async fn sandbox() -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(SANDBOX_POLICY),
     );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
     response
 }
