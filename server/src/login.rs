@@ -78,24 +78,35 @@ impl Throttle {
 
     /// A wrong token presented from `address`.
     pub fn failed_address(&self, address: &str) {
-        let mut entry = self
-            .failures
-            .entry(format!("addr:{address}"))
-            .or_insert((0, Instant::now()));
+        self.count(format!("addr:{address}"));
+    }
+
+    /// Counts an attempt against an account and an address. Password attempts are counted when
+    /// they start (and forgiven if they succeed), so a burst of parallel guesses cannot all slip
+    /// through before the first failure is known.
+    pub fn failed(&self, account: &str, address: &str) {
+        self.count(format!("user:{account}"));
+        self.count(format!("addr:{address}"));
+    }
+
+    fn count(&self, key: String) {
+        // Forget old failures now and then: the map is keyed by whatever names are sent.
+        if self.failures.len() > 10_000 {
+            let hour_ago = Instant::now() - Duration::from_secs(3600);
+            self.failures.retain(|_, (_, last)| *last > hour_ago);
+        }
+        let mut entry = self.failures.entry(key).or_insert((0, Instant::now()));
         entry.0 += 1;
         entry.1 = Instant::now();
     }
 
-    pub fn failed(&self, account: &str, address: &str) {
-        for key in [format!("user:{account}"), format!("addr:{address}")] {
-            let mut entry = self.failures.entry(key).or_insert((0, Instant::now()));
-            entry.0 += 1;
-            entry.1 = Instant::now();
-        }
-    }
-
-    pub fn succeeded(&self, account: &str) {
+    /// A password attempt succeeded: the account starts afresh, and the address is forgiven
+    /// the attempt counted when it started.
+    pub fn succeeded(&self, account: &str, address: &str) {
         self.failures.remove(&format!("user:{account}"));
+        if let Some(mut entry) = self.failures.get_mut(&format!("addr:{address}")) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }
 
@@ -231,9 +242,10 @@ async fn password_login(
     if let Some(wait) = state.throttle.check(&account, address) {
         return Err(too_many(wait));
     }
+    state.throttle.failed(&account, address);
     match pam.check(&account, password).await {
         Ok(user) => {
-            state.throttle.succeeded(&account);
+            state.throttle.succeeded(&account, address);
             let mut secret = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut secret);
             let value = hex::encode(secret);
@@ -260,7 +272,6 @@ async fn password_login(
             .into_response())
         }
         Err(e) => {
-            state.throttle.failed(&account, address);
             state.store.audit(
                 &account,
                 "login_failed",
@@ -300,13 +311,14 @@ pub fn safe_next(next: Option<&str>) -> String {
         s.starts_with('/')
             && !s.starts_with("//")
             && !s.contains('\\')
-            && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+            && !s.chars().any(char::is_control)
     }
     let Some(next) = next else {
         return "/".to_string();
     };
+    // Checked as sent (where a space has no business) and decoded (where `%2F%2F` is `//`).
     let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
-    if local_path(next) && local_path(&decoded) {
+    if local_path(next) && !next.contains(char::is_whitespace) && local_path(&decoded) {
         next.to_string()
     } else {
         "/".to_string()
@@ -447,4 +459,46 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
         HeaderValue::from_static("quire-user=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_guesses_is_held_back_before_any_fails() {
+        let throttle = Throttle::default();
+        // Three attempts in flight at once (counted as they start): the fourth waits.
+        for _ in 0..FREE_FAILURES_PER_ACCOUNT {
+            assert_eq!(throttle.check("ada", "10.0.0.1"), None);
+            throttle.failed("ada", "10.0.0.1");
+        }
+        assert!(throttle.check("ada", "10.0.0.1").is_some());
+        // Other accounts are not slowed down.
+        assert_eq!(throttle.check("bob", "10.0.0.2"), None);
+        // A success starts the account afresh.
+        throttle.succeeded("ada", "10.0.0.1");
+        assert_eq!(throttle.check("ada", "10.0.0.1"), None);
+    }
+
+    #[test]
+    fn next_stays_on_this_server() {
+        for evil in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "%2F%2Fevil.example",
+            "/%2F/evil.example",
+            "/\tx",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next(Some("/notebooks/a b.ipynb")), "/");
+        assert_eq!(
+            safe_next(Some("/notebooks/a%20b.ipynb")),
+            "/notebooks/a%20b.ipynb"
+        );
+        assert_eq!(safe_next(None), "/");
+    }
 }
