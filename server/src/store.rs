@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
     inode INTEGER NOT NULL,
-    birth INTEGER NOT NULL DEFAULT 0
+    birth INTEGER NOT NULL DEFAULT 0,
+    dev INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_by_inode ON files(inode);
 CREATE TABLE IF NOT EXISTS documents (
@@ -112,13 +113,15 @@ CREATE TABLE IF NOT EXISTS guests (
 );
 ";
 
-/// What identifies a file on disk across renames: its inode, and its birth time so that a
-/// new file reusing a deleted file's inode is not mistaken for it.
+/// What identifies a file on disk across renames: its device and inode, and its birth time so
+/// that a new file reusing a deleted file's inode is not mistaken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskIdentity {
     pub inode: u64,
     /// Nanoseconds since the epoch; 0 where the file system does not record it.
     pub birth_ns: i64,
+    /// The device (file system) holding it; 0 where unknown (rows from before it was kept).
+    pub dev: u64,
 }
 
 impl DiskIdentity {
@@ -132,12 +135,14 @@ impl DiskIdentity {
         DiskIdentity {
             inode: meta.ino(),
             birth_ns,
+            dev: meta.dev(),
         }
     }
 
-    fn matches(&self, inode: i64, birth_ns: i64) -> bool {
+    fn matches(&self, inode: i64, birth_ns: i64, dev: i64) -> bool {
         self.inode == inode as u64
             && (self.birth_ns == birth_ns || self.birth_ns == 0 || birth_ns == 0)
+            && (self.dev == dev as u64 || self.dev == 0 || dev == 0)
     }
 }
 
@@ -190,6 +195,7 @@ impl Store {
             "password_mark",
             "TEXT NOT NULL DEFAULT ''",
         )?;
+        add_missing_column(&conn, "files", "dev", "INTEGER NOT NULL DEFAULT 0")?;
         let session_id = uuid::Uuid::new_v4().to_string();
         conn.execute(
             "INSERT INTO server_sessions (session_id, started_at) VALUES (?1, ?2)",
@@ -261,20 +267,24 @@ impl Store {
             .optional()?;
         if let Some(id) = by_path {
             db.execute(
-                "UPDATE files SET inode = ?1, birth = ?2 WHERE id = ?3",
-                params![disk.inode as i64, disk.birth_ns, id],
+                "UPDATE files SET inode = ?1, birth = ?2, dev = ?3 WHERE id = ?4",
+                params![disk.inode as i64, disk.birth_ns, disk.dev as i64, id],
             )?;
             return Ok((parse_id(&id), false));
         }
-        let mut stmt = db.prepare("SELECT id, path, birth FROM files WHERE inode = ?1")?;
-        let candidates: Vec<(String, String, i64)> = stmt
+        let mut stmt = db.prepare("SELECT id, path, birth, dev FROM files WHERE inode = ?1")?;
+        let candidates: Vec<(String, String, i64, i64)> = stmt
             .query_map([disk.inode as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<_, _>>()?;
         drop(stmt);
-        for (id, old_path, birth) in candidates {
-            if !disk.matches(disk.inode as i64, birth) {
+        for (id, old_path, birth, dev) in candidates {
+            if !disk.matches(disk.inode as i64, birth, dev) {
+                continue;
+            }
+            // In multi-user mode a file never moves from one person's home to another's.
+            if self.homes && !same_home(root, &old_path, api_path) {
                 continue;
             }
             let still_there = std::fs::metadata(root.join(&old_path))
@@ -291,8 +301,14 @@ impl Store {
         }
         let id = FileId::new_random();
         db.execute(
-            "INSERT INTO files (id, path, inode, birth) VALUES (?1, ?2, ?3, ?4)",
-            params![id.to_string(), api_path, disk.inode as i64, disk.birth_ns],
+            "INSERT INTO files (id, path, inode, birth, dev) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id.to_string(),
+                api_path,
+                disk.inode as i64,
+                disk.birth_ns,
+                disk.dev as i64
+            ],
         )?;
         Ok((id, true))
     }
@@ -300,15 +316,15 @@ impl Store {
     /// Where the file with this id is now. When its recorded path no longer holds it, the
     /// served tree is searched for its inode (it was moved outside Quire).
     pub fn path_for_id(&self, root: &Path, id: FileId) -> rusqlite::Result<Option<String>> {
-        let row: Option<(String, i64, i64)> = self
+        let row: Option<(String, i64, i64, i64)> = self
             .db()
             .query_row(
-                "SELECT path, inode, birth FROM files WHERE id = ?1",
+                "SELECT path, inode, birth, dev FROM files WHERE id = ?1",
                 [id.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((path, inode, birth)) = row else {
+        let Some((path, inode, birth, dev)) = row else {
             return Ok(None);
         };
         if root.join(&path).is_file() {
@@ -322,7 +338,7 @@ impl Store {
         } else {
             root.to_path_buf()
         };
-        let Some(found) = find_inode(root, &scope, inode, birth) else {
+        let Some(found) = find_inode(root, &scope, inode, birth, dev) else {
             return Ok(None);
         };
         self.db().execute(
@@ -334,8 +350,13 @@ impl Store {
 
     pub fn update_disk_identity(&self, id: FileId, disk: DiskIdentity) -> rusqlite::Result<()> {
         self.db().execute(
-            "UPDATE files SET inode = ?1, birth = ?2 WHERE id = ?3",
-            params![disk.inode as i64, disk.birth_ns, id.to_string()],
+            "UPDATE files SET inode = ?1, birth = ?2, dev = ?3 WHERE id = ?4",
+            params![
+                disk.inode as i64,
+                disk.birth_ns,
+                disk.dev as i64,
+                id.to_string()
+            ],
         )?;
         Ok(())
     }
@@ -491,6 +512,12 @@ fn parse_id(text: &str) -> FileId {
 
 /// Breadth-first search of the served tree for a file with this inode and birth time (hidden
 /// folders skipped).
+/// Whether two store paths are in the same person's home (multi-user mode).
+fn same_home(root: &Path, a: &str, b: &str) -> bool {
+    let owner = |path: &str| crate::space::home_account_of(root, path).map(|account| account.uid);
+    owner(a) == owner(b)
+}
+
 /// Adds a column a table made by an earlier release lacks.
 fn add_missing_column(
     conn: &Connection,
@@ -512,7 +539,7 @@ fn add_missing_column(
 }
 
 /// Looks for a file by its disk identity under `scope`; its path relative to `root`.
-fn find_inode(root: &Path, scope: &Path, inode: i64, birth: i64) -> Option<String> {
+fn find_inode(root: &Path, scope: &Path, inode: i64, birth: i64, dev: i64) -> Option<String> {
     let mut queue: std::collections::VecDeque<PathBuf> = [scope.to_path_buf()].into();
     let mut seen = 0;
     while let Some(dir) = queue.pop_front() {
@@ -530,7 +557,7 @@ fn find_inode(root: &Path, scope: &Path, inode: i64, birth: i64) -> Option<Strin
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 queue.push_back(entry.path());
-            } else if meta.is_file() && DiskIdentity::of(&meta).matches(inode, birth) {
+            } else if meta.is_file() && DiskIdentity::of(&meta).matches(inode, birth, dev) {
                 let rel = entry.path().strip_prefix(root).ok()?.to_path_buf();
                 return Some(rel.to_string_lossy().into_owned());
             }
@@ -683,6 +710,26 @@ impl collab::Journal for SqliteJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_known_by_device_inode_and_birth() {
+        let disk = DiskIdentity {
+            inode: 42,
+            birth_ns: 7,
+            dev: 3,
+        };
+        assert!(disk.matches(42, 7, 3));
+        assert!(
+            disk.matches(42, 0, 0),
+            "rows from before birth and device were kept"
+        );
+        assert!(
+            !disk.matches(42, 7, 4),
+            "the same inode on another file system"
+        );
+        assert!(!disk.matches(42, 8, 3), "a new file reusing the inode");
+        assert!(!disk.matches(43, 7, 3));
+    }
 
     #[test]
     fn history_survives_reopening_and_compaction() {
