@@ -251,11 +251,12 @@ pub async fn get(
             return Err(ApiError::not_found(format!("no such file: {api_path}")));
         }
     }
-    // JupyterLab lists a file's checkpoints when it opens it; Quire keeps none yet.
+    // JupyterLab lists a file's checkpoints when it opens it.
     if let Some(file) = api_path.strip_suffix("/checkpoints") {
         let (_, path) = resolve(&space, file)?;
         if space.io(|| path.is_file()) {
-            return Ok(Json(Value::Array(Vec::new())));
+            let listed = space.io(|| checkpoint_model(&path));
+            return Ok(Json(Value::Array(listed.into_iter().collect())));
         }
     }
     let (api_path, path) = resolve(&space, &api_path)?;
@@ -276,6 +277,88 @@ pub async fn get(
         }
     }
     Ok(Json(model))
+}
+
+/// Checkpoints, as Jupyter keeps them: one copy per file, `.ipynb_checkpoints/{stem}-checkpoint{ext}`
+/// beside it, with the id `checkpoint`. Creating one copies the saved file; restoring one writes
+/// it back over the file (an open room takes that in as an edit made outside Quire).
+const CHECKPOINT_ID: &str = "checkpoint";
+
+/// `{file}/checkpoints/{id}` → (file, id).
+fn checkpoint_of(api_path: &str) -> Option<(&str, &str)> {
+    let (rest, id) = api_path.rsplit_once('/')?;
+    let file = rest.strip_suffix("/checkpoints")?;
+    Some((file, id))
+}
+
+fn checkpoint_path(path: &Path) -> Option<std::path::PathBuf> {
+    let dir = path.parent()?;
+    let stem = path.file_stem()?.to_string_lossy();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    Some(
+        dir.join(".ipynb_checkpoints")
+            .join(format!("{stem}-checkpoint{ext}")),
+    )
+}
+
+fn checkpoint_model(path: &Path) -> Option<Value> {
+    let meta = std::fs::metadata(checkpoint_path(path)?).ok()?;
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    Some(json!({"id": CHECKPOINT_ID, "last_modified": iso8601(modified)}))
+}
+
+/// The file (which must exist) and its checkpoint's path.
+fn checkpointed(space: &Space, file: &str) -> ApiResult<(std::path::PathBuf, std::path::PathBuf)> {
+    let (api_path, path) = resolve(space, file)?;
+    if !path.is_file() {
+        return Err(ApiError::not_found(format!("no such file: {api_path}")));
+    }
+    let checkpoint = checkpoint_path(&path)
+        .ok_or_else(|| ApiError::bad_request("this file has no checkpoint place"))?;
+    Ok((path, checkpoint))
+}
+
+/// Runs with the space owner's file rights.
+fn create_checkpoint(space: &Space, file: &str) -> ApiResult<Response> {
+    let (path, checkpoint) = checkpointed(space, file)?;
+    let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read the file", e))?;
+    if let Some(dir) = checkpoint.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error("cannot make the checkpoint folder", e))?;
+    }
+    crate::files::write_atomically(&checkpoint, &bytes)
+        .map_err(|e| io_error("cannot write the checkpoint", e))?;
+    let model = checkpoint_model(&path).unwrap_or(Value::Null);
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+/// Runs with the space owner's file rights.
+fn restore_checkpoint(space: &Space, file: &str, id: &str) -> ApiResult<Response> {
+    let (path, checkpoint) = checkpointed(space, file)?;
+    if id != CHECKPOINT_ID || !checkpoint.is_file() {
+        return Err(ApiError::not_found(format!(
+            "no checkpoint {id:?} of {file}"
+        )));
+    }
+    let bytes =
+        std::fs::read(&checkpoint).map_err(|e| io_error("cannot read the checkpoint", e))?;
+    crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot restore", e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Runs with the space owner's file rights.
+fn delete_checkpoint(space: &Space, file: &str, id: &str) -> ApiResult<StatusCode> {
+    let (_, checkpoint) = checkpointed(space, file)?;
+    if id != CHECKPOINT_ID || !checkpoint.is_file() {
+        return Err(ApiError::not_found(format!(
+            "no checkpoint {id:?} of {file}"
+        )));
+    }
+    std::fs::remove_file(&checkpoint).map_err(|e| io_error("cannot delete the checkpoint", e))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +385,14 @@ pub async fn post(
     UrlPath(dir): UrlPath<String>,
     JsonBody(body): JsonBody<Option<CreateBody>>,
 ) -> ApiResult<Response> {
+    if let Some(file) = dir.strip_suffix("/checkpoints") {
+        let file = file.to_string();
+        return in_space(space, move |space| create_checkpoint(space, &file)).await;
+    }
+    if let Some((file, id)) = checkpoint_of(&dir) {
+        let (file, id) = (file.to_string(), id.to_string());
+        return in_space(space, move |space| restore_checkpoint(space, &file, &id)).await;
+    }
     in_space(space, move |space| {
         create_in(space, dir, body.unwrap_or_default())
     })
@@ -503,6 +594,10 @@ pub async fn delete(
     Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
+    if let Some((file, id)) = checkpoint_of(&api_path) {
+        let (file, id) = (file.to_string(), id.to_string());
+        return in_space(space, move |space| delete_checkpoint(space, &file, &id)).await;
+    }
     let store_path = space.store_path(&Root::normalize(&api_path)?);
     let status = in_space(space, move |space| delete_in(space, api_path)).await?;
     let forgotten = state

@@ -280,6 +280,22 @@ try {
   step('a watch-only guest cannot post to the chat', !canPost);
   await snap(watcher, 'walter-watches');
 
+  // A checkpoint, then a change, then back to the checkpoint: everyone's page follows.
+  owner.on('dialog', (dialog) => dialog.accept());
+  await owner.click('button.checkpoint');
+  const made = await waitFor(async () => (await owner.locator('.save-state').innerText()).includes('checkpoint made'));
+  step('owner makes a checkpoint', made !== null);
+  await typeInFirstCell(owner, '  # after the checkpoint');
+  await owner.click('button.save');
+  await waitFor(async () => (await owner.locator('.save-state').innerText()).includes('saved'));
+  const typedSeen = await waitFor(async () => (await firstCellText(watcher)).includes('# after the checkpoint'));
+  await owner.click('button.revert');
+  const reverted = await waitFor(
+    async () => !(await firstCellText(watcher)).includes('# after the checkpoint'),
+    10000,
+  );
+  step('reverting to the checkpoint reaches everyone', typedSeen !== null && reverted !== null, `${typedSeen} ${reverted}`);
+
   // The owner revokes Grace's link in the share panel: her page says so within 2 s and she can
   // change nothing.
   await owner.locator(`.share-panel li.link[data-link-id="${editLinkId}"] button.revoke-link`).click();

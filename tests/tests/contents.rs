@@ -56,6 +56,34 @@ async fn models_listing_creation_and_deletion() {
     );
     let (status, body) = server.http("GET", "/api/contents/nb.ipynb/checkpoints", None);
     assert_eq!((status, body.as_str()), (200, "[]"));
+    // A checkpoint, as JupyterLab makes one: the saved file, restorable.
+    let (status, body) = server.http("POST", "/api/contents/nb.ipynb/checkpoints", None);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json(&body)["id"], "checkpoint");
+    let (_, listed) = server.http("GET", "/api/contents/nb.ipynb/checkpoints", None);
+    assert_eq!(json(&listed)[0]["id"], "checkpoint");
+    let original = std::fs::read(server.path("nb.ipynb")).unwrap();
+    std::fs::write(server.path("nb.ipynb"), quire_tests::notebook_with(&["changed"])).unwrap();
+    let (status, body) = server.http(
+        "POST",
+        "/api/contents/nb.ipynb/checkpoints/checkpoint",
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(std::fs::read(server.path("nb.ipynb")).unwrap(), original);
+    let (status, _) = server.http("POST", "/api/contents/nb.ipynb/checkpoints/other", None);
+    assert_eq!(status, 404);
+    let (status, _) = server.http(
+        "DELETE",
+        "/api/contents/nb.ipynb/checkpoints/checkpoint",
+        None,
+    );
+    assert_eq!(status, 204);
+    let (_, listed) = server.http("GET", "/api/contents/nb.ipynb/checkpoints", None);
+    assert_eq!(listed, "[]");
+    // The checkpoint folder is hidden, as Jupyter's is.
+    let (_, root) = server.http("GET", "/api/contents", None);
+    assert!(!root.contains(".ipynb_checkpoints"), "{root}");
     let (_, body) = server.http("GET", "/api/contents/notes.txt", None);
     assert_eq!(json(&body)["content"], "hello");
 

@@ -74,6 +74,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
   const restartButton = el('button', { class: 'restart' }, 'Restart');
   const addButton = el('button', { class: 'add-cell' }, '+ Cell');
   const shareButton = el('button', { class: 'share', hidden: '' }, 'Share');
+  const checkpointButton = el('button', { class: 'checkpoint', hidden: '', title: 'Keep a copy of the saved notebook to come back to' }, 'Checkpoint');
+  const revertButton = el('button', { class: 'revert', hidden: '', title: 'Go back to the checkpoint' }, 'Revert');
   const banner = el('div', { class: 'banner', role: 'status', hidden: '' });
   const cellsBox = el('main', { class: 'cells' });
   const sharePanel = el('section', { class: 'share-panel panel', hidden: '' });
@@ -93,6 +95,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     interruptButton,
     restartButton,
     saveButton,
+    checkpointButton,
+    revertButton,
     shareButton,
     people,
   );
@@ -134,6 +138,9 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     addButton.hidden = !canEdit;
     saveButton.hidden = !can('save');
     shareButton.hidden = !can('manage');
+    // Checkpoints live beside the file: for those working in its folder, not for link guests.
+    checkpointButton.hidden = !can('save') || Boolean(me.guest);
+    revertButton.hidden = checkpointButton.hidden || !hasCheckpoint;
     if (!can('manage')) sharePanel.hidden = true;
     chat.setCanPost(canEdit);
     for (const b of [runAllButton, interruptButton, restartButton]) b.hidden = !canRun;
@@ -674,6 +681,35 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     }
   };
 
+  const checkpoints = `/api/contents/${path.split('/').map(encodeURIComponent).join('/')}/checkpoints`;
+  let hasCheckpoint = false;
+  const showCheckpoint = (model: any) => {
+    hasCheckpoint = Boolean(model);
+    revertButton.hidden = checkpointButton.hidden || !hasCheckpoint;
+    if (model) revertButton.title = `Go back to the checkpoint of ${new Date(model.last_modified).toLocaleString()}`;
+  };
+  if (!me.guest) {
+    api('GET', checkpoints).then((list) => showCheckpoint(list?.[0]), () => {});
+  }
+  checkpointButton.addEventListener('click', async () => {
+    const answer = await provider.save();
+    if (answer.status === 'failed') return showBanner('Not saved, so no checkpoint was made.', 'error');
+    try {
+      showCheckpoint(await api('POST', checkpoints));
+      saved.textContent = 'checkpoint made';
+    } catch (e) {
+      showBanner(`No checkpoint: ${e instanceof Error ? e.message : e}`, 'error');
+    }
+  });
+  revertButton.addEventListener('click', async () => {
+    if (!confirm('Go back to the checkpoint? Everyone in the notebook sees it.')) return;
+    try {
+      await api('POST', `${checkpoints}/checkpoint`);
+      saved.textContent = 'reverted to the checkpoint';
+    } catch (e) {
+      showBanner(`Not reverted: ${e instanceof Error ? e.message : e}`, 'error');
+    }
+  });
   saveButton.addEventListener('click', async () => {
     const answer = await provider.save();
     saved.textContent = answer.status === 'success' ? 'saved' : `not saved: ${answer.status}`;
