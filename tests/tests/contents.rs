@@ -63,7 +63,11 @@ async fn models_listing_creation_and_deletion() {
     let (_, listed) = server.http("GET", "/api/contents/nb.ipynb/checkpoints", None);
     assert_eq!(json(&listed)[0]["id"], "checkpoint");
     let original = std::fs::read(server.path("nb.ipynb")).unwrap();
-    std::fs::write(server.path("nb.ipynb"), quire_tests::notebook_with(&["changed"])).unwrap();
+    std::fs::write(
+        server.path("nb.ipynb"),
+        quire_tests::notebook_with(&["changed"]),
+    )
+    .unwrap();
     let (status, body) = server.http(
         "POST",
         "/api/contents/nb.ipynb/checkpoints/checkpoint",
