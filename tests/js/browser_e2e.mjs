@@ -205,6 +205,29 @@ try {
     5000,
   );
   step('both see the output of the guest\'s run', ownerOutput !== null && guestOutput !== null);
+  // A peer's streaming output above the screen does not move what the owner is looking at.
+  await owner.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  await new Promise((r) => setTimeout(r, 300));
+  const anchor = () =>
+    owner.evaluate(() => {
+      const cell = document.elementFromPoint(600, 300)?.closest('section.cell');
+      return cell ? { id: cell.dataset.cellId, top: Math.round(cell.getBoundingClientRect().top) } : null;
+    });
+  const looking = await anchor();
+  await guest.locator('section.cell').nth(4).scrollIntoViewIfNeeded();
+  await guest.locator('section.cell').nth(4).locator('.run').click();
+  const streamed = await waitFor(
+    async () => (await owner.locator('section.cell').nth(4).locator('.outputs').innerText()).includes('line 39'),
+    30000,
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  const stillLooking = await anchor();
+  step(
+    "a peer's streaming output does not move the owner's view",
+    streamed !== null && looking && stillLooking && looking.id === stillLooking.id && Math.abs(looking.top - stillLooking.top) <= 2,
+    JSON.stringify({ looking, stillLooking }),
+  );
+  await owner.evaluate(() => window.scrollTo(0, 0));
   const ranBy = await waitFor(async () =>
     (await owner.locator('section.cell').first().locator('.run-status').innerText()).includes('Grace'),
   );
