@@ -621,6 +621,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         if (banner.dataset.kind === 'warning') showBanner('');
         layout();
         reflectCaps();
+        // An empty notebook opens with one empty code cell to type in, as in Jupyter.
+        if (cells.length === 0 && can('edit')) insertCell(0);
         break;
       case 'disconnected':
         connection.textContent = 'offline';
