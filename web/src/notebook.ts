@@ -114,6 +114,9 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
   const cells = doc.getArray<Y.Map<any>>('cells');
   const state = doc.getMap<any>('state');
   const views = new Map<Y.Map<any>, CellView>();
+  // What each cell last showed of its run and lock, and the cells others hold.
+  const painted = new WeakMap<CellView, string>();
+  const lockedByOthers = new Set<string>();
   // Editors are made for cells within a screen or so of the viewport.
   const editors = new WeakMap<Element, () => EditorView>();
   const lazy = new IntersectionObserver(
@@ -147,7 +150,9 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     for (const view of views.values()) {
       if (!view.hasEditor()) continue;
       view.editor().dispatch({
-        effects: view.editable.reconfigure(editableExt(canEdit)),
+        effects: view.editable.reconfigure(
+          editableExt(canEdit && !lockedByOthers.has(cellId(view.map))),
+        ),
       });
     }
     if (!canEdit && banner.dataset.kind !== 'error') {
@@ -381,7 +386,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
           bracketMatching(),
           syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
           language.of(type === 'markdown' ? markdown() : type === 'code' ? python() : []),
-          editable.of(editableExt(can('edit'))),
+          editable.of(editableExt(can('edit') && !lockedByOthers.has(cellId(map)))),
           yCollab(text, provider.awareness, { undoManager: new Y.UndoManager(text) }),
           EditorView.lineWrapping,
         ],
@@ -521,6 +526,8 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       const id = cellId(view.map);
       const run = runs[id];
       const lock = locks[id];
+      // (The server writes `state` after every save: only cells whose run or lock changed are
+      // touched, or a big notebook would be laid out again each time.)
       const parts: string[] = [];
       if (run && (run.status === 'queued' || run.status === 'running')) {
         parts.push(`${run.status}, started by ${run.by?.name ?? 'someone'}`);
@@ -531,11 +538,18 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
       const heldByOther = Boolean(holder && holder.username !== me.identity.username);
       const heldByMe = Boolean(holder && holder.username === me.identity.username);
       if (heldByOther) parts.push(`${holder.name} is editing`);
+      if (heldByOther) lockedByOthers.add(id);
+      else lockedByOthers.delete(id);
+      const key = `${parts.join(' · ')}|${run?.status ?? ''}|${heldByMe}|${heldByOther}`;
+      const previous = painted.get(view);
+      if (previous === key) continue;
+      painted.set(view, key);
+      const lockChanged = previous?.split('|')[3] !== String(heldByOther);
       view.lockButton.dataset.held = String(heldByMe);
       view.lockButton.textContent = heldByMe ? 'release' : 'hold';
       view.lockButton.toggleAttribute('disabled', heldByOther);
       view.root.classList.toggle('locked', heldByOther);
-      if (view.hasEditor()) {
+      if (view.hasEditor() && lockChanged) {
         view.editor().dispatch({
           effects: view.editable.reconfigure(editableExt(can('edit') && !heldByOther)),
         });
