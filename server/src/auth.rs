@@ -123,7 +123,7 @@ fn guest_route(method: &axum::http::Method, path: &str) -> bool {
         || path.starts_with("/api/contents/")
         || path.starts_with("/api/collaboration/room/")
         || path.starts_with("/view/")
-        || (path.starts_with("/api/notebooks/") && path.ends_with("/download"));
+        || path.starts_with("/api/notebooks/");
     (method == Method::GET && readable)
         || (method == Method::PUT && path.starts_with("/api/collaboration/session/"))
 }

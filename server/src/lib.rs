@@ -163,7 +163,9 @@ pub fn app(state: AppState) -> Router {
                 .delete(kernels::delete_session),
         )
         .route("/api/audit", get(sharing::audit_log))
+        .route("/api/notebooks/{file_id}", get(people::notebook))
         .route("/api/notebooks/{file_id}/download", get(view::download))
+        .route("/api/shared", get(people::shared_with_me))
         .route("/view/{file_id}", get(view::page))
         .route(
             "/api/sharing/{file_id}/links",
@@ -199,6 +201,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tree", get(web::page))
         .route("/tree/{*path}", get(web::page))
         .route("/notebooks/{*path}", get(web::page))
+        .route("/shared/{file_id}", get(web::page))
         .route("/sandbox", get(web::sandbox))
         .route("/static/app.js", get(web::app_js))
         .route("/static/app.css", get(web::app_css))

@@ -579,3 +579,86 @@ pub async fn remove_member(
     recheck(&state, None, Some(&username)).await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+impl Store {
+    /// The notebooks granted to a person, by name or through their groups.
+    pub fn granted_files(&self, username: &str, groups: &[String]) -> rusqlite::Result<Vec<FileId>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT DISTINCT file_id, kind, name FROM grants")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut files = Vec::new();
+        for row in rows {
+            let (file, kind, name) = row?;
+            let applies = match kind.as_str() {
+                "user" => name == username,
+                "group" => groups.contains(&name),
+                _ => false,
+            };
+            if let (true, Some(file)) = (applies, FileId::parse(&file)) {
+                if !files.contains(&file) {
+                    files.push(file);
+                }
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A notebook as the app lists it: its id, name, path in its owner's space, its owner, and what
+/// the requester may do with it.
+pub fn notebook_info(state: &AppState, principal: &Principal, file: FileId) -> Option<Value> {
+    let caps = principal.current_caps_for(state, file);
+    if !caps.contains(Capabilities::VIEW) {
+        return None;
+    }
+    let store_path = state.store.path_for_id(state.root.path(), file).ok()??;
+    let space = state.space_of(&store_path).ok()?;
+    let path = space.api_path(&store_path).unwrap_or(store_path);
+    Some(json!({
+        "file_id": file.to_string(),
+        "name": path.rsplit('/').next().unwrap_or_default(),
+        "path": path,
+        "owner": space.owner_name(),
+        "capabilities": caps.names(),
+    }))
+}
+
+/// `GET /api/shared`: the notebooks others share with the requester by grant.
+pub async fn shared_with_me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    let Principal::User(user) = &principal else {
+        return Ok(Json(Value::Array(Vec::new())));
+    };
+    let groups = Account::lookup(&user.username)
+        .map(|a| group_names(&a))
+        .unwrap_or_default();
+    let files = state
+        .store
+        .granted_files(&user.username, &groups)
+        .map_err(|e| ApiError::internal("cannot list what is shared with you", e))?;
+    let listed = files
+        .into_iter()
+        .filter_map(|file| notebook_info(&state, &principal, file))
+        .collect();
+    Ok(Json(Value::Array(listed)))
+}
+
+/// `GET /api/notebooks/{fileId}`: one notebook's name, place and the requester's rights.
+pub async fn notebook(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    UrlPath(file_id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    FileId::parse(&file_id)
+        .and_then(|file| notebook_info(&state, &principal, file))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no notebook with this id"))
+}

@@ -128,6 +128,15 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
         people[0]["capabilities"],
         json!(["view", "watch", "edit", "save"])
     );
+    // Bob finds it among the notebooks shared with him, and opens it by id.
+    let (status, shared) = as_bob.http("GET", "/api/shared", None);
+    assert_eq!(status, 200, "{shared}");
+    let shared: Value = serde_json::from_str(&shared).unwrap();
+    assert_eq!(shared[0]["file_id"], file.as_str(), "{shared}");
+    assert_eq!(shared[0]["name"], "mine.ipynb");
+    assert_eq!(shared[0]["owner"], ada.name.as_str());
+    let (status, _) = as_bob.http("GET", &format!("/shared/{file}"), None);
+    assert_eq!(status, 200);
     let mut bob_client = as_bob.join("", &file).await;
     let joined_with = bob_client
         .wait_raw(Duration::from_secs(5), |m| m["type"] == "permissions")
@@ -194,6 +203,10 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     assert_eq!(code, 4403);
     let (status, _) = as_bob.http("GET", &format!("/view/{file}"), None);
     assert_eq!(status, 404, "Bob can no longer see the notebook");
+    let (_, shared) = as_bob.http("GET", "/api/shared", None);
+    assert_eq!(shared, "[]");
+    let (status, _) = as_bob.http("GET", &format!("/api/notebooks/{file}"), None);
+    assert_eq!(status, 404);
 
     // Opening a live-share link while logged in: Bob stays Bob, with the link's rights, until
     // the link is revoked.

@@ -66,4 +66,23 @@ export async function mountFiles(root: HTMLElement, dir: string) {
     await refresh();
   });
   await refresh().catch(fail);
+  // Notebooks others share with us (multi-user mode): opened by id.
+  const shared = await api('GET', '/api/shared').catch(() => []);
+  if (dir === '' && shared.length > 0) {
+    root.querySelector('main')?.append(
+      el('h2', { class: 'shared-title' }, 'Shared with me'),
+      el(
+        'ul',
+        { class: 'files shared' },
+        ...shared.map((item: any) =>
+          el(
+            'li',
+            { class: 'file file-notebook' },
+            el('a', { href: `/shared/${item.file_id}` }, item.name),
+            el('span', { class: 'muted' }, ` from ${item.owner ?? 'the server'} · ${item.capabilities.join(', ')}`),
+          ),
+        ),
+      ),
+    );
+  }
 }

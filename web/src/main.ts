@@ -21,7 +21,9 @@ async function start() {
   }
   document.body.style.setProperty('--me', me.identity.color);
   const path = decodeURIComponent(location.pathname);
-  if (path.startsWith('/notebooks/')) {
+  if (path.startsWith('/shared/')) {
+    await mountNotebook(root, { fileId: path.slice('/shared/'.length), me });
+  } else if (path.startsWith('/notebooks/')) {
     await mountNotebook(root, { path: path.slice('/notebooks/'.length), me });
   } else if (path.startsWith('/tree/')) {
     await mountFiles(root, path.slice('/tree/'.length).replace(/\/$/, ''));

@@ -44,19 +44,33 @@ interface CellView {
 }
 
 export interface NotebookOptions {
-  path: string;
+  /** The notebook by its path in our own space, or … */
+  path?: string;
+  /** … by its id (one shared with us from someone else's space). */
+  fileId?: string;
   me: Me;
 }
 
 export async function mountNotebook(root: HTMLElement, options: NotebookOptions) {
-  const { path, me } = options;
-  const session = await api('PUT', `/api/collaboration/session/${encodeURIComponent(path)}`, {
-    format: 'json',
-    type: 'notebook',
-  });
+  const { me } = options;
+  // Shared with us by id: it lives in someone else's space (no session of ours names it).
+  const shared = options.fileId !== undefined;
+  let path = options.path ?? '';
+  let session: { fileId: string; sessionId: string | null };
+  if (options.fileId !== undefined) {
+    const info = await api('GET', `/api/notebooks/${encodeURIComponent(options.fileId)}`);
+    path = info.path;
+    session = { fileId: info.file_id, sessionId: null };
+  } else {
+    session = await api('PUT', `/api/collaboration/session/${encodeURIComponent(path)}`, {
+      format: 'json',
+      type: 'notebook',
+    });
+  }
   const doc = new Y.Doc();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const url = `${scheme}://${location.host}/api/collaboration/room/json:notebook:${session.fileId}?sessionId=${session.sessionId}`;
+  const query = session.sessionId ? `?sessionId=${session.sessionId}` : '';
+  const url = `${scheme}://${location.host}/api/collaboration/room/json:notebook:${session.fileId}${query}`;
   const provider = new RoomProvider(url, doc);
   provider.awareness.setLocalStateField('user', me.identity);
   // What we may do arrives from the server when we join (and again whenever it changes).
@@ -142,7 +156,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     saveButton.hidden = !can('save');
     shareButton.hidden = !can('manage');
     // Checkpoints live beside the file: for those working in its folder, not for link guests.
-    checkpointButton.hidden = !can('save') || Boolean(me.guest);
+    checkpointButton.hidden = !can('save') || Boolean(me.guest) || shared;
     revertButton.hidden = checkpointButton.hidden || !hasCheckpoint;
     if (!can('manage')) sharePanel.hidden = true;
     chat.setCanPost(canEdit);
@@ -704,7 +718,7 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     revertButton.hidden = checkpointButton.hidden || !hasCheckpoint;
     if (model) revertButton.title = `Go back to the checkpoint of ${new Date(model.last_modified).toLocaleString()}`;
   };
-  if (!me.guest) {
+  if (!me.guest && !shared) {
     api('GET', checkpoints).then((list) => showCheckpoint(list?.[0]), () => {});
   }
   checkpointButton.addEventListener('click', async () => {
