@@ -582,7 +582,11 @@ pub async fn remove_member(
 
 impl Store {
     /// The notebooks granted to a person, by name or through their groups.
-    pub fn granted_files(&self, username: &str, groups: &[String]) -> rusqlite::Result<Vec<FileId>> {
+    pub fn granted_files(
+        &self,
+        username: &str,
+        groups: &[String],
+    ) -> rusqlite::Result<Vec<FileId>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT DISTINCT file_id, kind, name FROM grants")?;
         let rows = stmt.query_map([], |row| {
