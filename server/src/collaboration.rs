@@ -659,14 +659,16 @@ async fn serve_socket(
                 Ok(_) => continue,
             };
             match decode_frame(&bytes, limit) {
-                Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("execute") => {
-                    let input = execute_request(&state, &principal, &name, conn, &text).await;
-                    if handle.send(input).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Frame::Raw { text, .. }) if request_type(&text) == Some("shutdown") => {
-                    let input = shutdown_request(&state, &principal, &name, conn, &text).await;
+                Ok(Frame::Raw { text, tail }) => {
+                    let input = match kernel_request(&text) {
+                        Some(request) => {
+                            take_kernel_request(&state, &principal, &name, conn, request).await
+                        }
+                        None => RoomInput::Frame {
+                            conn,
+                            frame: Frame::Raw { text, tail },
+                        },
+                    };
                     if handle.send(input).await.is_err() {
                         break;
                     }
@@ -707,37 +709,47 @@ async fn serve_socket(
     .await;
 }
 
-/// The `type` of a RAW message that is one of our client's JSON requests.
-fn request_type(text: &str) -> Option<&'static str> {
+/// Our client's RAW JSON requests that start or stop kernels (`execute`, `shutdown`): the server
+/// owns kernels, so these are taken here, not in the room.
+struct KernelRequest {
+    kind: &'static str,
+    message: Value,
+}
+
+fn kernel_request(text: &str) -> Option<KernelRequest> {
     if !text.starts_with('{') {
         return None;
     }
     let message: Value = serde_json::from_str(text).ok()?;
-    match message.get("type").and_then(Value::as_str)? {
-        "execute" => Some("execute"),
-        "shutdown" => Some("shutdown"),
-        _ => None,
-    }
+    let kind = match message.get("type").and_then(Value::as_str)? {
+        "execute" => "execute",
+        "shutdown" => "shutdown",
+        _ => return None,
+    };
+    Some(KernelRequest { kind, message })
 }
 
-/// `{"type":"shutdown","request_id":…}`: stops the notebook's kernel (with `execute`; the server
-/// owns kernels, so the room cannot do this itself).
-async fn shutdown_request(
+/// Answers a kernel request: for `execute`, a run on the notebook's kernel (starting one if the
+/// notebook has none); for `shutdown`, the kernel stopped; or a refusal for the requester. The
+/// right to run code is checked before any kernel is started or stopped; the room checks an
+/// execute again with the connection's rights as they are when it reaches it (grants change
+/// live).
+async fn take_kernel_request(
     state: &AppState,
     principal: &Principal,
     room: &str,
     conn: ConnectionId,
-    text: &str,
+    request: KernelRequest,
 ) -> RoomInput {
-    let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let KernelRequest { kind, message } = request;
     let request_id = message.get("request_id").cloned();
     let answer = |status: &str, reason: Option<&str>| RoomInput::Reply {
         conn,
-        message: json!({"type": "shutdown", "responseTo": request_id, "status": status, "reason": reason}),
+        message: json!({"type": kind, "responseTo": request_id, "status": status, "reason": reason}),
     };
     let file = match parse_document_id(room) {
         Ok(Some((DocumentKind::Notebook, file, _))) => file,
-        _ => return answer("refused", Some("only notebooks have kernels")),
+        _ => return answer("refused", Some("only notebooks run code")),
     };
     if !principal
         .current_caps_for(state, file)
@@ -745,43 +757,16 @@ async fn shutdown_request(
     {
         return answer("refused", Some("you may not run code in this notebook"));
     }
-    if state.kernels.shutdown_for_file(file).await {
-        answer("ok", None)
-    } else {
-        answer("refused", Some("no kernel is running for this notebook"))
+    if kind == "shutdown" {
+        return if state.kernels.shutdown_for_file(file).await {
+            answer("ok", None)
+        } else {
+            answer("refused", Some("no kernel is running for this notebook"))
+        };
     }
-}
-
-/// Turns `{"type":"execute","cell_id":…,"request_id":…}` into a run on the notebook's kernel
-/// (starting one if the notebook has none), or a refusal for the requester.
-async fn execute_request(
-    state: &AppState,
-    principal: &Principal,
-    room: &str,
-    conn: ConnectionId,
-    text: &str,
-) -> RoomInput {
-    let message: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let request_id = message.get("request_id").cloned();
-    let refuse = |reason: String| RoomInput::Reply {
-        conn,
-        message: json!({"type": "execute", "responseTo": request_id, "status": "refused", "reason": reason}),
-    };
     let Some(cell_id) = message.get("cell_id").and_then(Value::as_str) else {
-        return refuse("an execute request needs a \"cell_id\"".into());
+        return answer("refused", Some("an execute request needs a \"cell_id\""));
     };
-    let file = match parse_document_id(room) {
-        Ok(Some((DocumentKind::Notebook, file, _))) => file,
-        _ => return refuse("only notebooks run code".into()),
-    };
-    // Checked before any kernel is started for this request. The room checks again with the
-    // connection's rights as they are when the request reaches it (grants change live).
-    if !principal
-        .current_caps_for(state, file)
-        .contains(Capabilities::EXECUTE)
-    {
-        return refuse("you may not run code in this notebook".into());
-    }
     match state.kernels.ensure_for_file(state, file).await {
         Ok(kernel) => RoomInput::Execute {
             cell_id: cell_id.to_string(),
@@ -793,6 +778,6 @@ async fn execute_request(
             request_id,
             done: None,
         },
-        Err(e) => refuse(e.message),
+        Err(e) => answer("refused", Some(&e.message)),
     }
 }

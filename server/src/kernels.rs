@@ -254,13 +254,33 @@ fn notebook_dir(space: &Space, api_path: &str) -> ApiResult<PathBuf> {
         .unwrap_or_else(|| space.root().to_path_buf()))
 }
 
-/// What a request may see of the kernels and sessions: its space's (the administrator: all).
-struct Seen<'a> {
-    principal: &'a Principal,
-    space: &'a Space,
+/// Who asks and in which space, and so what they may see of the kernels and sessions: their
+/// space's (the administrator: all). Taken from what the auth middleware put in the request.
+pub struct Seen {
+    principal: Principal,
+    space: Space,
 }
 
-impl Seen<'_> {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Seen {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Seen, ApiError> {
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let space = parts.extensions.get::<Space>().cloned();
+        match (principal, space) {
+            (Some(principal), Some(space)) => Ok(Seen { principal, space }),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "authentication required",
+            )),
+        }
+    }
+}
+
+impl Seen {
     fn kernel(&self, state: &AppState, id: &str) -> bool {
         matches!(self.principal, Principal::Owner)
             || state
@@ -338,15 +358,7 @@ pub async fn get_kernelspec(
     Ok(Json(find_spec(&state, &name)?.to_api()))
 }
 
-pub async fn list_kernels(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
-) -> Json<Value> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
+pub async fn list_kernels(State(state): State<AppState>, seen: Seen) -> Json<Value> {
     let models: Vec<Value> = state
         .kernels
         .kernels
@@ -397,28 +409,18 @@ fn kernel_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Arc<Kerne
 
 pub async fn get_kernel(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let kernel = kernel_or_404(&state, &seen, &id)?;
     Ok(Json(kernel_model(&kernel)))
 }
 
 pub async fn delete_kernel(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     if seen.kernel(&state, &id) && state.kernels.remove_kernel(&id).await {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -428,28 +430,18 @@ pub async fn delete_kernel(
 
 pub async fn interrupt_kernel(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     kernel_or_404(&state, &seen, &id)?.interrupt();
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn restart_kernel(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let kernel = kernel_or_404(&state, &seen, &id)?;
     kernel
         .restart_and_wait()
@@ -467,15 +459,10 @@ pub struct ExecuteBody {
 /// Runs one cell of a notebook on this kernel and answers once it finished.
 pub async fn execute(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> ApiResult<Json<Value>> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let kernel = kernel_or_404(&state, &seen, &id)?;
     let cell_id = body
         .cell_id
@@ -488,7 +475,8 @@ pub async fn execute(
         .next()
         .and_then(FileId::parse)
         .ok_or_else(|| ApiError::bad_request("malformed \"document_id\""))?;
-    if !principal
+    if !seen
+        .principal
         .current_caps_for(&state, file)
         .contains(collab::Capabilities::EXECUTE)
     {
@@ -521,7 +509,7 @@ pub async fn execute(
     room.send(RoomInput::Execute {
         cell_id,
         requester: Requester {
-            identity: principal.identity(&state),
+            identity: seen.principal.identity(&state),
             conn: None,
         },
         kernel,
@@ -552,21 +540,13 @@ pub async fn execute(
     }
 }
 
-pub async fn list_sessions(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
-) -> Json<Value> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
+pub async fn list_sessions(State(state): State<AppState>, seen: Seen) -> Json<Value> {
     let sessions: Vec<Session> = state.kernels.sessions.iter().map(|s| s.clone()).collect();
     Json(Value::Array(
         sessions
             .iter()
             .filter(|s| seen.session(&state, s))
-            .map(|s| session_model(&state, &space, s))
+            .map(|s| session_model(&state, &seen.space, s))
             .collect(),
     ))
 }
@@ -589,20 +569,15 @@ pub struct KernelChoice {
 /// Creates a session for a notebook, or returns the one it has (as Jupyter Server does).
 pub async fn create_session(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Response> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let api_path = crate::paths::Root::normalize(
         body.path
             .as_deref()
             .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
-    let (file, _) = crate::collaboration::file_id_of(&state, &space, &api_path)?;
+    let (file, _) = crate::collaboration::file_id_of(&state, &seen.space, &api_path)?;
     let _starting = state.kernels.starting.lock().await;
     if let Some(existing) = state
         .kernels
@@ -612,7 +587,7 @@ pub async fn create_session(
         .map(|s| s.clone())
     {
         if state.kernels.get(&existing.kernel).is_some() {
-            let model = session_model(&state, &space, &existing);
+            let model = session_model(&state, &seen.space, &existing);
             return Ok((StatusCode::CREATED, Json(model)).into_response());
         }
         state.kernels.sessions.remove(&existing.id);
@@ -624,8 +599,8 @@ pub async fn create_session(
             let name = choice
                 .name
                 .unwrap_or_else(|| state.config.default_kernel.clone());
-            let cwd = notebook_dir(&space, &api_path)?;
-            state.kernels.start(&state, &name, &space, cwd).await?
+            let cwd = notebook_dir(&seen.space, &api_path)?;
+            state.kernels.start(&state, &name, &seen.space, cwd).await?
         }
     };
     let session = Session {
@@ -643,7 +618,7 @@ pub async fn create_session(
         .insert(session.id.clone(), session.clone());
     drop(_starting);
     attach(&state, file, &kernel).await;
-    let model = session_model(&state, &space, &session);
+    let model = session_model(&state, &seen.space, &session);
     Ok((StatusCode::CREATED, Json(model)).into_response())
 }
 
@@ -659,30 +634,20 @@ fn session_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Session>
 
 pub async fn get_session(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let session = session_or_404(&state, &seen, &id)?;
-    Ok(Json(session_model(&state, &space, &session)))
+    Ok(Json(session_model(&state, &seen.space, &session)))
 }
 
 /// Changes a session's kernel (by id or by starting one of a name) or its name.
 pub async fn patch_session(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Json<Value>> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     let mut session = session_or_404(&state, &seen, &id)?;
     if let Some(name) = body.name {
         session.name = name;
@@ -716,19 +681,14 @@ pub async fn patch_session(
         .kernels
         .sessions
         .insert(session.id.clone(), session.clone());
-    Ok(Json(session_model(&state, &space, &session)))
+    Ok(Json(session_model(&state, &seen.space, &session)))
 }
 
 pub async fn delete_session(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(space): Extension<Space>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    let seen = Seen {
-        principal: &principal,
-        space: &space,
-    };
     session_or_404(&state, &seen, &id)?;
     let (_, session) = state
         .kernels

@@ -147,12 +147,7 @@ impl Store {
         let mut caps = Capabilities::NONE;
         for row in rows {
             let (kind, name, bits) = row?;
-            let applies = match kind.as_str() {
-                "user" => name == username,
-                "group" => groups.contains(&name),
-                _ => false,
-            };
-            if applies {
+            if grant_applies(&kind, &name, username, groups) {
                 caps = caps.union(Capabilities::from_bits(bits));
             }
         }
@@ -228,6 +223,15 @@ impl Store {
             )?
         };
         Ok(changed == 1)
+    }
+}
+
+/// Whether a grant row (`kind`, `name`) names this person, directly or through a group.
+fn grant_applies(kind: &str, name: &str, username: &str, groups: &[String]) -> bool {
+    match kind {
+        "user" => name == username,
+        "group" => groups.iter().any(|g| g == name),
+        _ => false,
     }
 }
 
@@ -530,52 +534,53 @@ pub async fn delete_project(
 }
 
 pub async fn add_member(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    UrlPath((name, username)): UrlPath<(String, String)>,
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    names: UrlPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    admin_only(&principal)?;
-    existing_project(&state, &name)?;
-    person_account(&username)?;
-    if username == name {
-        return Err(ApiError::bad_request("a project is not a member of itself"));
-    }
-    state
-        .store
-        .set_member(&name, &username, true)
-        .map_err(db_error)?;
-    state.store.audit(
-        &principal.username(&state),
-        "member_added",
-        &name,
-        &username,
-    );
-    recheck(&state, None, Some(&username)).await;
-    Ok(StatusCode::NO_CONTENT)
+    set_membership(state, principal, names, true).await
 }
 
 pub async fn remove_member(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    names: UrlPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    set_membership(state, principal, names, false).await
+}
+
+/// Adds a person to a project or removes them; their open sockets learn of it at once.
+async fn set_membership(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     UrlPath((name, username)): UrlPath<(String, String)>,
+    member: bool,
 ) -> ApiResult<StatusCode> {
     admin_only(&principal)?;
     existing_project(&state, &name)?;
-    let removed = state
+    if member {
+        person_account(&username)?;
+        if username == name {
+            return Err(ApiError::bad_request("a project is not a member of itself"));
+        }
+    }
+    let changed = state
         .store
-        .set_member(&name, &username, false)
+        .set_member(&name, &username, member)
         .map_err(db_error)?;
-    if !removed {
+    if !member && !changed {
         return Err(ApiError::not_found(format!(
             "{username} is not a member of {name}"
         )));
     }
-    state.store.audit(
-        &principal.username(&state),
-        "member_removed",
-        &name,
-        &username,
-    );
+    let action = if member {
+        "member_added"
+    } else {
+        "member_removed"
+    };
+    state
+        .store
+        .audit(&principal.username(&state), action, &name, &username);
     recheck(&state, None, Some(&username)).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -599,11 +604,7 @@ impl Store {
         let mut files = Vec::new();
         for row in rows {
             let (file, kind, name) = row?;
-            let applies = match kind.as_str() {
-                "user" => name == username,
-                "group" => groups.contains(&name),
-                _ => false,
-            };
+            let applies = grant_applies(&kind, &name, username, groups);
             if let (true, Some(file)) = (applies, FileId::parse(&file)) {
                 if !files.contains(&file) {
                     files.push(file);

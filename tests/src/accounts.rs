@@ -181,25 +181,39 @@ pub fn shared_kernelspec() -> tempfile::TempDir {
     specs
 }
 
+/// A server in multi-user mode, with a PAM service of its own and kernels from
+/// [`shared_kernelspec`]; dropped before what it needs.
+pub struct MultiUserServer {
+    pub server: TestServer,
+    _service: PamService,
+    _specs: tempfile::TempDir,
+}
+
+impl MultiUserServer {
+    /// `service`: the PAM service's name (unique to the test).
+    pub fn start(service: &str) -> MultiUserServer {
+        let service = PamService::create(service);
+        let specs = shared_kernelspec();
+        let config = format!(
+            "multi_user = true\npam_service = \"{}\"\ndefault_kernel = \"as-account\"\nkernel_dirs = [\"{}\"]\n",
+            service.name,
+            specs.path().display()
+        );
+        MultiUserServer {
+            server: TestServer::start_with_config(&[], &config),
+            _service: service,
+            _specs: specs,
+        }
+    }
+}
+
 /// Logs in with an account's password as a browser would: (status, whole response, the
 /// `quire-user=…` cookie if one was set).
 pub fn login(server: &TestServer, user: &str, password: &str) -> (u16, String, Option<String>) {
     let body = serde_json::json!({"username": user, "password": password}).to_string();
     let response = server.browser_post("/api/login", &body);
     let status = response[9..12].parse().unwrap();
-    let cookie = response
-        .lines()
-        .find(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("set-cookie: quire-user=")
-        })
-        .map(|l| {
-            l["set-cookie: ".len()..]
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        });
+    let cookie = crate::set_cookie(&response, "quire-user");
     (status, response, cookie)
 }
 

@@ -390,19 +390,7 @@ impl TestServer {
         let body = serde_json::json!({"name": name}).to_string();
         let response = self.browser_post(&format!("/api/share/{token}"), &body);
         let status: u16 = response[9..12].parse().unwrap();
-        let cookie = response
-            .lines()
-            .find(|l| {
-                l.to_ascii_lowercase()
-                    .starts_with("set-cookie: quire-guest=")
-            })
-            .map(|l| {
-                l["set-cookie: ".len()..]
-                    .split(';')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            });
+        let cookie = set_cookie(&response, "quire-guest");
         let json = response
             .split("\r\n\r\n")
             .nth(1)
@@ -744,6 +732,21 @@ impl YClient {
             .clone()
             .expect("the server closes the connection")
     }
+}
+
+/// The `name=value` of the cookie `name` a whole HTTP response sets, if it sets one.
+pub fn set_cookie(response: &str, name: &str) -> Option<String> {
+    let prefix = format!("set-cookie: {name}=");
+    response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| {
+            l["set-cookie: ".len()..]
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
 }
 
 /// Reads a notebook file from disk.

@@ -6,8 +6,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use quire_tests::accounts::{is_root, message, shared_kernelspec, PamService, Person, TestAccount};
-use quire_tests::{TestServer, YClient, TOKEN};
+use quire_tests::accounts::{is_root, message, MultiUserServer, Person, TestAccount};
+use quire_tests::{YClient, TOKEN};
 use serde_json::{json, Value};
 
 /// Runs `cell-0` and returns what it printed.
@@ -32,20 +32,14 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
         return;
     }
     let tag = std::process::id() % 100000;
-    let service = PamService::create(&format!("quire-mu-{tag}"));
     let ada = TestAccount::create(&format!("qma{tag}"), Some("ada pw"));
     let bob = TestAccount::create(&format!("qmb{tag}"), Some("bob pw"));
     let carol = TestAccount::create(&format!("qmc{tag}"), None);
     let project = TestAccount::create(&format!("qmp{tag}"), None);
-    let specs = shared_kernelspec();
-    let config = format!(
-        "multi_user = true\npam_service = \"{}\"\ndefault_kernel = \"as-account\"\nkernel_dirs = [\"{}\"]\n",
-        service.name,
-        specs.path().display()
-    );
-    let server = TestServer::start_with_config(&[], &config);
-    let as_ada = Person::log_in(&server, &ada, "ada pw");
-    let as_bob = Person::log_in(&server, &bob, "bob pw");
+    let multi = MultiUserServer::start(&format!("quire-mu-{tag}"));
+    let server = &multi.server;
+    let as_ada = Person::log_in(server, &ada, "ada pw");
+    let as_bob = Person::log_in(server, &bob, "bob pw");
     let uid_code = "import os\nprint(os.getuid())";
 
     // Ada's files are her home directory's, written with her rights.
@@ -238,7 +232,7 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
             .unwrap()
     );
     let as_bob_with_link = Person {
-        server: &server,
+        server,
         cookie: with_link,
     };
     let (status, me) = as_bob_with_link.http("GET", "/api/me", None);

@@ -575,6 +575,13 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
     saved.textContent = state.get('dirty') ? 'unsaved changes' : '';
   }
 
+  // Which cell each source text belongs to, made again after the cell list changes (awareness
+  // changes with every cursor move: not a walk over every cell each time).
+  let cellsBySource: Map<unknown, Y.Map<any>> | null = null;
+  cells.observe(() => {
+    cellsBySource = null;
+  });
+
   /** The cell a person's cursor is in (y-codemirror's `cursor` field), if any. */
   function cellOf(state: any): Y.Map<any> | null {
     const anchor = state?.cursor?.anchor;
@@ -584,8 +591,10 @@ export async function mountNotebook(root: HTMLElement, options: NotebookOptions)
         Y.createRelativePositionFromJSON(anchor),
         doc,
       );
-      const text = position?.type;
-      return cells.toArray().find((map) => map.get('source') === text) ?? null;
+      if (!cellsBySource) {
+        cellsBySource = new Map(cells.toArray().map((map) => [map.get('source'), map]));
+      }
+      return cellsBySource.get(position?.type) ?? null;
     } catch {
       return null;
     }
