@@ -13,6 +13,9 @@ fi
 # lockfile is newer than what is installed.
 [ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ] ||
   npm ci --prefix tests/js --omit=optional --no-audit --no-fund
+# The benchmarks' peers (jupyter-collaboration, pycrdt-websocket, Hocuspocus, y-websocket-server,
+# y-sweet), for the benchmarks' smoke test.
+tests/bench.sh --install
 # The browser tests drive Debian's Chromium (never a downloaded browser build).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq

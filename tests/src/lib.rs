@@ -19,6 +19,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact, TransactionMut, Update};
 
 pub mod accounts;
+pub mod bench;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
