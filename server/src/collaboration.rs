@@ -512,6 +512,19 @@ async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
 }
 
 /// A close reason is at most 123 bytes.
+/// Sends the close frame that tells the client why its connection ends.
+async fn send_close(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    reason: CloseReason,
+) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: reason.code,
+            reason: truncate_reason(&reason.reason).into(),
+        })))
+        .await;
+}
+
 fn truncate_reason(reason: &str) -> String {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -622,17 +635,32 @@ async fn serve_socket(
                 };
                 match next {
                     Outgoing::Frame(bytes) => {
-                        if sink.send(Message::Binary(bytes)).await.is_err() {
+                        // Everything already queued goes out in one write: an edit and the
+                        // cursor move that follows it, or a burst, cost one syscall, not one each.
+                        let mut close = None;
+                        let mut ok = sink.feed(Message::Binary(bytes)).await.is_ok();
+                        while ok {
+                            match outgoing.try_recv() {
+                                Ok(Outgoing::Frame(bytes)) => {
+                                    ok = sink.feed(Message::Binary(bytes)).await.is_ok();
+                                }
+                                Ok(Outgoing::Close(reason)) => {
+                                    close = Some(reason);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if !ok || sink.flush().await.is_err() {
+                            break;
+                        }
+                        if let Some(reason) = close {
+                            send_close(&mut sink, reason).await;
                             break;
                         }
                     }
                     Outgoing::Close(reason) => {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code: reason.code,
-                                reason: truncate_reason(&reason.reason).into(),
-                            })))
-                            .await;
+                        send_close(&mut sink, reason).await;
                         break;
                     }
                 }

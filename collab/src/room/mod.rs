@@ -15,6 +15,7 @@ mod rights;
 mod running;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -313,6 +314,30 @@ struct Document {
     saving: Option<Vec<SaveWaiter>>,
     /// A save asked for while another was in flight.
     save_queued: Option<Vec<SaveWaiter>>,
+    /// Counts the transactions committed on `doc`, so that a cached encoding knows it is stale.
+    changes: Arc<AtomicU64>,
+    /// The whole document as a sync step 2 frame, for clients that join knowing nothing (as
+    /// JupyterLab's and the app's do), with the change count it was made at: ten people opening
+    /// a big notebook at once cost one encoding, and each gets the same buffer.
+    full_sync: Option<(u64, Bytes)>,
+}
+
+impl Document {
+    fn full_sync_frame(&mut self) -> Bytes {
+        let now = self.changes.load(Ordering::Relaxed);
+        if let Some((made_at, frame)) = &self.full_sync {
+            if *made_at == now {
+                return frame.clone();
+            }
+        }
+        let update = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let frame = protocol::encode_sync_step2(&update);
+        self.full_sync = Some((now, frame.clone()));
+        frame
+    }
 }
 
 /// Someone waiting for a save's outcome.
@@ -518,6 +543,12 @@ impl Room {
         let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
         tracing::debug!(room = name, elapsed = ?started.elapsed(), "file read and parsed, history loaded");
         let doc = new_doc();
+        let changes = Arc::new(AtomicU64::new(0));
+        let counter = changes.clone();
+        doc.observe_transaction_cleanup("quire-changes", move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .expect("a new document has no transaction open");
         let now = Instant::now();
         let mut document = Document {
             kind,
@@ -536,6 +567,8 @@ impl Room {
             next_poll: now,
             saving: None,
             save_queued: None,
+            changes,
+            full_sync: None,
         };
         let mut outside_edit = false;
         let restored = history.is_some();
@@ -907,11 +940,14 @@ impl Room {
                     Ok(sv) => sv,
                     Err(e) => return self.refuse(conn, format!("malformed state vector: {e}")),
                 };
-                let update = match &self.document {
-                    Some(d) => d.doc.transact().encode_state_as_update_v1(&sv),
-                    None => Update::new().encode_v1(),
+                let frame = match self.document.as_mut() {
+                    Some(d) if sv.is_empty() => d.full_sync_frame(),
+                    Some(d) => protocol::encode_sync_step2(
+                        &d.doc.transact().encode_state_as_update_v1(&sv),
+                    ),
+                    None => protocol::encode_sync_step2(&Update::new().encode_v1()),
                 };
-                self.send_to(conn, protocol::encode_sync_step2(&update));
+                self.send_to(conn, frame);
             }
             Frame::SyncStep2(update) | Frame::SyncUpdate(update) => {
                 if self.document.is_none() || update[..] == [0, 0] {

@@ -102,10 +102,22 @@ pub async fn run(setting: Setting, tools: &Tools, servers: &[Kind], only: &[Stri
                 continue;
             }
         };
+        let mut fresh = true;
         for scenario in SCENARIOS {
             if !wanted(scenario) || !scenarios::applies(scenario, kind) {
                 continue;
             }
+            // Each scenario gets a freshly started process: no memory or rooms left over from
+            // the one before, and a server that an overload brought down is up again.
+            if !fresh {
+                if let Err(e) = peer.restart().await {
+                    outcome
+                        .failures
+                        .push((kind.name().into(), scenario.into(), format!("{e:#}")));
+                    continue;
+                }
+            }
+            fresh = false;
             match scenarios::run_one(scenario, setting, &mut peer, &workload).await {
                 Ok(figures) => outcome.metrics.extend(figures),
                 Err(e) => {

@@ -67,6 +67,15 @@ impl Kind {
             Kind::Quire | Kind::JupyterCollaboration | Kind::YWebsocket | Kind::YSweet
         )
     }
+
+    /// How long after an edit the server has surely stored it, with its default settings
+    /// (y-sweet writes a checkpoint every 10 s).
+    pub fn store_delay(self) -> Duration {
+        match self {
+            Kind::YSweet => Duration::from_secs(12),
+            _ => Duration::from_secs(3),
+        }
+    }
 }
 
 /// Where the programs are.
@@ -266,7 +275,6 @@ impl Peer {
                 c.arg("serve")
                     .arg(&self.store)
                     .args(["--host", "127.0.0.1", "--port", &port])
-                    .args(["--checkpoint-freq-seconds", "1"])
                     .env("RUST_LOG", "warn");
                 c
             }
