@@ -55,7 +55,11 @@ const TITLES: [(&str, &str); 7] = [
 
 /// Whether more is better for a unit.
 fn higher_is_better(unit: &str) -> bool {
-    unit.ends_with("/s") || unit == "connections" || unit == "rooms" || unit == "%"
+    unit.ends_with("/s")
+        || unit == "connections"
+        || unit == "rooms"
+        || unit == "%"
+        || unit == "fraction"
 }
 
 fn format_value(value: f64) -> String {

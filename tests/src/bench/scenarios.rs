@@ -741,7 +741,7 @@ async fn output_streaming(setting: Setting, kind: Kind) -> Result<Vec<Metric>> {
     figures.add(
         "watchers / bare subscriber",
         result.watcher_lines_per_s / result.ceiling_lines_per_s,
-        "x",
+        "fraction",
     );
     figures.add("iopub-to-watcher lag p50", result.lag_p50_ms, "ms");
     figures.add("iopub-to-watcher lag p99", result.lag_p99_ms, "ms");
