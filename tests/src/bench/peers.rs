@@ -117,7 +117,14 @@ impl Tools {
 
     /// The version of each peer, for the report.
     pub fn versions(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
+        let commit = Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(crate::repo_root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let mut out = vec![("quire".to_string(), commit)];
         for package in [
             "jupyter-collaboration",
             "jupyter-server",
@@ -148,12 +155,20 @@ impl Tools {
                 .unwrap_or_default();
             out.push((package.to_string(), version));
         }
-        let y_sweet = Command::new(&self.y_sweet)
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        // y-sweet has no --version; cargo install records what it installed beside the binary.
+        let installed = self
+            .y_sweet
+            .parent()
+            .and_then(Path::parent)
+            .map(|root| root.join(".crates.toml"))
+            .and_then(|path| std::fs::read_to_string(path).ok())
             .unwrap_or_default();
+        let y_sweet = installed
+            .split("\"y-sweet ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default()
+            .to_string();
         out.push(("y-sweet".to_string(), y_sweet));
         let node = Command::new("node")
             .arg("--version")

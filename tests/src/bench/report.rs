@@ -106,7 +106,7 @@ pub fn markdown(
     }
     let _ = writeln!(
         out,
-        "**Peers:** {}. Quire, jupyter-collaboration (a Jupyter Server; SQLite YStore), \
+        "**Versions:** {}. Quire, jupyter-collaboration (a Jupyter Server; SQLite YStore), \
          pycrdt-websocket (uvicorn; SQLite YStore), y-websocket-server (LevelDB) and y-sweet \
          (a folder) persist; Hocuspocus runs with no storage extension. `bare-broadcast` is the \
          ceiling: a websocket relay with no CRDT and no storage.\n",
