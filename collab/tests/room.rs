@@ -10,7 +10,7 @@ use collab::{
 };
 use tokio::time::Duration;
 use yrs::updates::decoder::Decode;
-use yrs::{Text, Transact};
+use yrs::{GetString, Text, Transact};
 
 #[derive(Clone, Default)]
 struct MemoryFile {
@@ -431,4 +431,63 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
         .await
         .unwrap();
     assert_eq!(ask_lock(&room, &mut ada, 5).await, "granted");
+}
+
+/// Asks for the whole document as a client that knows nothing does, and returns its copy.
+async fn fresh_copy(room: &RoomHandle, who: &mut Joined) -> yrs::Doc {
+    use yrs::updates::encoder::Encode;
+    let empty = yrs::StateVector::default().encode_v1();
+    drain(who);
+    room.send(frame(who, protocol::encode_sync_step1(&empty)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let update = drain(who)
+        .into_iter()
+        .find_map(|f| match f {
+            Frame::SyncStep2(update) => Some(update),
+            _ => None,
+        })
+        .expect("a sync step 2");
+    let doc = collab::notebook::new_doc();
+    doc.transact_mut()
+        .apply_update(yrs::Update::decode_v1(&update).unwrap())
+        .unwrap();
+    doc
+}
+
+fn first_source(doc: &yrs::Doc) -> String {
+    let txn = doc.transact();
+    collab::notebook::cell_source(&txn, 0)
+        .unwrap()
+        .get_string(&txn)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_joins_knowing_nothing_gets_the_document_as_it_is_now() {
+    let (room, _, _, _) = open_room(RoomConfig::default());
+    let mut ada = join(&room, "ada").await;
+    assert_eq!(first_source(&fresh_copy(&room, &mut ada).await), "x");
+    // An insertion after that answer was made (and kept for the next joiner).
+    room.send(frame(&ada, append_update("!"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut bob = join(&room, "bob").await;
+    let copy = fresh_copy(&room, &mut bob).await;
+    assert_eq!(first_source(&copy), "x!");
+    // A deletion leaves every state vector as it was: the next joiner must still see it.
+    let before = yrs::ReadTxn::state_vector(&copy.transact());
+    {
+        let mut txn = copy.transact_mut();
+        let source = collab::notebook::cell_source(&txn, 0).unwrap();
+        source.remove_range(&mut txn, 1, 1);
+    }
+    let deletion = yrs::ReadTxn::encode_state_as_update_v1(&copy.transact(), &before);
+    room.send(frame(&bob, protocol::encode_sync_update(&deletion)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut carol = join(&room, "carol").await;
+    assert_eq!(first_source(&fresh_copy(&room, &mut carol).await), "x");
+    // Asked again with nothing changed, the same answer.
+    assert_eq!(first_source(&fresh_copy(&room, &mut ada).await), "x");
 }
