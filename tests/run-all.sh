@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: prepares the Python environment the end-to-end tests drive (pycrdt,
-# jupyter_ydoc, nbformat from PyPI) in tests/.venv and the npm packages in tests/js, then every
-# test target of the workspace, and closes with one "N passed, N failed" line summing all test
+# jupyter_ydoc, nbformat from PyPI) in tests/.venv, the npm packages in tests/js and the
+# benchmarks' peers (tests/bench.sh --install), then every test target of the workspace, and closes with one "N passed, N failed" line summing all test
 # binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
