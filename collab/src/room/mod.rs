@@ -545,7 +545,9 @@ impl Room {
         let doc = new_doc();
         let changes = Arc::new(AtomicU64::new(0));
         let counter = changes.clone();
-        doc.observe_transaction_cleanup("quire-changes", move |_, _| {
+        // (After-transaction observers get the transaction itself; cleanup observers would
+        // have yrs copy its state vectors and delete set for every update.)
+        doc.observe_after_transaction("quire-changes", move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         })
         .expect("a new document has no transaction open");
