@@ -35,7 +35,8 @@ pub fn repo_root() -> PathBuf {
 pub fn quire_binary() -> PathBuf {
     static BUILD: Once = Once::new();
     if let Some(bin) = std::env::var_os("QUIRE_BIN") {
-        return bin.into();
+        // Absolute: servers and kernels run in other working directories.
+        return std::path::absolute(bin).expect("QUIRE_BIN is a path");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -55,7 +56,8 @@ pub fn quire_binary() -> PathBuf {
 /// The Python with pycrdt, jupyter_ydoc and nbformat (tests/run-all.sh makes it).
 pub fn python() -> PathBuf {
     if let Some(py) = std::env::var_os("QUIRE_TEST_PYTHON") {
-        return py.into();
+        // Absolute: its kernelspec directory is handed to servers that run elsewhere.
+        return std::path::absolute(py).expect("QUIRE_TEST_PYTHON is a path");
     }
     let venv = repo_root().join("tests/.venv/bin/python");
     assert!(
@@ -263,23 +265,7 @@ impl TestServer {
                 }
             }
         }
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        // Bodies here are small; undo chunked encoding if the server used it.
-        let body = if text
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        (status, body)
+        parse_response(&response)
     }
 
     /// Opens the printed link (`?token=` in the URL) and returns the raw response, whose
@@ -418,6 +404,27 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A whole HTTP/1.1 response (read until the server closed): its status and its body, with
+/// chunked encoding undone (bodies here are small).
+pub fn parse_response(response: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
 }
 
 fn dechunk(body: &str) -> String {

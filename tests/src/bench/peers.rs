@@ -478,7 +478,7 @@ impl Peer {
         Ok((field("fileId")?, field("sessionId")?))
     }
 
-    /// One HTTP/1.1 request with the token; (status, body). Bodies here are JSON objects.
+    /// One HTTP/1.1 request with the token; (status, body).
     pub async fn http(
         &self,
         method: &str,
@@ -497,19 +497,7 @@ impl Peer {
         tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
             .await
             .map_err(|_| anyhow!("{method} {path}: no answer within 60 s"))??;
-        let text = String::from_utf8_lossy(&response);
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        // A chunked body's JSON lies between its first '{' and its last '}'.
-        let json = match (body.find('{'), body.rfind('}')) {
-            (Some(a), Some(b)) if a <= b => &body[a..=b],
-            _ => body,
-        };
-        Ok((status, json.to_string()))
+        Ok(crate::parse_response(&response))
     }
 }
 

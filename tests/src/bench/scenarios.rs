@@ -26,6 +26,9 @@ pub struct Workload {
     big_cells: u32,
 }
 
+/// A notebook's file bytes and the same content as one Yjs update.
+type Template = (Vec<u8>, Arc<Vec<u8>>);
+
 /// A notebook of `cells` code cells with `total_bytes` of outputs spread over them.
 pub fn big_notebook(cells: usize, total_bytes: usize) -> Vec<u8> {
     let per_cell = total_bytes / cells.max(1);
@@ -56,44 +59,47 @@ impl Workload {
         } else {
             (1000, 10_000_000)
         };
-        let big = big_notebook(cells, bytes);
-        let empty = crate::notebook_with(&[""]);
-        let small = crate::notebook_with(&["import numpy as np", "x = np.arange(10)"]);
-        let mut files = vec![
-            ("s10-empty".to_string(), empty.clone()),
-            ("s10-big".to_string(), big.clone()),
-            ("s5-big".to_string(), big.clone()),
-            ("s6-big".to_string(), big),
+        // Three contents, each turned into its Yjs update once (its items carry Quire's fixed
+        // 32-bit loading client id), then named for every document that uses it.
+        let template = |bytes: Vec<u8>| {
+            let notebook = collab::Notebook::from_ipynb(&bytes).expect("bench notebook");
+            let seed = notebook
+                .to_doc()
+                .transact()
+                .encode_state_as_update_v1(&Default::default());
+            (bytes, Arc::new(seed))
+        };
+        let big = template(big_notebook(cells, bytes));
+        let empty = template(crate::notebook_with(&[""]));
+        let small = template(crate::notebook_with(&[
+            "import numpy as np",
+            "x = np.arange(10)",
+        ]));
+        let mut names: Vec<(String, &Template)> = vec![
+            ("s10-empty".into(), &empty),
+            ("s10-big".into(), &big),
+            ("s5-big".into(), &big),
+            ("s6-big".into(), &big),
         ];
-        for n in s1_sizes(setting) {
-            files.push((format!("s1-{n}"), empty.clone()));
-        }
-        for rate in s2_rates(setting) {
-            files.push((format!("s2-{rate}"), empty.clone()));
-        }
-        for i in 0..s4_shape(setting).0 {
-            files.push((format!("s4-{i}"), small.clone()));
-        }
-        let mut by_content: HashMap<*const u8, Arc<Vec<u8>>> = HashMap::new();
-        let mut seeds = HashMap::new();
-        for (name, bytes) in &files {
-            let seed = by_content
-                .entry(bytes.as_ptr())
-                .or_insert_with(|| {
-                    let notebook = collab::Notebook::from_ipynb(bytes).expect("bench notebook");
-                    // Its items carry Quire's fixed 32-bit loading client id.
-                    Arc::new(
-                        notebook
-                            .to_doc()
-                            .transact()
-                            .encode_state_as_update_v1(&Default::default()),
-                    )
-                })
-                .clone();
-            seeds.insert(name.clone(), seed);
-        }
-        // Equal contents share one buffer above only when they are the same allocation;
-        // the map is just a cache.
+        names.extend(
+            s1_sizes(setting)
+                .into_iter()
+                .map(|n| (format!("s1-{n}"), &empty)),
+        );
+        names.extend(
+            s2_rates(setting)
+                .into_iter()
+                .map(|r| (format!("s2-{r}"), &empty)),
+        );
+        names.extend((0..s4_shape(setting).0).map(|i| (format!("s4-{i}"), &small)));
+        let files = names
+            .iter()
+            .map(|(name, (bytes, _))| (name.clone(), bytes.clone()))
+            .collect();
+        let seeds = names
+            .into_iter()
+            .map(|(name, (_, seed))| (name, seed.clone()))
+            .collect();
         Workload {
             setting,
             files,
