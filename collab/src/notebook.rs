@@ -506,6 +506,24 @@ fn split_mime(mime: &str, value: Value) -> Value {
     }
 }
 
+/// Whether `raw` is a cell nbformat can read (the loader would otherwise leave it out).
+pub(crate) fn check_cell(raw: Value) -> Result<(), NotebookError> {
+    parse_cell(raw).map(|_| ())
+}
+
+/// A cell's outputs as nbformat reads them (multiline strings joined), for comparing copies.
+pub(crate) fn normalized_outputs(outputs: Option<&Value>) -> Value {
+    match outputs {
+        None | Some(Value::Null) => Value::Array(Vec::new()),
+        Some(Value::Array(list)) => Value::Array(
+            list.iter()
+                .map(|o| join_output(o.clone()).unwrap_or_else(|_| o.clone()))
+                .collect(),
+        ),
+        Some(other) => other.clone(),
+    }
+}
+
 fn join_output(output: Value) -> Result<Value, String> {
     let Value::Object(mut obj) = output else {
         return Err("an output must be an object".into());

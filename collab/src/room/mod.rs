@@ -412,13 +412,10 @@ pub struct Room {
     save_results: mpsc::UnboundedReceiver<SaveOutcome>,
     save_results_tx: mpsc::UnboundedSender<SaveOutcome>,
     exec: Execution,
-    /// Built when the first connection with limited rights sends an update; from then on it
-    /// learns every change the room makes.
-    guard: Option<crate::guard::UpdateGuard>,
+    /// Judges every client update on a shadow copy of the document before the room applies it.
+    guard: crate::guard::UpdateGuard,
     /// Edit locks by cell id.
     locks: HashMap<String, EditLock>,
-    /// Cell ids by the Yjs item holding the cell (filled on demand).
-    cell_ids: HashMap<crate::guard::CellItem, String>,
     /// Chat and audit trail (none for transient rooms).
     journal: Option<Box<dyn Journal>>,
 }
@@ -472,6 +469,7 @@ impl Room {
         let (tx, inbox) = mpsc::channel(1024);
         let linger_until = Some(Instant::now() + config.linger);
         let (save_results_tx, save_results) = mpsc::unbounded_channel();
+        let kind = document.as_ref().map_or(DocumentKind::Notebook, |d| d.kind);
         Room {
             name,
             config,
@@ -488,9 +486,8 @@ impl Room {
             save_results,
             save_results_tx,
             exec: Execution::default(),
-            guard: None,
+            guard: crate::guard::UpdateGuard::new(kind),
             locks: HashMap::new(),
-            cell_ids: HashMap::new(),
             journal: None,
         }
     }
@@ -932,11 +929,8 @@ impl Room {
     fn handle_frame(&mut self, conn: ConnectionId, frame: Frame) {
         match frame {
             Frame::SyncStep1(state_vector) => {
-                if !counts_fit(&state_vector, 2) {
-                    return self.refuse(
-                        conn,
-                        "malformed state vector: impossible entry count".into(),
-                    );
+                if let Err(e) = crate::guard::wire::check_state_vector(&state_vector) {
+                    return self.refuse(conn, format!("malformed state vector: {e}"));
                 }
                 let sv = match StateVector::decode_v1(&state_vector) {
                     Ok(sv) => sv,
@@ -955,25 +949,7 @@ impl Room {
                 if self.document.is_none() || update[..] == [0, 0] {
                     return;
                 }
-                if !self.may(conn, Capabilities::EDIT) {
-                    return self.refuse_update(conn, "you may watch this notebook, not edit it");
-                }
-                // An update starts with its number of clients, each taking at least 3 bytes:
-                // refuse a count the payload cannot hold before anything reads further.
-                if !counts_fit(&update, 3) {
-                    return self.refuse(conn, "malformed update: impossible client count".into());
-                }
-                if let Err(crate::guard::Refusal(reason, wrong)) = self.guard_check(conn, &update) {
-                    return match wrong {
-                        crate::guard::Wrong::Unreadable => self.refuse(conn, reason),
-                        crate::guard::Wrong::ForeignHistory => self.conflict(conn),
-                        crate::guard::Wrong::Forbidden => self.refuse_update(conn, &reason),
-                    };
-                }
-                if let Err(reason) = self.lock_check(conn, &update) {
-                    return self.refuse_update(conn, &reason);
-                }
-                self.apply_client_update(conn, &update);
+                self.client_update(conn, &update);
             }
             Frame::Awareness(payload) => {
                 let identity = &self.connections[&conn].identity;
@@ -1038,39 +1014,15 @@ impl Room {
         self.remove(conn, Some(CloseReason::new(4400, truncate(&reason, 120))));
     }
 
-    fn apply_client_update(&mut self, conn: ConnectionId, payload: &[u8]) {
-        // The empty update (no structs, no deletions) is a client's "nothing new".
-        if payload == [0, 0] {
-            return;
-        }
-        let update = match Update::decode_v1(payload) {
-            Ok(update) => update,
-            Err(e) => return self.refuse(conn, format!("malformed update: {e}")),
-        };
-        let document = self.doc_mut();
-        let (delta, stuck) = {
-            let mut txn = document.doc.transact_mut();
-            let had_missing = txn.has_missing_updates();
-            if let Err(e) = txn.apply_update(update) {
-                drop(txn);
-                return self.refuse(conn, format!("update cannot be applied: {e}"));
-            }
-            let delta = txn.encode_update_v1();
-            (delta, txn.has_missing_updates() && !had_missing)
-        };
-        if stuck {
-            self.conflict(conn);
-        }
-        if delta != [0, 0] {
-            self.record_change(Bytes::from(delta), true);
-        }
+    /// A change the room made to its document itself: the update guard's shadow follows it,
+    /// and it is logged and broadcast.
+    fn record_change(&mut self, delta: Bytes, dirties: bool) {
+        self.guard.room_changed(&delta);
+        self.log_and_broadcast(delta, dirties);
     }
 
     /// A change made to the document: logged, then broadcast to everyone (the sender included).
-    fn record_change(&mut self, delta: Bytes, dirties: bool) {
-        if let Some(guard) = &mut self.guard {
-            guard.observe(&delta);
-        }
+    fn log_and_broadcast(&mut self, delta: Bytes, dirties: bool) {
         self.outbox
             .push((Target::All, protocol::encode_sync_update(&delta)));
         self.unlogged.push(delta);
@@ -1479,17 +1431,6 @@ fn apply_update_bytes(doc: &Doc, bytes: &[u8]) -> Result<(), String> {
     doc.transact_mut()
         .apply_update(update)
         .map_err(|e| format!("stored update does not apply: {e}"))
-}
-
-/// Whether the leading varUint count of `payload` could be honest, given each entry takes at
-/// least `min_entry_bytes`. A few bytes can otherwise declare billions of entries.
-fn counts_fit(payload: &[u8], min_entry_bytes: u64) -> bool {
-    match protocol::read_var_uint(payload) {
-        Some((count, used)) => {
-            count.saturating_mul(min_entry_bytes) <= (payload.len() - used) as u64
-        }
-        None => false,
-    }
 }
 
 fn truncate(text: &str, max: usize) -> String {

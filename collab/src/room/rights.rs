@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use yrs::{Array, Map, ReadTxn, StateVector, Transact};
+use yrs::updates::decoder::Decode;
+use yrs::{Map, Transact, Update};
 
 use super::*;
 
@@ -68,39 +69,63 @@ impl Room {
         }
     }
 
-    /// The update guard's verdict on an update from a connection (the owner's too: the fields
-    /// only the server writes are the server's whoever asks).
-    pub(super) fn guard_check(
-        &mut self,
-        conn: ConnectionId,
-        update: &[u8],
-    ) -> Result<(), crate::guard::Refusal> {
-        let Some(connection) = self.connections.get(&conn) else {
-            return Ok(());
+    /// An update from a client: judged by the update guard on its shadow document (the
+    /// owner's too: the fields only the server writes are the server's whoever asks), then
+    /// checked against cell locks; applied to the room's document, logged and broadcast only
+    /// if both allow it, and then exactly as the shadow integrated it.
+    pub(super) fn client_update(&mut self, conn: ConnectionId, update: &[u8]) {
+        let Some(caps) = self.connections.get(&conn).map(|c| c.caps) else {
+            return;
         };
-        let caps = connection.caps;
-        self.guard().check(update, caps)
-    }
-
-    /// The update guard, built from the document on first use.
-    pub(super) fn guard(&mut self) -> &crate::guard::UpdateGuard {
         let document = self.document.as_ref().expect("a document room");
-        self.guard.get_or_insert_with(|| {
-            let state = document
-                .doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            crate::guard::UpdateGuard::from_state(&state)
-        })
+        let trial = match self.guard.judge(&document.doc, update, caps) {
+            Ok(Some(trial)) => trial,
+            Ok(None) => return,
+            Err(crate::guard::Refusal(reason, wrong)) => {
+                return match wrong {
+                    crate::guard::Wrong::Unreadable => self.refuse(conn, reason),
+                    crate::guard::Wrong::ForeignHistory => self.conflict(conn),
+                    crate::guard::Wrong::Forbidden => self.refuse_update(conn, &reason),
+                }
+            }
+        };
+        if let Err(reason) = self.lock_check(conn, &trial.analysis) {
+            self.guard.discard(trial);
+            return self.refuse_update(conn, &reason);
+        }
+        let delta = self.guard.accept(trial);
+        let document = self.doc_mut();
+        let applied = {
+            let mut txn = document.doc.transact_mut();
+            let applied = Update::decode_v1(&delta).map(|u| txn.apply_update(u));
+            (applied, txn.encode_update_v1())
+        };
+        match applied {
+            (Ok(Ok(())), delta) if delta != [0, 0] => {
+                self.log_and_broadcast(Bytes::from(delta), true)
+            }
+            (Ok(Ok(())), _) => {}
+            (failed, delta) => {
+                // The shadow took it, so this cannot happen; if it does, keep the two in step.
+                tracing::error!("an update the guard accepted does not apply: {failed:?}");
+                self.guard.release();
+                if delta != [0, 0] {
+                    self.log_and_broadcast(Bytes::from(delta), true);
+                }
+            }
+        }
     }
 
     /// Refuses an update that changes a cell someone else holds the edit lock of, or deletes a
     /// cell someone else's run holds. The holder's own changes renew the lease.
-    pub(super) fn lock_check(&mut self, conn: ConnectionId, update: &[u8]) -> Result<(), String> {
+    pub(super) fn lock_check(
+        &mut self,
+        conn: ConnectionId,
+        analysis: &crate::guard::Analysis,
+    ) -> Result<(), String> {
         if self.locks.is_empty() && self.exec.runs.is_empty() {
             return Ok(());
         }
-        let analysis = self.guard().analyze(update).map_err(|r| r.0)?;
         let lease = self.config.lock_lease;
         for item in &analysis.cells {
             let Some(cell) = self.cell_id_of(*item) else {
@@ -177,28 +202,16 @@ impl Room {
         ));
     }
 
-    /// The id of the cell held by a Yjs item.
-    pub(super) fn cell_id_of(&mut self, item: crate::guard::CellItem) -> Option<String> {
-        if let Some(id) = self.cell_ids.get(&item) {
-            return Some(id.clone());
-        }
+    /// The id of the cell held by a Yjs item (read from the room's document, where a cell an
+    /// update deletes is still present while the update is judged).
+    pub(super) fn cell_id_of(&self, item: crate::guard::CellItem) -> Option<String> {
         let document = self.document.as_ref()?;
         let txn = document.doc.transact();
-        let cells = txn.get_array("cells")?;
-        self.cell_ids.clear();
-        for cell in cells.iter(&txn) {
-            if let yrs::Out::YMap(map) = cell {
-                if let (
-                    yrs::branch::BranchID::Nested(id),
-                    Some(yrs::Out::Any(yrs::Any::String(cell_id))),
-                ) = (map.as_ref().id(), map.get(&txn, "id"))
-                {
-                    self.cell_ids
-                        .insert((id.client.get(), id.clock), cell_id.to_string());
-                }
-            }
+        let cell = crate::guard::cell_map(&txn, item)?;
+        match cell.get(&txn, "id") {
+            Some(yrs::Out::Any(yrs::Any::String(id))) => Some(id.to_string()),
+            _ => None,
         }
-        self.cell_ids.get(&item).cloned()
     }
 
     pub(super) fn lock_request(

@@ -1,0 +1,815 @@
+//! The update guard: may this update, from a connection holding these capabilities, change the
+//! room's document?
+//!
+//! yrs applies updates without asking and cannot take one back, and where an item lands
+//! (parent, map key) is yrs's decision, made from neighbours, garbage-collected items and
+//! pending structs in ways a re-implementation gets subtly wrong. So the guard never predicts:
+//! it applies the update to a *shadow*, a second copy of the room's document kept in step with
+//! it, and reads what yrs actually changed from yrs's own change events (the real parent and
+//! key of every inserted and deleted item, after pending structs are integrated). Only when
+//! every change is allowed does the room apply the same delta to its document, log it and
+//! broadcast it. Otherwise nothing else happened, and the shadow is rebuilt from the room's
+//! document before the next update is judged.
+//!
+//! | touched | needs |
+//! |---|---|
+//! | the cell list, a cell's source/metadata/type/id/attachments, the notebook's metadata | `edit` |
+//! | a file document's content (its `source` root) | `edit` |
+//! | a cell's `outputs`, `execution_count`, `execution_state` | `execute` (what JupyterLab's own executor writes) |
+//! | `state.path`, `hash`, `kernel`, `executions`, `locks` | the server only |
+//! | any other `state` key (JupyterLab writes `dirty` after each change, and `document_id`) | `edit` |
+//! | any other root, an embedded document, anything the guard cannot place | refused |
+//!
+//! A cell inserted by someone without `execute` (JupyterLab moves a cell by deleting and
+//! re-inserting it) keeps the outputs and execution count of the cell with the same id deleted
+//! in the same update; anything else it carries there is cleared in the same delta. Changes
+//! that would make the notebook unreadable (a cell that is not a map, an unknown `cell_type`, a
+//! `source` that is not text...) are refused whoever sends them. An update whose content the
+//! room already has is a no-op, never a refusal. An update that builds on items the room does
+//! not have would stay pending in yrs: it is answered `conflict` and applied nowhere.
+//!
+//! Before the shadow sees an update, [`wire`] reads its bytes for what yrs takes on trust
+//! (53-bit client ids, nesting depth, roots, dependencies).
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use yrs::branch::BranchID;
+use yrs::types::{Change, Event, PathSegment};
+use yrs::updates::decoder::Decode;
+use yrs::{
+    Any, Array, ArrayPrelim, ArrayRef, DeepObservable, Doc, Map, MapRef, Options, Out, ReadTxn,
+    StateVector, Transact, TransactionMut, Update, ID,
+};
+
+use crate::capabilities::Capabilities;
+use crate::content::DocumentKind;
+use crate::notebook::out_to_json;
+
+/// What an update changes, as far as the policy cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field {
+    CellList,
+    /// A cell's top-level field (`source`, `outputs`, …).
+    Cell(String),
+    NotebookMeta,
+    /// A text or binary file's content (the `source` root of a file document).
+    FileContent,
+    State(String),
+    Other(String),
+}
+
+impl Field {
+    /// The capability a change to this field needs; `None`: only the server may change it.
+    pub fn needs(&self) -> Option<Capabilities> {
+        match self {
+            Field::CellList | Field::NotebookMeta | Field::FileContent => Some(Capabilities::EDIT),
+            Field::Cell(key) => match key.as_str() {
+                "outputs" | "execution_count" | "execution_state" => {
+                    Some(Capabilities::EDIT.union(Capabilities::EXECUTE))
+                }
+                _ => Some(Capabilities::EDIT),
+            },
+            Field::State(key) => match key.as_str() {
+                "path" | "hash" | "kernel" | "executions" | "locks" => None,
+                _ => Some(Capabilities::EDIT),
+            },
+            Field::Other(_) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Field::CellList => "the list of cells".into(),
+            Field::Cell(key) => format!("a cell's {key}"),
+            Field::NotebookMeta => "the notebook's metadata".into(),
+            Field::FileContent => "the file's content".into(),
+            Field::State(key) => format!("state.{key}"),
+            Field::Other(what) => what.clone(),
+        }
+    }
+}
+
+/// Why an update is refused, and what kind of wrong it is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal(pub String, pub Wrong);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrong {
+    /// Not a Yjs update at all (or one yrs would misread): the sender is broken or hostile.
+    Unreadable,
+    /// It builds on (or deletes) items this room does not have: yrs would keep it pending. The
+    /// sender's document has another history, or it missed something: it should resync.
+    ForeignHistory,
+    /// Well formed and placed, but beyond the sender's rights, the server's alone, or making
+    /// the notebook unreadable.
+    Forbidden,
+}
+
+/// A cell, by the id of the Yjs item that holds it (its map).
+pub type CellItem = (u64, u32);
+
+/// What an update changed, as yrs integrated it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Analysis {
+    /// The fields it touches, in order, without duplicates.
+    pub fields: Vec<Field>,
+    /// The existing cells it changes or deletes (cells it adds are not listed).
+    pub cells: Vec<CellItem>,
+    /// Of those, the cells it deletes.
+    pub deleted_cells: Vec<CellItem>,
+}
+
+impl Analysis {
+    fn add(&mut self, field: Field, cell: Option<CellItem>) {
+        if !self.fields.contains(&field) {
+            self.fields.push(field);
+        }
+        if let Some(cell) = cell {
+            if !self.cells.contains(&cell) {
+                self.cells.push(cell);
+            }
+        }
+    }
+
+    /// Whether a connection holding `caps` may make these changes; the refusal says what it
+    /// touched.
+    pub fn permits(&self, caps: Capabilities) -> Result<(), Refusal> {
+        for field in &self.fields {
+            match field.needs() {
+                Some(needed) if caps.contains(needed) => {}
+                Some(_) => {
+                    return Err(Refusal(
+                        format!("you may not change {} in this notebook", field.describe()),
+                        Wrong::Forbidden,
+                    ))
+                }
+                None => {
+                    return Err(Refusal(
+                        format!("only the server changes {}", field.describe()),
+                        Wrong::Forbidden,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An update applied to the shadow and found allowed by the field policy: the room still has
+/// its own checks to make (cell locks), then [`UpdateGuard::accept`] or
+/// [`UpdateGuard::discard`].
+#[derive(Debug)]
+pub struct Trial {
+    pub analysis: Analysis,
+    /// What to apply to the room's document: exactly what the shadow integrated (plus the
+    /// clearing of carried outputs).
+    delta: Vec<u8>,
+}
+
+/// What the observers saw during one judged transaction.
+#[derive(Default)]
+struct Seen {
+    watching: bool,
+    /// (field, existing cell it is in).
+    touched: Vec<(Field, Option<CellItem>)>,
+    /// Cells inserted: their map's item id and content.
+    inserted: Vec<(CellItem, Value)>,
+    /// Items deleted from the cell list.
+    removed: Vec<CellItem>,
+    /// Where each nested type seen before sits: yrs never moves an item, so this never goes stale.
+    places: HashMap<CellItem, Place>,
+}
+
+#[derive(Clone)]
+enum Place {
+    /// The map of a cell.
+    Cell(CellItem),
+    /// Inside a field of a cell.
+    Field(CellItem, Arc<str>),
+}
+
+/// The second copy of the room's document.
+struct Shadow {
+    doc: Doc,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// The guard of one room: its shadow document and what the room changed since.
+pub struct UpdateGuard {
+    kind: DocumentKind,
+    shadow: Option<Shadow>,
+    /// Changes the room made itself (its state writes, outputs, outside edits) that the shadow
+    /// has not applied yet.
+    behind: Vec<Vec<u8>>,
+    /// The shadow took a refused update: rebuild it before judging again.
+    stale: bool,
+    /// How many times the shadow was built (the first time included).
+    pub builds: u64,
+}
+
+/// Apply the room's own changes to the shadow once this many are waiting, so a long silent
+/// stream of outputs does not pile up.
+const MAX_BEHIND: usize = 64;
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn item_of(id: &ID) -> CellItem {
+    (id.client.get(), id.clock)
+}
+
+/// The item id of a nested shared type (a cell's map, a source text...).
+fn branch_item(branch: &yrs::branch::Branch) -> Option<CellItem> {
+    match branch.id() {
+        BranchID::Nested(id) => Some(item_of(&id)),
+        BranchID::Root(_) => None,
+    }
+}
+
+impl UpdateGuard {
+    pub fn new(kind: DocumentKind) -> UpdateGuard {
+        UpdateGuard {
+            kind,
+            shadow: None,
+            behind: Vec::new(),
+            stale: false,
+            builds: 0,
+        }
+    }
+
+    /// The root names a document of this kind has.
+    pub fn roots(&self) -> &'static [&'static str] {
+        match self.kind {
+            DocumentKind::Notebook => &["cells", "meta", "state"],
+            DocumentKind::Text => &["source", "state"],
+        }
+    }
+
+    /// Records a change the room made to its document itself (not through [`Self::accept`]).
+    pub fn room_changed(&mut self, delta: &[u8]) {
+        let Some(shadow) = &self.shadow else {
+            return;
+        };
+        if self.stale {
+            return;
+        }
+        self.behind.push(delta.to_vec());
+        if self.behind.len() >= MAX_BEHIND {
+            catch_up(shadow, &mut self.behind, &mut self.stale);
+        }
+    }
+
+    /// Frees the shadow (an idle room); it is rebuilt when the next update comes.
+    pub fn release(&mut self) {
+        self.shadow = None;
+        self.behind.clear();
+        self.stale = false;
+    }
+
+    /// The shadow, in step with `room`.
+    fn shadow(&mut self, room: &Doc) -> &Shadow {
+        if self.stale || self.shadow.is_none() {
+            self.behind.clear();
+            self.stale = false;
+            self.builds += 1;
+            self.shadow = Some(build_shadow(room, self.kind));
+        } else if !self.behind.is_empty() {
+            let shadow = self.shadow.as_ref().expect("checked above");
+            catch_up(shadow, &mut self.behind, &mut self.stale);
+            if self.stale {
+                self.stale = false;
+                self.builds += 1;
+                self.shadow = Some(build_shadow(room, self.kind));
+            }
+        }
+        self.shadow.as_ref().expect("built above")
+    }
+
+    /// Judges an update from a connection holding `caps` against the room's document `room`.
+    ///
+    /// `Ok(None)`: it holds nothing the room does not already have. `Ok(Some(trial))`: the
+    /// shadow took it and the field policy allows it; the caller makes its own checks and then
+    /// accepts or discards it. `Err`: refused, and nothing anywhere changed.
+    pub fn judge(
+        &mut self,
+        room: &Doc,
+        update: &[u8],
+        caps: Capabilities,
+    ) -> Result<Option<Trial>, Refusal> {
+        let parsed = match wire::read(update, self.roots()) {
+            Ok(parsed) => parsed,
+            Err(wire::WireError::Malformed(why)) => {
+                return Err(Refusal(
+                    format!("malformed update: {why}"),
+                    Wrong::Unreadable,
+                ))
+            }
+            Err(wire::WireError::Foreign(what)) => {
+                return Err(Refusal(
+                    format!("a notebook has no {what}; nothing was applied"),
+                    Wrong::Forbidden,
+                ))
+            }
+        };
+        let sv = room.transact().state_vector();
+        let clock = |client: u64| sv.get(&yrs::block::ClientID::new(client));
+        if parsed.missing_dependency(&clock).is_some() {
+            return Err(Refusal(
+                "the update builds on items this room does not have".into(),
+                Wrong::ForeignHistory,
+            ));
+        }
+        if !caps.contains(Capabilities::EDIT) {
+            // A watcher's update may only repeat what the room has (a reconnecting client's
+            // sync step 2): judged without touching the shadow.
+            if parsed.structs_known(&clock) && deletions_known(room, &parsed.deletes) {
+                return Ok(None);
+            }
+            return Err(Refusal(
+                "you may watch this notebook, not edit it".into(),
+                Wrong::Forbidden,
+            ));
+        }
+        let update = Update::decode_v1(update)
+            .map_err(|e| Refusal(format!("malformed update: {e}"), Wrong::Unreadable))?;
+        let kind = self.kind;
+        let (doc, observed) = {
+            let shadow = self.shadow(room);
+            (shadow.doc.clone(), shadow.seen.clone())
+        };
+        lock(&observed).watching = true;
+        let (applied, stuck, delta) = {
+            let mut txn = doc.transact_mut();
+            let applied = txn.apply_update(update);
+            let stuck = txn.has_missing_updates();
+            txn.commit();
+            (applied, stuck, txn.encode_update_v1())
+        };
+        let seen = {
+            let mut seen = lock(&observed);
+            seen.watching = false;
+            Seen {
+                touched: std::mem::take(&mut seen.touched),
+                inserted: std::mem::take(&mut seen.inserted),
+                removed: std::mem::take(&mut seen.removed),
+                ..Seen::default()
+            }
+        };
+        let mut analysis = Analysis::default();
+        let changed = !seen.touched.is_empty()
+            || !seen.inserted.is_empty()
+            || !seen.removed.is_empty()
+            || delta != [0, 0];
+        if applied.is_err() || stuck || changed {
+            // From here on the shadow may differ from the room until accepted.
+            self.stale = true;
+        }
+        if let Err(e) = applied {
+            return Err(Refusal(
+                format!("the update cannot be applied: {e}"),
+                Wrong::Unreadable,
+            ));
+        }
+        if stuck {
+            return Err(Refusal(
+                "the update builds on items this room does not have".into(),
+                Wrong::ForeignHistory,
+            ));
+        }
+        if !changed {
+            return Ok(None);
+        }
+        if kind == DocumentKind::Notebook {
+            for (_, cell) in &seen.inserted {
+                check_cell(cell)?;
+            }
+        }
+        let removed: Vec<CellItem> = seen.removed.clone();
+        for (field, cell) in seen.touched {
+            match cell {
+                // A field of a cell deleted in this same update goes with the cell.
+                Some(cell) if removed.contains(&cell) => {}
+                _ => analysis.add(field, cell),
+            }
+        }
+        if !seen.inserted.is_empty() || !removed.is_empty() {
+            analysis.add(Field::CellList, None);
+        }
+        for cell in &removed {
+            analysis.add(Field::CellList, Some(*cell));
+            analysis.deleted_cells.push(*cell);
+        }
+        analysis.permits(caps)?;
+        if kind == DocumentKind::Notebook {
+            check_touched_cells(&doc, &analysis)?;
+        }
+        let mut delta = delta;
+        if !caps.contains(Capabilities::EXECUTE) {
+            let carried = carried_runs(room, &seen.inserted, &removed);
+            if !carried.is_empty() {
+                let clearing = clear_runs(&doc, &carried);
+                delta = yrs::merge_updates_v1([delta, clearing]).map_err(|e| {
+                    Refusal(
+                        format!("cannot clear carried outputs: {e}"),
+                        Wrong::Forbidden,
+                    )
+                })?;
+            }
+        }
+        Ok(Some(Trial { analysis, delta }))
+    }
+
+    /// The trial is allowed: the shadow stays as it is (it now matches what the room will hold)
+    /// and the caller applies the returned delta to the room's document.
+    pub fn accept(&mut self, trial: Trial) -> Vec<u8> {
+        self.stale = false;
+        trial.delta
+    }
+
+    /// The trial is refused after all: the shadow is rebuilt before the next judgement.
+    pub fn discard(&mut self, _trial: Trial) {
+        self.stale = true;
+    }
+}
+
+/// Applies the room's own changes to the shadow; a failure marks it for rebuilding.
+fn catch_up(shadow: &Shadow, behind: &mut Vec<Vec<u8>>, stale: &mut bool) {
+    lock(&shadow.seen).watching = false;
+    let mut txn = shadow.doc.transact_mut();
+    for delta in behind.drain(..) {
+        let applied = Update::decode_v1(&delta).map(|u| txn.apply_update(u));
+        if !matches!(applied, Ok(Ok(()))) {
+            tracing::warn!("the update guard's shadow could not follow the room; rebuilding it");
+            *stale = true;
+            return;
+        }
+    }
+}
+
+/// A copy of `room` with the same client id (so the shadow's own writes — clearing carried
+/// outputs — are the room's) and observers on each root.
+fn build_shadow(room: &Doc, kind: DocumentKind) -> Shadow {
+    let options = Options {
+        client_id: room.client_id(),
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..Options::default()
+    };
+    let doc = Doc::with_options(options);
+    let state = room
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    if let Ok(update) = Update::decode_v1(&state) {
+        if let Err(e) = doc.transact_mut().apply_update(update) {
+            tracing::error!("the update guard cannot copy the room's document: {e}");
+        }
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    match kind {
+        DocumentKind::Notebook => {
+            let cells = doc.get_or_insert_array("cells");
+            let observed = seen.clone();
+            let list = cells.clone();
+            cells.observe_deep("quire-guard", move |txn, events| {
+                let mut seen = lock(&observed);
+                if seen.watching {
+                    for event in events.iter() {
+                        see_cells_event(&mut seen, txn, &list, event);
+                    }
+                }
+            });
+            observe_whole(&doc.get_or_insert_map("meta"), &seen, |_| {
+                Field::NotebookMeta
+            });
+        }
+        DocumentKind::Text => {
+            observe_whole(&doc.get_or_insert_text("source"), &seen, |_| {
+                Field::FileContent
+            });
+        }
+    }
+    let state = doc.get_or_insert_map("state");
+    let observed = seen.clone();
+    state.observe_deep("quire-guard", move |txn, events| {
+        let mut seen = lock(&observed);
+        if !seen.watching {
+            return;
+        }
+        for event in events.iter() {
+            match event.path().front() {
+                Some(PathSegment::Key(key)) => {
+                    seen.touched.push((Field::State(key.to_string()), None))
+                }
+                Some(PathSegment::Index(_)) => seen
+                    .touched
+                    .push((Field::Other("an unkeyed part of state".into()), None)),
+                None => match event {
+                    Event::Map(e) => {
+                        let keys: Vec<String> = e.keys(txn).keys().map(|k| k.to_string()).collect();
+                        if keys.is_empty() {
+                            seen.touched
+                                .push((Field::Other("an unkeyed part of state".into()), None));
+                        }
+                        for key in keys {
+                            seen.touched.push((Field::State(key), None));
+                        }
+                    }
+                    _ => seen
+                        .touched
+                        .push((Field::Other("the state root".into()), None)),
+                },
+            }
+        }
+    });
+    Shadow { doc, seen }
+}
+
+/// Every change under `root` is the one field `field` names.
+fn observe_whole<R: DeepObservable>(root: &R, seen: &Arc<Mutex<Seen>>, field: fn(&Event) -> Field) {
+    let observed = seen.clone();
+    root.observe_deep("quire-guard", move |_txn, events| {
+        let mut seen = lock(&observed);
+        if seen.watching {
+            for event in events.iter() {
+                seen.touched.push((field(event), None));
+            }
+        }
+    });
+}
+
+/// One change event under the `cells` root, as fields and cells.
+fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, event: &Event) {
+    let target = event.target();
+    let target_item = match &target {
+        Out::YArray(a) => branch_item(a.as_ref()),
+        Out::YMap(m) => branch_item(m.as_ref()),
+        Out::YText(t) => branch_item(t.as_ref()),
+        _ => None,
+    };
+    let Some(target_item) = target_item else {
+        // The cell list itself.
+        let Event::Array(e) = event else {
+            seen.touched
+                .push((Field::Other("the cells root".into()), None));
+            return;
+        };
+        let mut any = false;
+        for change in e.delta(txn) {
+            if let Change::Added(values) = change {
+                for value in values {
+                    any = true;
+                    let item = match value {
+                        Out::YMap(map) => branch_item(map.as_ref()),
+                        _ => None,
+                    };
+                    match item {
+                        Some(item) => seen.inserted.push((item, out_to_json(txn, value))),
+                        None => seen
+                            .touched
+                            .push((Field::Other("a cell that is not a map".into()), None)),
+                    }
+                }
+            }
+        }
+        for id in e.removes(txn) {
+            any = true;
+            seen.removed.push(item_of(id));
+        }
+        if !any {
+            seen.touched.push((
+                Field::Other("an unkeyed part of the cell list".into()),
+                None,
+            ));
+        }
+        return;
+    };
+    let place = match seen.places.get(&target_item) {
+        Some(place) => Some(place.clone()),
+        None => {
+            let path = event.path();
+            let cell = match path.front() {
+                Some(PathSegment::Index(i)) => match cells.get(txn, *i) {
+                    Some(Out::YMap(map)) => branch_item(map.as_ref()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let place = match (cell, path.get(1)) {
+                (Some(cell), None) => Some(Place::Cell(cell)),
+                (Some(cell), Some(PathSegment::Key(key))) => Some(Place::Field(cell, key.clone())),
+                _ => None,
+            };
+            if let Some(place) = &place {
+                seen.places.insert(target_item, place.clone());
+            }
+            place
+        }
+    };
+    match place {
+        Some(Place::Cell(cell)) => {
+            let keys: Vec<String> = match event {
+                Event::Map(e) => e.keys(txn).keys().map(|k| k.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            if keys.is_empty() {
+                seen.touched
+                    .push((Field::Other("an unkeyed part of a cell".into()), Some(cell)));
+            }
+            for key in keys {
+                seen.touched.push((Field::Cell(key), Some(cell)));
+            }
+        }
+        Some(Place::Field(cell, key)) => seen
+            .touched
+            .push((Field::Cell(key.to_string()), Some(cell))),
+        None => seen.touched.push((
+            Field::Other("something the server cannot place in the notebook".into()),
+            None,
+        )),
+    }
+}
+
+/// Whether every deleted range is already deleted in `room` (so a delete set adds nothing).
+fn deletions_known(room: &Doc, deletes: &[(u64, u32, u32)]) -> bool {
+    if deletes.iter().all(|d| d.2 == 0) {
+        return true;
+    }
+    let deleted = room.transact().snapshot().delete_set;
+    deletes.iter().all(|&(client, clock, len)| {
+        let Some(ranges) = deleted.get(&yrs::block::ClientID::new(client)) else {
+            return len == 0;
+        };
+        let end = clock.saturating_add(len);
+        let mut at = clock;
+        // Ranges are sorted and merged: walk the ones covering [clock, end).
+        for (range, _) in ranges.iter() {
+            if range.end <= at {
+                continue;
+            }
+            if range.start > at {
+                return false;
+            }
+            at = range.end;
+            if at >= end {
+                return true;
+            }
+        }
+        at >= end
+    })
+}
+
+/// A cell inserted whole must be one nbformat can read.
+fn check_cell(cell: &Value) -> Result<(), Refusal> {
+    crate::notebook::check_cell(cell.clone()).map_err(|e| {
+        Refusal(
+            format!("the new cell would make the notebook unreadable: {e}"),
+            Wrong::Forbidden,
+        )
+    })
+}
+
+/// The top-level fields of existing cells an update changed must still have the types
+/// nbformat reads (cheaply: only the fields' kinds, not their content).
+fn check_touched_cells(shadow: &Doc, analysis: &Analysis) -> Result<(), Refusal> {
+    let txn = shadow.transact();
+    for &cell in &analysis.cells {
+        if analysis.deleted_cells.contains(&cell) {
+            continue;
+        }
+        let Some(map) = cell_map(&txn, cell) else {
+            continue;
+        };
+        let mut shape = serde_json::Map::new();
+        for (key, value) in map.iter(&txn) {
+            let summary = match &value {
+                Out::YText(_) => Value::String(String::new()),
+                Out::YArray(_) => Value::Array(Vec::new()),
+                Out::YMap(_) => Value::Object(Default::default()),
+                Out::Any(Any::Array(_)) if key == "outputs" => Value::Array(Vec::new()),
+                other => out_to_json(&txn, other),
+            };
+            shape.insert(key.to_string(), summary);
+        }
+        crate::notebook::check_cell(Value::Object(shape)).map_err(|e| {
+            Refusal(
+                format!("the change would make a cell unreadable: {e}"),
+                Wrong::Forbidden,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn cell_map<T: ReadTxn>(txn: &T, cell: CellItem) -> Option<MapRef> {
+    let id = ID::new(yrs::block::ClientID::new(cell.0), cell.1);
+    BranchID::get_nested(txn, &id).map(MapRef::from)
+}
+
+/// The cells inserted by someone without `execute` that carry outputs, an execution count or
+/// a run state they did not get from the cell with the same id deleted in the same update.
+fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]) -> Vec<CellItem> {
+    let blank = |cell: &Value| {
+        let outputs_empty = match cell.get("outputs") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(_) => false,
+        };
+        let count_empty = matches!(cell.get("execution_count"), None | Some(Value::Null));
+        let state_idle = matches!(cell.get("execution_state"), None | Some(Value::Null))
+            || cell.get("execution_state") == Some(&Value::String("idle".into()));
+        outputs_empty && count_empty && state_idle
+    };
+    let mut carried = Vec::new();
+    let mut originals: Option<Vec<Value>> = None;
+    for (item, cell) in inserted {
+        if blank(cell) {
+            continue;
+        }
+        let originals = originals.get_or_insert_with(|| {
+            let txn = room.transact();
+            removed
+                .iter()
+                .filter_map(|&r| cell_map(&txn, r))
+                .map(|map| out_to_json(&txn, &Out::YMap(map)))
+                .collect()
+        });
+        let moved = originals.iter().any(|original| {
+            original.get("id").is_some() && original.get("id") == cell.get("id") && {
+                let run = |c: &Value| {
+                    (
+                        crate::notebook::normalized_outputs(c.get("outputs")),
+                        c.get("execution_count").cloned().unwrap_or(Value::Null),
+                        c.get("execution_state").cloned().unwrap_or(Value::Null),
+                    )
+                };
+                let (outputs, count, state) = run(cell);
+                let (o_outputs, o_count, o_state) = run(original);
+                same_json(&outputs, &o_outputs)
+                    && same_json(&count, &o_count)
+                    && (state == o_state
+                        || state.is_null()
+                        || state == Value::String("idle".into()))
+            }
+        });
+        if !moved {
+            carried.push(*item);
+        }
+    }
+    carried
+}
+
+/// JSON equality in which numbers compare by value (an integer stored as a float is the same).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Clears outputs, execution count and run state of `cells` on the shadow, as the room (the
+/// shadow shares its client id); returns that change.
+fn clear_runs(shadow: &Doc, cells: &[CellItem]) -> Vec<u8> {
+    let mut txn = shadow.transact_mut();
+    for &cell in cells {
+        let Some(map) = cell_map(&txn, cell) else {
+            continue;
+        };
+        match map.get(&txn, "outputs") {
+            Some(Out::YArray(outputs)) => {
+                let n = outputs.len(&txn);
+                if n > 0 {
+                    outputs.remove_range(&mut txn, 0, n);
+                }
+            }
+            Some(_) => {
+                map.insert(&mut txn, "outputs", ArrayPrelim::default());
+            }
+            None => {}
+        }
+        if !matches!(
+            map.get(&txn, "execution_count"),
+            None | Some(Out::Any(Any::Null))
+        ) {
+            map.insert(&mut txn, "execution_count", Any::Null);
+        }
+        if map.get(&txn, "execution_state").is_some() {
+            map.insert(&mut txn, "execution_state", "idle");
+        }
+    }
+    txn.encode_update_v1()
+}
+
+#[cfg(test)]
+mod tests;
