@@ -161,12 +161,12 @@ impl<'a> Reader<'a> {
 
     /// A count of entries that each take at least `min_bytes`: refused when the rest of the
     /// input cannot hold them, before anything loops over it.
-    fn count(&mut self, min_bytes: u64) -> DecodeResult<u64> {
+    fn count(&mut self, min_bytes: u64, what: &str) -> DecodeResult<u64> {
         let n = self.var_uint()?;
         let left = (self.data.len() - self.pos) as u64;
         if n.saturating_mul(min_bytes) > left {
             return Err(format!(
-                "a count of {n} does not fit in the {left} bytes left"
+                "impossible {what} count: {n} in the {left} bytes left"
             ));
         }
         Ok(n)
@@ -188,7 +188,7 @@ impl<'a> Reader<'a> {
             123 | 122 => self.bytes(8).map(|_| ()),
             119 => self.string().map(|_| ()),
             118 => {
-                let n = self.count(2)?;
+                let n = self.count(2, "object entry")?;
                 for _ in 0..n {
                     self.string()?;
                     self.any(depth + 1)?;
@@ -196,7 +196,7 @@ impl<'a> Reader<'a> {
                 Ok(())
             }
             117 => {
-                let n = self.count(1)?;
+                let n = self.count(1, "array element")?;
                 for _ in 0..n {
                     self.any(depth + 1)?;
                 }
@@ -243,9 +243,9 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
         pos: 0,
     };
     let mut out = WireUpdate::default();
-    let clients = r.count(3)?;
+    let clients = r.count(3, "client")?;
     for _ in 0..clients {
-        let count = r.count(1)?;
+        let count = r.count(1, "struct")?;
         let client = r.client()?;
         let mut clock = r.u32()?;
         for _ in 0..count {
@@ -294,7 +294,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
             let len: u32 = match kind {
                 1 => r.u32()?,
                 2 => {
-                    let n = r.count(1)?;
+                    let n = r.count(1, "string")?;
                     for _ in 0..n {
                         r.string()?;
                     }
@@ -328,7 +328,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     1
                 }
                 8 => {
-                    let n = r.count(1)?;
+                    let n = r.count(1, "value")?;
                     for _ in 0..n {
                         r.any(1)?;
                     }
@@ -351,10 +351,10 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
         }
     }
-    let clients = r.count(2)?;
+    let clients = r.count(2, "deleting client")?;
     for _ in 0..clients {
         let client = r.client()?;
-        let ranges = r.count(2)?;
+        let ranges = r.count(2, "delete range")?;
         for _ in 0..ranges {
             let clock = r.u32()?;
             let len = r.u32()?;
@@ -373,7 +373,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
 /// Checks a state vector (a sync step 1) the same way: counts that fit, 53-bit client ids.
 pub fn check_state_vector(sv: &[u8]) -> Result<(), String> {
     let mut r = Reader { data: sv, pos: 0 };
-    let n = r.count(2)?;
+    let n = r.count(2, "entry")?;
     for _ in 0..n {
         r.client()?;
         r.u32()?;
