@@ -151,7 +151,7 @@ impl Notebook {
         };
         let mut cells = Vec::with_capacity(raw_cells.len());
         for (index, raw) in raw_cells.into_iter().enumerate() {
-            cells.push(parse_cell(raw).map_err(|e| match e {
+            cells.push(parse_cell(raw, Outputs::Strict).map_err(|e| match e {
                 NotebookError::Invalid(msg) => invalid(format!("cell {index}: {msg}")),
                 other => other,
             })?);
@@ -284,7 +284,7 @@ impl Notebook {
         if let Some(cells) = txn.get_array("cells") {
             for item in cells.iter(txn) {
                 if let Value::Object(obj) = out_to_json(txn, &item) {
-                    if let Ok(cell) = parse_cell(Value::Object(obj)) {
+                    if let Ok(cell) = parse_cell(Value::Object(obj), Outputs::SkipBad) {
                         notebook.cells.push(cell);
                     }
                 }
@@ -362,7 +362,17 @@ pub fn fill_map(txn: &mut TransactionMut, map: &MapRef, values: &JsonMap<String,
     }
 }
 
-fn parse_cell(raw: Value) -> Result<Cell, NotebookError> {
+/// What to do with an output nbformat cannot read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outputs {
+    /// Refuse the cell (reading a file: the error names the cell and the output).
+    Strict,
+    /// Leave the output out and keep the cell (reading the live document, where someone who
+    /// may run code wrote a malformed output: the cell itself must not be lost).
+    SkipBad,
+}
+
+fn parse_cell(raw: Value, bad_outputs: Outputs) -> Result<Cell, NotebookError> {
     let Value::Object(mut obj) = raw else {
         return Err(invalid("a cell must be an object"));
     };
@@ -408,8 +418,15 @@ fn parse_cell(raw: Value) -> Result<Cell, NotebookError> {
                 Some(Value::Array(outputs)) => outputs
                     .into_iter()
                     .enumerate()
-                    .map(|(i, o)| {
-                        join_output(o).map_err(|msg| invalid(format!("output {i}: {msg}")))
+                    .filter_map(|(i, o)| match (join_output(o), bad_outputs) {
+                        (Ok(o), _) => Some(Ok(o)),
+                        (Err(msg), Outputs::Strict) => {
+                            Some(Err(invalid(format!("output {i}: {msg}"))))
+                        }
+                        (Err(msg), Outputs::SkipBad) => {
+                            tracing::warn!("leaving out a malformed output: {msg}");
+                            None
+                        }
                     })
                     .collect::<Result<_, _>>()?,
                 Some(_) => return Err(invalid("\"outputs\" must be a list")),
@@ -508,7 +525,7 @@ fn split_mime(mime: &str, value: Value) -> Value {
 
 /// Whether `raw` is a cell nbformat can read (the loader would otherwise leave it out).
 pub(crate) fn check_cell(raw: Value) -> Result<(), NotebookError> {
-    parse_cell(raw).map(|_| ())
+    parse_cell(raw, Outputs::Strict).map(|_| ())
 }
 
 /// A cell's outputs as nbformat reads them (multiline strings joined), for comparing copies.

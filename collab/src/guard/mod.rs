@@ -41,8 +41,8 @@ use yrs::branch::BranchID;
 use yrs::types::{Change, Event, PathSegment};
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, DeepObservable, Doc, Map, MapRef, Options, Out, ReadTxn,
-    StateVector, Transact, TransactionMut, Update, ID,
+    Any, Array, ArrayPrelim, ArrayRef, Assoc, DeepObservable, Doc, Map, MapRef, Options, Out,
+    ReadTxn, StateVector, StickyIndex, Transact, TransactionMut, Update, ID,
 };
 
 use crate::capabilities::Capabilities;
@@ -342,13 +342,19 @@ impl UpdateGuard {
             let shadow = self.shadow(room);
             (shadow.doc.clone(), shadow.seen.clone())
         };
-        lock(&observed).watching = true;
-        let (applied, stuck, delta) = {
+        // Observers stay off until the update is known to be safe to read: walking a list that
+        // holds astral text would never end (see `wire::WireStruct::astral_text`).
+        lock(&observed).watching = false;
+        let (applied, stuck, misplaced, delta) = {
             let mut txn = doc.transact_mut();
             let applied = txn.apply_update(update);
             let stuck = txn.has_missing_updates();
+            let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed);
+            if applied.is_ok() && !stuck && !misplaced {
+                lock(&observed).watching = true;
+            }
             txn.commit();
-            (applied, stuck, txn.encode_update_v1())
+            (applied, stuck, misplaced, txn.encode_update_v1())
         };
         let seen = {
             let mut seen = lock(&observed);
@@ -365,7 +371,7 @@ impl UpdateGuard {
             || !seen.inserted.is_empty()
             || !seen.removed.is_empty()
             || delta != [0, 0];
-        if applied.is_err() || stuck || changed {
+        if applied.is_err() || stuck || misplaced || changed {
             // From here on the shadow may differ from the room until accepted.
             self.stale = true;
         }
@@ -379,6 +385,12 @@ impl UpdateGuard {
             return Err(Refusal(
                 "the update builds on items this room does not have".into(),
                 Wrong::ForeignHistory,
+            ));
+        }
+        if misplaced {
+            return Err(Refusal(
+                "the update puts text where a list or map belongs".into(),
+                Wrong::Forbidden,
             ));
         }
         if !changed {
@@ -435,6 +447,20 @@ impl UpdateGuard {
     pub fn discard(&mut self, _trial: Trial) {
         self.stale = true;
     }
+}
+
+/// Whether yrs put a struct of astral text anywhere but in a text type.
+fn text_outside_texts(txn: &TransactionMut, parsed: &wire::WireUpdate) -> bool {
+    parsed.structs.iter().filter(|s| s.astral_text).any(|s| {
+        let id = ID::new(yrs::block::ClientID::new(s.client), s.clock);
+        match StickyIndex::from_id(id, Assoc::After).get_offset(txn) {
+            Some(offset) => !matches!(
+                offset.branch.type_ref(),
+                yrs::types::TypeRef::Text | yrs::types::TypeRef::XmlText
+            ),
+            None => false,
+        }
+    })
 }
 
 /// Applies the room's own changes to the shadow; a failure marks it for rebuilding.
@@ -508,12 +534,10 @@ fn build_shadow(room: &Doc, kind: DocumentKind) -> Shadow {
                     .touched
                     .push((Field::Other("an unkeyed part of state".into()), None)),
                 None => match event {
+                    // (yrs reports the keys whose visible value changed; an entry placed where it
+                    // is never seen — left of the current value — changes nothing.)
                     Event::Map(e) => {
                         let keys: Vec<String> = e.keys(txn).keys().map(|k| k.to_string()).collect();
-                        if keys.is_empty() {
-                            seen.touched
-                                .push((Field::Other("an unkeyed part of state".into()), None));
-                        }
                         for key in keys {
                             seen.touched.push((Field::State(key), None));
                         }
@@ -544,12 +568,18 @@ fn observe_whole<R: DeepObservable>(root: &R, seen: &Arc<Mutex<Seen>>, field: fn
 /// One change event under the `cells` root, as fields and cells.
 fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, event: &Event) {
     let target = event.target();
-    let target_item = match &target {
-        Out::YArray(a) => branch_item(a.as_ref()),
-        Out::YMap(m) => branch_item(m.as_ref()),
-        Out::YText(t) => branch_item(t.as_ref()),
+    let branch: Option<&yrs::branch::Branch> = match &target {
+        Out::YArray(a) => Some(a.as_ref()),
+        Out::YMap(m) => Some(m.as_ref()),
+        Out::YText(t) => Some(t.as_ref()),
         _ => None,
     };
+    if branch.is_some_and(|b| b.is_deleted()) {
+        // Inside a cell this same update deletes (yrs deletes a map's content with it): the
+        // cell's removal is the change. (Its path would also point at the wrong cell now.)
+        return;
+    }
+    let target_item = branch.and_then(branch_item);
     let Some(target_item) = target_item else {
         // The cell list itself.
         let Event::Array(e) = event else {
@@ -557,11 +587,9 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
                 .push((Field::Other("the cells root".into()), None));
             return;
         };
-        let mut any = false;
         for change in e.delta(txn) {
             if let Change::Added(values) = change {
                 for value in values {
-                    any = true;
                     let item = match value {
                         Out::YMap(map) => branch_item(map.as_ref()),
                         _ => None,
@@ -576,15 +604,9 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
             }
         }
         for id in e.removes(txn) {
-            any = true;
             seen.removed.push(item_of(id));
         }
-        if !any {
-            seen.touched.push((
-                Field::Other("an unkeyed part of the cell list".into()),
-                None,
-            ));
-        }
+        // (Nothing inserted or removed: only a keyed entry on the list, which no reader sees.)
         return;
     };
     let place = match seen.places.get(&target_item) {
@@ -615,10 +637,7 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
                 Event::Map(e) => e.keys(txn).keys().map(|k| k.to_string()).collect(),
                 _ => Vec::new(),
             };
-            if keys.is_empty() {
-                seen.touched
-                    .push((Field::Other("an unkeyed part of a cell".into()), Some(cell)));
-            }
+            // (No key whose visible value changed: nothing anyone sees.)
             for key in keys {
                 seen.touched.push((Field::Cell(key), Some(cell)));
             }

@@ -29,6 +29,10 @@ pub struct WireStruct {
     pub deps: [Option<Id>; 3],
     /// An explicit root parent, by name.
     pub root: Option<String>,
+    /// Text with characters outside the Basic Multilingual Plane: yrs 0.28 counts it in UTF-16
+    /// units but reads it by character, so in a list rather than a text it makes every walk
+    /// over that list loop forever. The guard checks where yrs put it.
+    pub astral_text: bool,
 }
 
 /// An update as read from the wire.
@@ -261,6 +265,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     skip: kind == 10,
                     deps: [None; 3],
                     root: None,
+                    astral_text: false,
                 });
                 clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
                 continue;
@@ -291,6 +296,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     r.string()?;
                 }
             }
+            let mut astral_text = false;
             let len: u32 = match kind {
                 1 => r.u32()?,
                 2 => {
@@ -305,7 +311,9 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     1
                 }
                 4 => {
-                    let n = r.string()?.encode_utf16().count();
+                    let text = r.string()?;
+                    let n = text.encode_utf16().count();
+                    astral_text = n != text.chars().count();
                     u32::try_from(n).map_err(|_| "string too long".to_string())?
                 }
                 5 => {
@@ -347,6 +355,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 skip: false,
                 deps: [origin, right_origin, parent],
                 root,
+                astral_text,
             });
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
         }
