@@ -20,6 +20,7 @@ use yrs::{Doc, ReadTxn, StateVector, Text, Transact, TransactionMut, Update};
 
 pub mod accounts;
 pub mod bench;
+pub mod forge;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
