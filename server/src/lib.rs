@@ -10,6 +10,7 @@ mod contents;
 mod error;
 mod files;
 mod kernels;
+pub mod limits;
 mod login;
 mod pam;
 pub mod paths;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// Multi-user mode: PAM, and failed logins remembered.
     pub pam: Option<pam::Pam>,
     pub throttle: Arc<login::Throttle>,
+    /// Wrong tokens per address.
+    pub token_failures: Arc<limits::FailureBucket>,
     pub token: Arc<str>,
     pub identity: Identity,
 }
@@ -78,6 +81,7 @@ impl AppState {
         Ok(AppState {
             pam,
             throttle: Arc::default(),
+            token_failures: Arc::default(),
             kernels,
             config: Arc::new(config),
             root,
