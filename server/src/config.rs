@@ -49,7 +49,7 @@ pub struct ServeArgs {
     /// A TOML file with any of: root, bind, token, state_dir, no_browser, room_linger_secs,
     /// autosave_delay_ms, autosave_max_delay_ms, compact_min_bytes, max_frame_bytes,
     /// max_output_bytes, default_kernel, kernel_user, kernel_transport, kernel_dirs, multi_user,
-    /// pam_service.
+    /// pam_service, header_read_timeout_secs, max_connections_per_address.
     #[arg(long, env = "QUIRE_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -74,6 +74,8 @@ struct FileConfig {
     kernel_dirs: Option<Vec<PathBuf>>,
     multi_user: Option<bool>,
     pam_service: Option<String>,
+    header_read_timeout_secs: Option<u64>,
+    max_connections_per_address: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,10 +98,17 @@ pub struct Config {
     /// People log in with their local accounts (PAM service `pam_service`).
     pub multi_user: bool,
     pub pam_service: String,
+    /// A connection must send a whole request head within this time (idle kept-alive
+    /// connections are closed after it too).
+    pub header_read_timeout: Duration,
+    /// Open connections (websockets included) one address may hold; 0: no limit.
+    pub max_connections_per_address: usize,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 15;
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 
 fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
@@ -145,6 +154,12 @@ impl Config {
                 anyhow::bail!("kernel_transport must be \"ipc\" or \"tcp\", not {other:?}")
             }
         };
+        let header_read_timeout_secs = file
+            .header_read_timeout_secs
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECS);
+        if header_read_timeout_secs == 0 {
+            anyhow::bail!("header_read_timeout_secs must be at least 1 (seconds a client has to send a request's headers)");
+        }
         Ok(Config {
             root: args.dir.or(file.root).unwrap_or_else(|| PathBuf::from(".")),
             bind: args
@@ -165,6 +180,10 @@ impl Config {
             kernel_dirs: file.kernel_dirs.unwrap_or_default(),
             multi_user: args.multi_user || file.multi_user.unwrap_or(false),
             pam_service: file.pam_service.unwrap_or_else(|| "quire".into()),
+            header_read_timeout: Duration::from_secs(header_read_timeout_secs),
+            max_connections_per_address: file
+                .max_connections_per_address
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
         })
     }
 }

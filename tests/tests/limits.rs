@@ -123,3 +123,127 @@ fn wrong_tokens_are_throttled_but_never_lock_out_the_right_one() {
     let later = get(&server, "/api/contents?token=wrong-again", "");
     assert_eq!(status(&later), 403, "{later}");
 }
+
+/// Opens a connection and sends half a request, as a slowloris does; returns the socket.
+fn half_request(server: &TestServer) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"GET /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection, for at most `limit`: what it sent, or `None`
+/// if the connection was still open at the end.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Some(String::from_utf8_lossy(&received).into_owned()),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            // Reset by the server: closed too.
+            Err(_) => return Some(String::from_utf8_lossy(&received).into_owned()),
+        }
+    }
+}
+
+/// Slowloris: a connection that sends half a request and then nothing must be closed by the
+/// server once `header_read_timeout_secs` has passed, and so must a kept-alive connection that
+/// never sends its next request; meanwhile normal requests are answered.
+#[test]
+fn half_sent_requests_and_idle_connections_are_closed() {
+    let server = TestServer::start_with_config(
+        &[("nb.ipynb", &quire_tests::notebook_with(&["x"]))],
+        "header_read_timeout_secs = 1\n",
+    );
+    let mut slow = half_request(&server);
+    let (answer, body) = server.http("GET", "/api/contents", None);
+    assert_eq!(answer, 200, "a normal request is answered: {body}");
+    let closed = read_until_closed(&mut slow, Duration::from_secs(30));
+    assert!(
+        closed.is_some(),
+        "the half-sent request was still open 30 s later"
+    );
+
+    // A kept-alive connection: one request answered, then silence.
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        idle,
+        "GET /api/contents HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: token {TOKEN}\r\n\r\n",
+        server.port
+    )
+    .unwrap();
+    let after = read_until_closed(&mut idle, Duration::from_secs(30))
+        .expect("the idle kept-alive connection was still open 30 s later");
+    assert_eq!(status(&after), 200, "{after}");
+}
+
+/// One address may hold only `max_connections_per_address` connections, websockets included:
+/// the next is turned away at once with a 503 saying why, and a place freed is usable again.
+#[test]
+fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    const CAP: usize = 4;
+    let server = TestServer::start_with_config(
+        &[("nb.ipynb", &quire_tests::notebook_with(&["x"]))],
+        // Held connections must outlive the test's steps.
+        &format!("max_connections_per_address = {CAP}\nheader_read_timeout_secs = 300\n"),
+    );
+    // The server's own file id for the notebook, before any place is taken.
+    let (file_id, session_id) = server.session("nb.ipynb");
+    let mut held: Vec<TcpStream> = (0..CAP).map(|_| half_request(&server)).collect();
+    let mut extra = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let refused = read_until_closed(&mut extra, Duration::from_secs(30))
+        .expect("a connection beyond the cap was still open 30 s later");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    assert!(
+        refused.contains("too many connections from your address"),
+        "{refused}"
+    );
+    // Closing two frees two places.
+    held.truncate(CAP - 2);
+    let answered = server.eventually(Duration::from_secs(30), || {
+        server.http("GET", "/api/contents", None).0 == 200
+    });
+    assert!(
+        answered,
+        "no request was answered after closing connections"
+    );
+
+    // Websockets hold their place for as long as they are open.
+    drop(held);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = server.room_url(&file_id, &session_id);
+        let mut sockets = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sockets.len() < CAP {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "could not open {CAP} websockets"
+            );
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((socket, _)) => sockets.push(socket),
+                // A closed half request may not have been noticed yet.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let (answer, body) = server.http("GET", "/api/contents", None);
+        assert_ne!(answer, 200, "a request beyond the cap was served: {body}");
+        drop(sockets.pop());
+        let answered = server.eventually(Duration::from_secs(30), || {
+            server.http("GET", "/api/contents", None).0 == 200
+        });
+        assert!(answered, "closing a websocket freed no place");
+    });
+}
