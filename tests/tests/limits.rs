@@ -247,3 +247,91 @@ fn one_address_cannot_hold_more_than_its_share_of_connections() {
         assert!(answered, "closing a websocket freed no place");
     });
 }
+
+/// The modes of everything Quire keeps in its state directory: (name, mode), the harness's own
+/// config file left out.
+fn state_modes(server: &TestServer) -> Vec<(String, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut modes: Vec<(String, u32)> = std::fs::read_dir(&server.state_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "test-config.toml")
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.mode() & 0o7777,
+            )
+        })
+        .collect();
+    modes.sort();
+    modes
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Another local account must not read a private notebook's text from the update log: the
+/// state directory is 0700 and the database with its `-wal` and `-shm` 0600, also when an
+/// earlier run left them readable by everyone.
+#[test]
+fn the_state_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["secret"]))]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = |server: &TestServer| {
+        // An edit, so the update log has the notebook's text in it.
+        rt.block_on(async {
+            let mut client = quire_tests::YClient::join(server, "nb.ipynb").await;
+            // Echoed: it is in the log.
+            client.append_and_wait_echo(0, ", edited").await;
+        });
+        let dir_mode = mode_of(&server.state_dir);
+        assert!(
+            dir_mode == 0o700,
+            "the state directory {} has mode {dir_mode:o}",
+            server.state_dir.display()
+        );
+        let modes = state_modes(server);
+        for name in ["quire.sqlite3", "quire.sqlite3-wal", "quire.sqlite3-shm"] {
+            assert!(
+                modes.iter().any(|(n, _)| n == name),
+                "{name} is missing: {modes:?}"
+            );
+        }
+        for (name, mode) in &modes {
+            let path = server.state_dir.join(name);
+            if path.is_dir() {
+                assert_eq!(
+                    mode & 0o066,
+                    0,
+                    "{name} is readable or writable by others: {mode:o}"
+                );
+            } else {
+                assert_eq!(*mode, 0o600, "{name} has mode {mode:o}");
+            }
+        }
+    };
+    check(&server);
+
+    // As an older Quire (or a loose umask) left them: everything readable by everyone.
+    server.terminate();
+    std::fs::set_permissions(&server.state_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(&server.state_dir).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    // A -wal and -shm from the earlier run, as a crash leaves them.
+    for suffix in ["-wal", "-shm"] {
+        let path = server.state_dir.join(format!("quire.sqlite3{suffix}"));
+        if !path.exists() {
+            std::fs::write(&path, b"").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    server.restart();
+    check(&server);
+}
