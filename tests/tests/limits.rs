@@ -335,3 +335,135 @@ fn the_state_directory_is_private() {
     server.restart();
     check(&server);
 }
+
+/// What a `quire serve` started by hand showed: the first line of its standard output (the
+/// address it serves at) if it got that far, and everything it wrote to standard error.
+struct Run {
+    url: Option<String>,
+    stderr: String,
+    /// Answer to `GET /api/contents` with the token, while it served.
+    contents_status: Option<u16>,
+}
+
+fn run_quire(args: &[&str], env: &[(&str, &str)], token: &str) -> Run {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut command = Command::new(quire_tests::quire_binary());
+    command
+        .arg("serve")
+        .arg(root.path())
+        .args(["--bind", "127.0.0.1:0", "--no-browser", "--state-dir"])
+        .arg(state.path())
+        .args(args)
+        .env_remove("QUIRE_TOKEN")
+        .env_remove("QUIRE_CONFIG")
+        .env("QUIRE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("quire starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let url = line.split(" at ").nth(1).map(|u| u.trim().to_string());
+    let contents_status = url.as_ref().map(|url| {
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        status(&response)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    Run {
+        url,
+        stderr: errors.join().unwrap(),
+        contents_status,
+    }
+}
+
+const GOOD_TOKEN: &str = "a-long-enough-token-0123456789";
+
+/// `--token` is readable by every local account through /proc/PID/cmdline: in multi-user mode
+/// (the token is the administrator's) Quire says so at startup and names the private ways.
+#[test]
+fn a_token_on_the_command_line_is_warned_about() {
+    let root = quire_tests::accounts::is_root();
+    let on_command_line = run_quire(&["--multi-user", "--token", GOOD_TOKEN], &[], GOOD_TOKEN);
+    let stderr = &on_command_line.stderr;
+    assert!(
+        stderr.contains("the token given with --token can be read by every local account"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("administrator") && stderr.contains("QUIRE_TOKEN"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    if root {
+        assert_eq!(on_command_line.contents_status, Some(200), "{stderr}");
+    }
+
+    // The same token from the environment: no warning.
+    let from_env = run_quire(
+        &["--multi-user"],
+        &[("QUIRE_TOKEN", GOOD_TOKEN)],
+        GOOD_TOKEN,
+    );
+    assert!(!from_env.stderr.contains("--token"), "{}", from_env.stderr);
+    if root {
+        assert_eq!(from_env.contents_status, Some(200), "{}", from_env.stderr);
+    }
+}
+
+/// A config file that holds the token but that others can read is refused, with what to do;
+/// made private (0600), it is used without a word.
+#[test]
+fn a_token_in_a_config_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quire.toml");
+    std::fs::write(&config, format!("token = \"{GOOD_TOKEN}\"\n")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = config.to_str().unwrap();
+
+    let readable = run_quire(&["--config", path], &[], GOOD_TOKEN);
+    assert_eq!(readable.url, None, "Quire served: {}", readable.stderr);
+    assert!(
+        readable
+            .stderr
+            .contains("holds the token, and other accounts can read it"),
+        "{}",
+        readable.stderr
+    );
+    assert!(
+        readable.stderr.contains(&format!("chmod 600 {path}")),
+        "{}",
+        readable.stderr
+    );
+
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = run_quire(&["--config", path], &[], GOOD_TOKEN);
+    assert_eq!(private.contents_status, Some(200), "{}", private.stderr);
+    assert!(!private.stderr.contains("token"), "{}", private.stderr);
+}
