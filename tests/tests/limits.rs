@@ -467,3 +467,152 @@ fn a_token_in_a_config_file_others_can_read_is_refused() {
     assert_eq!(private.contents_status, Some(200), "{}", private.stderr);
     assert!(!private.stderr.contains("token"), "{}", private.stderr);
 }
+
+/// A live-share guest who gives the owner's name must not pass for the owner: what the guest's
+/// own `/api/me` says, what the link's answer says and what other people in the room see in
+/// awareness is the name marked as a guest's, never an account's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_take_the_owners_name() {
+    use serde_json::{json, Value};
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
+    let (_, me) = server.http("GET", "/api/me", None);
+    let owner: Value = serde_json::from_str(&me).unwrap();
+    let owner = owner["identity"].clone();
+    let owner_names: Vec<String> = ["username", "name", "display_name"]
+        .iter()
+        .map(|k| owner[k].as_str().unwrap().to_string())
+        .collect();
+    let owner_name = owner["display_name"].as_str().unwrap().to_string();
+    let (file_id, _) = server.session("nb.ipynb");
+    let (status, link) = server.http(
+        "POST",
+        &format!("/api/sharing/{file_id}/links"),
+        Some(&json!({"role": "editor", "max_uses": 10}).to_string()),
+    );
+    assert_eq!(status, 201, "{link}");
+    let link: Value = serde_json::from_str(&link).unwrap();
+    let link_token = link["token"].as_str().unwrap();
+
+    let is_a_guests_name = |identity: &Value, context: &str| {
+        for key in ["name", "display_name"] {
+            let shown = identity[key].as_str().unwrap_or_default();
+            assert!(
+                shown.ends_with(" (guest)"),
+                "{context}: {key} {shown:?} is not marked as a guest's"
+            );
+            for account in &owner_names {
+                assert!(
+                    !shown.eq_ignore_ascii_case(account),
+                    "{context}: {key} {shown:?} is the owner's"
+                );
+            }
+        }
+        assert!(
+            identity["username"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("guest:"),
+            "{context}: {identity}"
+        );
+    };
+
+    // The owner's name as it is, already "marked", and with a right-to-left override that
+    // would turn a mark around on screen.
+    let tries = [
+        owner_name.clone(),
+        format!("{owner_name} (guest)"),
+        format!("  {owner_name}\u{202E} "),
+    ];
+    let mut guest_cookie = String::new();
+    for given in &tries {
+        let (status, answer, cookie) = server.redeem_link(link_token, given);
+        assert_eq!(status, 200, "{answer}");
+        is_a_guests_name(
+            &answer["identity"],
+            &format!("the link's answer to {given:?}"),
+        );
+        assert_eq!(
+            answer["identity"]["display_name"],
+            format!("{owner_name} (guest)"),
+            "{given:?}"
+        );
+        guest_cookie = cookie.expect("a guest cookie");
+        let (status, me) = server.http_with("GET", "/api/me", None, &[("Cookie", &guest_cookie)]);
+        assert_eq!(status, 200, "{me}");
+        let me: Value = serde_json::from_str(&me).unwrap();
+        is_a_guests_name(&me["identity"], &format!("/api/me of the guest {given:?}"));
+    }
+
+    // In the room, the owner sees the guest's presence stamped with the marked name, whatever
+    // the guest claims.
+    let mut owner_client = quire_tests::YClient::join(&server, "nb.ipynb").await;
+    let (_, session) = server.session("nb.ipynb");
+    let url = format!(
+        "ws://127.0.0.1:{}/api/collaboration/room/json:notebook:{file_id}?sessionId={session}",
+        server.port
+    );
+    let mut guest = quire_tests::YClient::connect_with_cookie(&url, &guest_cookie).await;
+    guest.sync().await;
+    let claim = json!({"user": owner.clone(), "cursors": []});
+    let update = collab::awareness::encode_update(777, 1, &claim);
+    guest
+        .send(collab::protocol::encode_awareness(&update))
+        .await;
+    let guest_presence = |c: &quire_tests::YClient| {
+        c.awareness.iter().find_map(|a| {
+            collab::awareness::decode_update(a)?
+                .into_iter()
+                .find(|(id, _, state)| *id == 777 && !state.is_null())
+                .map(|(_, _, state)| state)
+        })
+    };
+    assert!(
+        owner_client
+            .pump_until(Duration::from_secs(10), |c| guest_presence(c).is_some())
+            .await,
+        "the guest's presence never arrived"
+    );
+    let seen = guest_presence(&owner_client).unwrap();
+    is_a_guests_name(&seen["user"], "the guest's presence as the owner sees it");
+}
+
+/// A guest name that, marked, is an account's full name on this machine is refused, and the
+/// link is not used up by the refusal.
+#[test]
+fn a_guest_cannot_take_an_accounts_name() {
+    use quire_tests::accounts::{is_root, TestAccount};
+    use serde_json::{json, Value};
+    if !is_root() {
+        eprintln!("SKIPPED: creating a test account needs root (CI runs as root)");
+        return;
+    }
+    let account = TestAccount::create("qlimitsguest", None);
+    let status = std::process::Command::new("usermod")
+        .args(["-c", "Nimue Tester (guest)", &account.name])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let (_, link) = server.http(
+        "POST",
+        &format!("/api/sharing/{file_id}/links"),
+        Some(&json!({"role": "editor", "max_uses": 1}).to_string()),
+    );
+    let link: Value = serde_json::from_str(&link).unwrap();
+    let link_token = link["token"].as_str().unwrap();
+    let (status, answer, cookie) = server.redeem_link(link_token, "nimue tester");
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(cookie, None);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is the name of an account on this server: choose another name"),
+        "{answer}"
+    );
+    // The one use the link allows is still there.
+    let (status, answer, _) = server.redeem_link(link_token, "Nimue");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["identity"]["display_name"], "Nimue (guest)");
+}
