@@ -270,7 +270,10 @@ async fn grant_changes_and_revocations_reach_live_connections() {
         eve_ws.wait_run("cell-0", Duration::from_secs(60)).await,
         "ok"
     );
-    assert_eq!(eve_ws.state()["executions"]["cell-0"]["by"]["name"], "Eve (guest)");
+    assert_eq!(
+        eve_ws.state()["executions"]["cell-0"]["by"]["name"],
+        "Eve (guest)"
+    );
 
     // Revoke: her socket closes within a second; Vic and Ada stay.
     let asked = Instant::now();

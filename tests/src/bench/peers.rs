@@ -245,8 +245,9 @@ impl Peer {
                     .arg(&config)
                     .arg(&self.root)
                     .args(["--bind", &format!("127.0.0.1:{port}")])
-                    .args(["--token", TOKEN, "--no-browser", "--state-dir"])
+                    .args(["--no-browser", "--state-dir"])
                     .arg(&self.store)
+                    .env("QUIRE_TOKEN", TOKEN)
                     .env("QUIRE_LOG", "warn");
                 c
             }
