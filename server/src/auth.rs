@@ -148,29 +148,32 @@ pub async fn require_auth(
     if changes_state && !same_site(request.headers()) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
-    // Guessing the token: after a few wrong ones, an address must wait longer each time.
     let presented =
         header_token(request.headers()).is_some() || query_token(request.uri().query()).is_some();
-    let address = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
-        .unwrap_or_default();
-    if presented {
-        if let Some(wait) = state.throttle.check_address(&address) {
-            return crate::login::too_many(wait);
-        }
-    }
     let verdict = check(&state, request.headers(), request.uri().query());
-    if presented && matches!(verdict, Authenticated::No) {
-        state.throttle.failed_address(&address);
-    }
     let principal = match verdict {
         Authenticated::Yes | Authenticated::ByQueryToken => Principal::Owner,
-        Authenticated::No => match who_else(&state, &request) {
-            Ok(principal) => principal,
-            Err(refusal) => return refusal.into_response(),
-        },
+        Authenticated::No => {
+            let other = who_else(&state, &request);
+            if presented {
+                // A wrong token. Whoever it may be, a request that is let in by something
+                // else (a person's or a guest's cookie) is not refused for it; the rest wait
+                // once their address has sent too many (see `limits::FailureBucket`).
+                if let Some(ip) = peer_ip(&request) {
+                    let now = std::time::Instant::now();
+                    if other.is_err() {
+                        if let Some(wait) = state.token_failures.wait(ip, now) {
+                            return too_many_wrong_tokens(wait);
+                        }
+                    }
+                    state.token_failures.failed(ip, now);
+                }
+            }
+            match other {
+                Ok(principal) => principal,
+                Err(refusal) => return refusal.into_response(),
+            }
+        }
     };
     let project = request.extensions().get::<ProjectScope>().cloned();
     let space = match space_for(&state, &principal, project.as_ref()) {
@@ -195,6 +198,22 @@ pub async fn require_auth(
         }
         _ => next.run(request).await,
     }
+}
+
+/// The address a request came from.
+fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// The answer to a wrong token from an address that sent too many.
+pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Response {
+    crate::login::too_many_because(
+        wait,
+        "too many wrong tokens from your address (the right token is still accepted)",
+    )
 }
 
 /// A logged-in person (with the link they opened, if any: opening a link never changes who

@@ -71,16 +71,6 @@ impl Throttle {
         by_account.max(by_address)
     }
 
-    /// How long a request from `address` that presents a token must wait, if at all.
-    pub fn check_address(&self, address: &str) -> Option<Duration> {
-        self.wait(&format!("addr:{address}"), FREE_FAILURES_PER_ADDRESS)
-    }
-
-    /// A wrong token presented from `address`.
-    pub fn failed_address(&self, address: &str) {
-        self.count(format!("addr:{address}"));
-    }
-
     /// Counts an attempt against an account and an address. Password attempts are counted when
     /// they start (and forgiven if they succeed), so a burst of parallel guesses cannot all slip
     /// through before the first failure is known.
@@ -213,10 +203,15 @@ pub struct Credentials {
 
 /// The answer to an attempt made too soon after failures.
 pub fn too_many(wait: Duration) -> Response {
-    let secs = wait.as_secs().max(1);
+    too_many_because(wait, "too many failed attempts")
+}
+
+/// A 429 saying `why`, and when to try again (also as `Retry-After`).
+pub fn too_many_because(wait: Duration, why: &str) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        format!("too many failed attempts: try again in {secs} s"),
+        format!("{why}: try again in {secs} s"),
     )
     .into_response();
     response
@@ -407,13 +402,14 @@ pub async fn login_form_post(
     }
     let next = safe_next(form.next.as_deref());
     if state.pam.is_none() {
-        let address = peer.ip().to_string();
-        if let Some(wait) = state.throttle.check_address(&address) {
-            return too_many(wait);
-        }
+        // The right token is never refused; wrong ones are throttled per address.
         let token = form.token.unwrap_or_default();
         if !crate::auth::constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) {
-            state.throttle.failed_address(&address);
+            let now = Instant::now();
+            if let Some(wait) = state.token_failures.wait(peer.ip(), now) {
+                return crate::auth::too_many_wrong_tokens(wait);
+            }
+            state.token_failures.failed(peer.ip(), now);
             return login_form(&state, &next, Some("that is not this server's token"));
         }
         state.store.audit(

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use clap::Parser;
 use quire_server::config::{Cli, Command, Config};
 use quire_server::{serve, AppState};
 use rand::RngCore;
@@ -16,8 +15,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Cli { command } = Cli::parse();
-    let Command::Serve(args) = command;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let Cli { command } = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Command::Serve(mut args) = command;
+    // QUIRE_TOKEN is private to our account; `--token` is not (see `Config::from_args`).
+    args.token_on_command_line = matches
+        .subcommand_matches("serve")
+        .and_then(|serve| serve.value_source("token"))
+        == Some(clap::parser::ValueSource::CommandLine);
     let config = Config::from_args(args)?;
     let token = config.token.clone().unwrap_or_else(|| {
         let mut bytes = [0u8; 24];

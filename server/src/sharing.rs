@@ -372,11 +372,109 @@ impl Store {
     }
 }
 
-/// A guest's identity: the name they gave, and a user name no account can have.
+/// How long a guest's own name may be (the mark comes after it).
+const GUEST_NAME_CHARS: usize = 40;
+
+/// The name a guest typed, cleaned: no control characters and no invisible formatting ones
+/// (bidi overrides, zero-width spaces: they could hide or reorder the guest mark), each run of
+/// whitespace one space, no "(guest)" of their own at the end, at most 40 characters.
+pub fn guest_base_name(given: &str) -> String {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}'
+                | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}')
+    };
+    let cleaned: String = given.chars().filter(|c| !invisible(*c)).collect();
+    let mut name = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    loop {
+        let lower = name.to_lowercase();
+        let Some(cut) = lower.strip_suffix("(guest)") else {
+            break;
+        };
+        // (Lowercasing can change lengths: cut by characters.)
+        let keep = cut.chars().count();
+        name = name
+            .chars()
+            .take(keep)
+            .collect::<String>()
+            .trim_end()
+            .to_string();
+    }
+    name.chars()
+        .take(GUEST_NAME_CHARS)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+/// What others see of a guest: the name they gave, always marked as a guest.
+pub fn guest_shown_name(base: &str) -> String {
+    format!("{base} (guest)")
+}
+
+/// A guest's identity: the name they gave, marked as a guest (so it never reads as anyone
+/// with an account here, the owner included), and a user name no account can have.
 fn guest_identity(name: &str, cookie_hash: &str) -> Identity {
-    let mut identity = Identity::from_username(name);
+    let base = guest_base_name(name);
+    let mut identity = Identity::from_username(&base);
+    let shown = guest_shown_name(&base);
+    identity.name = shown.clone();
+    identity.display_name = shown;
     identity.username = format!("guest:{}", &cookie_hash[..12]);
     identity
+}
+
+/// Whether a name (compared without case) is an account's on this machine, as its user name
+/// or its full name, or the server owner's.
+fn name_of_an_account(state: &AppState, name: &str) -> bool {
+    let wanted = name.to_lowercase();
+    let owner = &state.identity;
+    if [&owner.username, &owner.name, &owner.display_name]
+        .iter()
+        .any(|n| n.to_lowercase() == wanted)
+    {
+        return true;
+    }
+    // getpwent walks one process-wide cursor.
+    static PASSWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _walking = PASSWD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut found = false;
+    // SAFETY: getpwent's entries are read before the next call, under the lock above.
+    unsafe {
+        libc::setpwent();
+        loop {
+            let entry = libc::getpwent();
+            if entry.is_null() {
+                break;
+            }
+            let text = |p: *const libc::c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            let username = text((*entry).pw_name);
+            let gecos = text((*entry).pw_gecos);
+            let full = gecos
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            if username.to_lowercase() == wanted
+                || (!full.is_empty() && full.to_lowercase() == wanted)
+            {
+                found = true;
+                break;
+            }
+        }
+        libc::endpwent();
+    }
+    found
 }
 
 /// The guest cookie's value in a request, if any.
@@ -590,15 +688,23 @@ pub async fn redeem(
             "cross-site request refused",
         ));
     }
-    let name: String = body
-        .name
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(60)
-        .collect();
+    // A guest is shown as "Name (guest)", which must not be anyone's name here.
+    let name = guest_base_name(&body.name);
     if name.is_empty() {
         return Err(ApiError::bad_request("a display name is needed to join"));
+    }
+    let shown = guest_shown_name(&name);
+    let taken = {
+        let (state, shown) = (state.clone(), shown.clone());
+        tokio::task::spawn_blocking(move || name_of_an_account(&state, &shown))
+            .await
+            .map_err(|e| ApiError::internal("cannot check the name", e))?
+    };
+    if taken {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{shown:?} is the name of an account on this server: choose another name"),
+        ));
     }
     let outcome = state
         .store
@@ -726,4 +832,27 @@ pub async fn audit_log(
         .audit_entries(query.file_id.as_deref(), limit)
         .map_err(|e| ApiError::internal("cannot read the audit log", e))?;
     Ok(Json(Value::Array(entries)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_names_are_cleaned_and_marked() {
+        assert_eq!(guest_base_name("  Ada  Lovelace "), "Ada Lovelace");
+        assert_eq!(guest_base_name("Ada (guest)"), "Ada");
+        assert_eq!(guest_base_name("Ada (GUEST) (guest)"), "Ada");
+        // Invisible characters cannot hide or reorder the mark.
+        assert_eq!(guest_base_name("Ada\u{202E}"), "Ada");
+        assert_eq!(guest_base_name("A\u{200B}da\u{FEFF}"), "Ada");
+        assert_eq!(guest_base_name("Ada\n\t(guest)"), "Ada");
+        assert_eq!(guest_base_name("(guest)"), "");
+        assert_eq!(guest_base_name(&"x".repeat(100)).chars().count(), 40);
+        let identity = guest_identity("Ada (guest)", &"0".repeat(64));
+        assert_eq!(identity.display_name, "Ada (guest)");
+        assert_eq!(identity.name, "Ada (guest)");
+        assert_eq!(identity.initials, "A");
+        assert!(identity.username.starts_with("guest:"));
+    }
 }

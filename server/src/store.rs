@@ -171,10 +171,9 @@ pub(crate) fn now_secs() -> i64 {
 
 impl Store {
     pub fn open(state_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(state_dir).with_context(|| {
-            format!("cannot create the state directory {}", state_dir.display())
-        })?;
+        make_private_dir(state_dir)?;
         let path = state_dir.join("quire.sqlite3");
+        make_private_files(&path)?;
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
         // Snapshots of large notebooks are multi-megabyte blobs, while each edit commits a few
@@ -481,6 +480,74 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Checkpoints the WAL from a connection and thread of its own, so no room's commit waits for
 /// it (a passive checkpoint never blocks writers). Ends when the store is dropped.
+/// The state directory holds every notebook's edit history and the login secrets' hashes:
+/// only the account Quire runs as may enter it (0700, whatever the umask, an existing
+/// directory's mode corrected). A directory someone else owns is refused: they could read it.
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let cannot = || format!("cannot create the state directory {}", dir.display());
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(cannot)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e).with_context(cannot),
+    }
+    let meta = std::fs::metadata(dir).with_context(cannot)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "the state directory {} belongs to uid {}, not to the account Quire runs as (uid {me}): \
+             its owner could read every notebook's history; use a directory of your own",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "cannot make the state directory {} private (mode 0700)",
+                    dir.display()
+                )
+            },
+        )?;
+        tracing::info!(
+            "the state directory {} was mode {:o}: made private (0700)",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The database and its companions are 0600: created so before SQLite opens the database
+/// (SQLite would make it 0644 less the umask, and gives `-wal`/`-shm` the database's mode),
+/// and corrected if an earlier run left them readable by others.
+fn make_private_files(database: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(database)
+        .with_context(|| format!("cannot create the database {}", database.display()))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && meta.mode() & 0o7777 != 0o600 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn checkpoint_in_background(
     path: &Path,
     store: std::sync::Weak<Mutex<Connection>>,

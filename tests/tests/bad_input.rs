@@ -371,7 +371,7 @@ fn guessing_the_token_is_slowed_down() {
     }
     assert_eq!(statuses[0], 403);
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    // Even the right token waits now, from this address: guessing gains nothing.
+    // The right token is never refused (tests/limits.rs checks every way of giving it).
     let (status, _) = server.http("GET", "/api/contents", None);
-    assert_eq!(status, 429);
+    assert_eq!(status, 200);
 }

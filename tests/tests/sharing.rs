@@ -73,7 +73,7 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
     let (status, body, guest) = redeem(&server, token, "Grace");
     assert_eq!(status, 200, "{body}");
     let guest = guest.expect("a guest cookie");
-    assert_eq!(body["identity"]["display_name"], "Grace");
+    assert_eq!(body["identity"]["display_name"], "Grace (guest)");
 
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let mut grace = join_as(&server, &guest).await;
@@ -270,7 +270,10 @@ async fn grant_changes_and_revocations_reach_live_connections() {
         eve_ws.wait_run("cell-0", Duration::from_secs(60)).await,
         "ok"
     );
-    assert_eq!(eve_ws.state()["executions"]["cell-0"]["by"]["name"], "Eve");
+    assert_eq!(
+        eve_ws.state()["executions"]["cell-0"]["by"]["name"],
+        "Eve (guest)"
+    );
 
     // Revoke: her socket closes within a second; Vic and Ada stay.
     let asked = Instant::now();
@@ -496,7 +499,7 @@ async fn chat_is_kept_with_the_notebook_and_the_audit_log_records_who_did_what()
             .await
             .expect("everyone in the room gets the message");
         assert_eq!(message["message"]["text"], "hello, all");
-        assert_eq!(message["message"]["name"], "Ed");
+        assert_eq!(message["message"]["name"], "Ed (guest)");
     }
     grace_ws
         .request(json!({"type": "chat", "text": "me too", "request_id": 2}))

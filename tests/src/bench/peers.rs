@@ -234,12 +234,20 @@ impl Peer {
         let t = &self.tools;
         match self.kind {
             Kind::Quire => {
+                // Every client comes from 127.0.0.1 here (S4 opens 10,000 connections): no
+                // per-address cap.
+                let config = self.store.join("quire.toml");
+                std::fs::write(&config, "max_connections_per_address = 0\n")
+                    .expect("the bench's Quire config is written");
                 let mut c = Command::new(&t.quire);
                 c.arg("serve")
+                    .arg("--config")
+                    .arg(&config)
                     .arg(&self.root)
                     .args(["--bind", &format!("127.0.0.1:{port}")])
-                    .args(["--token", TOKEN, "--no-browser", "--state-dir"])
+                    .args(["--no-browser", "--state-dir"])
                     .arg(&self.store)
+                    .env("QUIRE_TOKEN", TOKEN)
                     .env("QUIRE_LOG", "warn");
                 c
             }
