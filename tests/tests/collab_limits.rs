@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use collab::awareness::{decode_update, encode_update};
-use collab::protocol::encode_awareness;
+use collab::protocol::{encode_awareness, Frame};
 use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{StateVector, Transact, Update};
 
 /// The server's resident memory, in bytes, from /proc/<pid>/status.
 fn rss_bytes(server: &TestServer) -> u64 {
@@ -217,4 +220,98 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
             .await,
         "the same guest may use its client id again"
     );
+}
+
+/// Bytes the server process has read through system calls (files and sockets), from
+/// /proc/<pid>/io.
+fn bytes_read(server: &TestServer) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.child.id())).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .expect("rchar in /proc/<pid>/io")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_notebook_is_served_while_a_huge_one_is_loading() {
+    const CELLS: usize = 60_000;
+    let sources: Vec<String> = (0..CELLS).map(|i| format!("x = {i}")).collect();
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let big = notebook_with(&sources);
+    let big_len = big.len() as u64;
+    let server = TestServer::start(&[
+        ("big.ipynb", &big),
+        ("tiny.ipynb", &notebook_with(&["tiny = True"])),
+    ]);
+    let (big_id, session) = server.session("big.ipynb");
+    let (tiny_id, _) = server.session("tiny.ipynb");
+    let read_before = bytes_read(&server);
+
+    // Someone opens the big notebook. The server's first frame (its sync step 1) comes once
+    // the room is loaded; the whole document follows the client's step 1.
+    let big_url = server.room_url(&big_id, &session);
+    let big_loaded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let big_task = {
+        let big_loaded = big_loaded.clone();
+        tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::Message;
+            let (mut socket, _) = tokio_tungstenite::connect_async(big_url).await.unwrap();
+            let mut next_frame = async || loop {
+                match socket.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        return collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the big notebook's socket ended: {other:?}"),
+                }
+            };
+            let first = next_frame().await;
+            big_loaded.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(matches!(first, Frame::SyncStep1(_)), "{first:?}");
+            let empty = StateVector::default().encode_v1();
+            socket
+                .send(Message::Binary(collab::protocol::encode_sync_step1(&empty)))
+                .await
+                .unwrap();
+            loop {
+                let frame = match socket.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the big notebook's socket ended: {other:?}"),
+                };
+                if let Frame::SyncStep2(update) = frame {
+                    let doc = collab::notebook::new_doc();
+                    doc.transact_mut()
+                        .apply_update(Update::decode_v1(&update).unwrap())
+                        .unwrap();
+                    let cells = collab::Notebook::from_doc(&doc.transact()).cells.len();
+                    return cells;
+                }
+            }
+        })
+    };
+    // ...and the server is reading its file (its read count jumps by the file's size).
+    assert!(
+        server.eventually(Duration::from_secs(60), || bytes_read(&server)
+            >= read_before + big_len),
+        "the server starts loading the big notebook"
+    );
+    assert!(!big_loaded.load(std::sync::atomic::Ordering::SeqCst));
+
+    // Meanwhile a tiny notebook opens and answers a sync, before the big one is served.
+    let mut tiny = YClient::connect(&server.room_url(&tiny_id, &session)).await;
+    tiny.sync().await;
+    assert_eq!(tiny.sources(), vec!["tiny = True"]);
+    assert!(
+        !big_loaded.load(std::sync::atomic::Ordering::SeqCst),
+        "the tiny notebook waited for the big one to load"
+    );
+    tiny.append_and_wait_echo(0, " # edited").await;
+
+    assert_eq!(big_task.await.unwrap(), CELLS);
 }
