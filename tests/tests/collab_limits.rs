@@ -315,3 +315,97 @@ async fn a_tiny_notebook_is_served_while_a_huge_one_is_loading() {
 
     assert_eq!(big_task.await.unwrap(), CELLS);
 }
+
+/// JSON nesting `depth` levels of arrays and objects, built without recursion.
+fn nested_json(depth: usize) -> Value {
+    let mut value = json!("bottom");
+    for level in 0..depth {
+        value = if level % 2 == 0 {
+            json!([value])
+        } else {
+            json!({ "k": value })
+        };
+    }
+    value
+}
+
+/// A notebook (compact JSON, as another tool might write it) whose code cells each show one
+/// JSON output holding the given value.
+fn notebook_with_json_outputs(values: &[Value]) -> Vec<u8> {
+    let cells: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            json!({"cell_type": "code", "id": format!("cell-{i}"), "metadata": {},
+                   "source": format!("show({i})"), "execution_count": 1,
+                   "outputs": [{"output_type": "display_data", "metadata": {},
+                                "data": {"application/json": value}}]})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        .unwrap()
+}
+
+fn json_output(notebook: &collab::Notebook, cell: usize) -> Value {
+    notebook.cells[cell].outputs[0]["data"]["application/json"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_holding_json_nested_to_the_limit_opens_and_saves() {
+    // 100 levels, and the most a value may hold: the output's `data` then nests
+    // MAX_JSON_DEPTH levels and the file 133, beyond serde_json's default of 127.
+    let values = [nested_json(100), nested_json(collab::MAX_JSON_DEPTH - 1)];
+    let server = TestServer::start(&[("deep.ipynb", &notebook_with_json_outputs(&values))]);
+    let mut client = YClient::join(&server, "deep.ipynb").await;
+    let seen = client.notebook();
+    assert_eq!(json_output(&seen, 0), values[0]);
+    assert_eq!(json_output(&seen, 1), values[1]);
+    assert_eq!(client.save(1).await, "success");
+    let path = server.path("deep.ipynb");
+    let saved = quire_tests::read_notebook(&path);
+    assert_eq!(json_output(&saved, 0), values[0]);
+    assert_eq!(json_output(&saved, 1), values[1]);
+    let (code, out, err) =
+        quire_tests::run_python("tests/py/validate.py", &[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // After a restart (the room rebuilt from its history, the file read again) it opens again.
+    drop(client);
+    let mut server = server;
+    assert!(server.terminate().success());
+    server.restart();
+    let client = YClient::join(&server, "deep.ipynb").await;
+    assert_eq!(json_output(&client.notebook(), 1), values[1]);
+    assert_eq!(client.closed, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_types_in_a_notebook_holding_json_nested_100_deep() {
+    let deep = nested_json(100);
+    let server = TestServer::start(&[(
+        "deep.ipynb",
+        &notebook_with_json_outputs(&[deep.clone(), json!({"flat": true})]),
+    )]);
+    let mut client = YClient::join(&server, "deep.ipynb").await;
+    client.append_and_wait_echo(1, " # typed").await;
+    client.append_and_wait_echo(0, " # typed too").await;
+    assert!(
+        client
+            .raw
+            .iter()
+            .all(|r| !r.contains("refused") && !r.contains("conflict")),
+        "{:?}",
+        client.raw
+    );
+    assert_eq!(client.save(1).await, "success");
+    let saved = quire_tests::read_notebook(&server.path("deep.ipynb"));
+    assert_eq!(saved.cells[0].source, "show(0) # typed too");
+    assert_eq!(saved.cells[1].source, "show(1) # typed");
+    assert_eq!(json_output(&saved, 0), deep);
+    // Another client joining now sees the edits and the deep output.
+    let other = YClient::join(&server, "deep.ipynb").await;
+    assert_eq!(
+        other.sources(),
+        vec!["show(0) # typed too", "show(1) # typed"]
+    );
+    assert_eq!(json_output(&other.notebook(), 0), deep);
+}
