@@ -21,6 +21,14 @@ pub mod protocol;
 mod room;
 mod storage;
 
+/// The deepest nesting of arrays and objects (a scalar is 0, `[]` is 1) in any one JSON or Yjs
+/// value a room holds: an entry of a cell's or the notebook's metadata, a field of an output, a
+/// cell's attachments. Everything that walks such values recursively stops there, and a
+/// notebook file holding a deeper one is refused with an error naming it. serde_json's parser
+/// accepts 127 by default; a notebook file may nest a few levels more than its values (see
+/// [`notebook::FILE_ENVELOPE_DEPTH`]).
+pub const MAX_JSON_DEPTH: usize = 128;
+
 pub use capabilities::{Capabilities, GrantSource};
 pub use content::{Content, DocumentKind};
 pub use ids::{ConnectionId, FileId, Identity};

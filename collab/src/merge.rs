@@ -18,7 +18,7 @@ use yrs::{
     TextRef, Transact, TransactionMut, Update, WriteTxn,
 };
 
-use crate::notebook::{fill_map, insert_cell, insert_output, json_to_any, new_doc};
+use crate::notebook::{fill_map, insert_cell, insert_outputs, json_to_any, new_doc};
 use crate::{Cell, CellType, Content, Notebook};
 
 /// What the merge produced: the update for the room, and the new base (the fork's whole state).
@@ -122,7 +122,8 @@ fn replay(txn: &mut TransactionMut, base: &Notebook, disk: &Notebook) {
     let base_by_id: HashMap<&str, &Cell> = base.cells.iter().map(|c| (c.id.as_str(), c)).collect();
 
     // Deleted cells, found by id in the document itself (not by position in `base`, which
-    // skips malformed cells), removed from the end so indices stay valid.
+    // skips malformed cells), removed from the end so indices stay valid; neighbours at once
+    // (yrs walks the array from its start to reach an index).
     let doomed: Vec<u32> = cells
         .iter(txn)
         .enumerate()
@@ -134,31 +135,76 @@ fn replay(txn: &mut TransactionMut, base: &Notebook, disk: &Notebook) {
             _ => None,
         })
         .collect();
-    for index in doomed.into_iter().rev() {
-        cells.remove(txn, index);
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for index in doomed {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == index => *len += 1,
+            _ => runs.push((index, 1)),
+        }
     }
-    // Changed and new cells.
+    for (start, len) in runs.into_iter().rev() {
+        cells.remove_range(txn, start, len);
+    }
+    // The cells left, by id (the first of duplicates, as `find_cell` would find), with their
+    // positions: one pass, not one search per cell.
+    let mut by_id: HashMap<String, (u32, MapRef)> = HashMap::new();
+    for (index, out) in cells.iter(txn).enumerate() {
+        if let Out::YMap(map) = out {
+            if let Some(Out::Any(yrs::Any::String(id))) = map.get(txn, "id") {
+                by_id.entry(id.to_string()).or_insert((index as u32, map));
+            }
+        }
+    }
+    // Changed and new cells. While the file keeps the document's order (moving cells is not
+    // replayed, so it nearly always does), a cell's index is its position plus the cells
+    // inserted so far, and a new cell goes at `cursor`, just after the previous one.
+    let mut in_order = true;
+    let mut last_position: Option<u32> = None;
+    let mut inserted = 0u32;
+    let mut cursor = 0u32;
     let mut previous: Option<&str> = None;
     for cell in &disk.cells {
+        let found = by_id.get(cell.id.as_str()).cloned();
+        if let Some((position, _)) = &found {
+            if last_position.is_some_and(|last| *position <= last) {
+                in_order = false;
+            }
+            last_position = Some(*position);
+        }
+        let index_of = |txn: &TransactionMut, position: u32, id: &str| -> Option<u32> {
+            if in_order {
+                Some(position + inserted)
+            } else {
+                find_cell(txn, &cells, id).map(|(i, _)| i)
+            }
+        };
         match base_by_id.get(cell.id.as_str()) {
             Some(old) if old.cell_type == cell.cell_type => {
-                if let Some(map) = find_cell(txn, &cells, &cell.id).map(|(_, m)| m) {
+                if let Some((position, map)) = found {
                     replay_cell(txn, &map, old, cell);
+                    cursor = position + inserted + 1;
                 }
             }
             Some(_) => {
                 // A changed cell type is a different cell: replace it where it stands.
-                if let Some((index, _)) = find_cell(txn, &cells, &cell.id) {
+                if let Some(index) = found.and_then(|(p, _)| index_of(txn, p, &cell.id)) {
                     cells.remove(txn, index);
                     insert_cell(txn, &cells, index, cell);
+                    cursor = index + 1;
                 }
             }
             None => {
-                let index = previous
-                    .and_then(|id| find_cell(txn, &cells, id))
-                    .map(|(i, _)| i + 1)
-                    .unwrap_or(0);
+                let index = if in_order {
+                    cursor
+                } else {
+                    previous
+                        .and_then(|id| find_cell(txn, &cells, id))
+                        .map(|(i, _)| i + 1)
+                        .unwrap_or(0)
+                };
                 insert_cell(txn, &cells, index, cell);
+                inserted += 1;
+                cursor = index + 1;
             }
         }
         previous = Some(cell.id.as_str());
@@ -217,10 +263,7 @@ fn replay_cell(txn: &mut TransactionMut, map: &MapRef, old: &Cell, new: &Cell) {
         }
         if old.outputs != new.outputs {
             let outputs = map.insert(txn, "outputs", ArrayPrelim::default());
-            for output in &new.outputs {
-                let len = outputs.len(txn);
-                insert_output(txn, &outputs, len, output);
-            }
+            insert_outputs(txn, &outputs, &new.outputs);
         }
     } else if old.attachments != new.attachments {
         match &new.attachments {
@@ -403,5 +446,71 @@ mod tests {
             sources,
             vec!["original!", "a copy, much longer than the original", "x"]
         );
+    }
+
+    fn merged(base_nb: &Notebook, disk: Notebook) -> Notebook {
+        let base = base_nb
+            .to_doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let edit = external_edit(&base, &Content::Notebook(disk)).unwrap();
+        let room = room_from(&base);
+        room.transact_mut()
+            .apply_update(Update::decode_v1(&edit.update).unwrap())
+            .unwrap();
+        let notebook = Notebook::from_doc(&room.transact());
+        notebook
+    }
+
+    #[test]
+    fn insertions_deletions_and_type_changes_land_where_the_file_has_them() {
+        let base_nb = notebook(&[
+            ("a", "0"),
+            ("b", "1"),
+            ("c", "2"),
+            ("d", "3"),
+            ("e", "4"),
+            ("f", "5"),
+            ("g", "6"),
+            ("h", "7"),
+        ]);
+        let mut disk = notebook(&[
+            ("n1", "new first"),
+            ("a", "0"),
+            ("n2", "new after a"),
+            ("n3", "and another"),
+            ("d", "3 edited"),
+            ("e", "4 as markdown"),
+            ("n4", "new after e"),
+            ("h", "7"),
+            ("n5", "new last"),
+        ]);
+        disk.cells[5].cell_type = CellType::Markdown;
+        let result = merged(&base_nb, disk.clone());
+        let got: Vec<_> = result
+            .cells
+            .iter()
+            .map(|c| (c.id.as_str(), c.cell_type, c.source.as_str()))
+            .collect();
+        let want: Vec<_> = disk
+            .cells
+            .iter()
+            .map(|c| (c.id.as_str(), c.cell_type, c.source.as_str()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_cell_moved_outside_keeps_its_place_and_new_cells_follow_their_neighbour() {
+        let base_nb = notebook(&[("a", "0"), ("b", "1"), ("c", "2")]);
+        // c moved to the top (not replayed), edited, and followed by a new cell.
+        let disk = notebook(&[("c", "2!"), ("n", "new"), ("a", "0"), ("b", "1")]);
+        let result = merged(&base_nb, disk);
+        let got: Vec<_> = result
+            .cells
+            .iter()
+            .map(|c| (c.id.as_str(), c.source.as_str()))
+            .collect();
+        assert_eq!(got, vec![("a", "0"), ("b", "1"), ("c", "2!"), ("n", "new")]);
     }
 }

@@ -16,15 +16,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{Map as JsonMap, Value};
 use sha2::{Digest, Sha256};
 use yrs::any::Number;
 use yrs::block::ClientID;
-use yrs::types::ToJson;
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, Map, MapPrelim, MapRef, OffsetKind, Options,
     Out, ReadTxn, TextPrelim, TextRef, Transact, TransactionMut, WriteTxn,
 };
+
+use crate::MAX_JSON_DEPTH;
 
 /// The Yjs client id used for the items a notebook file becomes when it is first loaded.
 /// Fixed so that loading the same file twice yields the same item ids.
@@ -32,6 +34,11 @@ pub const LOAD_CLIENT_ID: u64 = 0x5155_4952;
 
 /// Notebook minor versions below this carry no cell ids in the file.
 const FIRST_MINOR_WITH_CELL_IDS: i64 = 5;
+
+/// The levels a notebook file puts around the values it holds, at most: the file, `cells`, a
+/// cell, `outputs`, an output. A file may nest this much deeper than [`MAX_JSON_DEPTH`], so that
+/// whatever a room holds, it can read back what it saved.
+pub const FILE_ENVELOPE_DEPTH: usize = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,8 +123,7 @@ impl Notebook {
     /// Parses an .ipynb file, checking the structure nbformat 4 requires.
     pub fn from_ipynb(bytes: &[u8]) -> Result<Notebook, NotebookError> {
         let text = std::str::from_utf8(bytes).map_err(|_| NotebookError::NotUtf8)?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| NotebookError::Json(e.to_string()))?;
+        let value = parse_file_json(text)?;
         Notebook::from_json(value)
     }
 
@@ -144,6 +150,9 @@ impl Notebook {
             Some(_) => return Err(invalid("\"metadata\" must be an object")),
             None => return Err(invalid("missing \"metadata\"")),
         };
+        for (key, value) in &metadata {
+            check_depth(value, &format!("metadata {key:?}"))?;
+        }
         let raw_cells = match top.remove("cells") {
             Some(Value::Array(cells)) => cells,
             Some(_) => return Err(invalid("\"cells\" must be a list")),
@@ -254,9 +263,10 @@ impl Notebook {
             Any::Number(Number::Int(self.nbformat_minor)),
         );
         let cells = txn.get_or_insert_array("cells");
-        for cell in &self.cells {
-            let len = cells.len(txn);
-            insert_cell(txn, &cells, len, cell);
+        // Last cell first, each at index 0: yrs finds an index by walking the array from its
+        // start, so appending cells one by one costs O(n²) (40,000 cells took minutes).
+        for cell in self.cells.iter().rev() {
+            insert_cell(txn, &cells, 0, cell);
         }
     }
 
@@ -328,13 +338,18 @@ pub fn insert_cell(txn: &mut TransactionMut, cells: &ArrayRef, index: u32, cell:
     fill_map(txn, &metadata, &cell.metadata);
     if cell.cell_type == CellType::Code {
         let outputs = map.insert(txn, "outputs", ArrayPrelim::default());
-        for output in &cell.outputs {
-            let len = outputs.len(txn);
-            insert_output(txn, &outputs, len, output);
-        }
+        insert_outputs(txn, &outputs, &cell.outputs);
     }
     map.insert(txn, "source", TextPrelim::new(cell.source.as_str()));
     map
+}
+
+/// Fills an empty outputs array, last output first (see [`Notebook::write_into`]): linear in
+/// the number of outputs.
+pub fn insert_outputs(txn: &mut TransactionMut, outputs: &ArrayRef, values: &[Value]) {
+    for output in values.iter().rev() {
+        insert_output(txn, outputs, 0, output);
+    }
 }
 
 /// Inserts one output as a Y map; a stream's `text` becomes a Text that can grow by appends.
@@ -444,7 +459,86 @@ fn parse_cell(raw: Value, bad_outputs: Outputs) -> Result<Cell, NotebookError> {
             };
         }
     }
+    // What becomes one Yjs value each (see `insert_cell`, `insert_output`).
+    for (key, value) in &cell.metadata {
+        check_depth(value, &format!("metadata {key:?}"))?;
+    }
+    for (index, output) in cell.outputs.iter().enumerate() {
+        for (key, value) in output.as_object().into_iter().flatten() {
+            check_depth(value, &format!("output {index}: {key:?}"))?;
+        }
+    }
+    if let Some(attachments) = &cell.attachments {
+        check_depth(attachments, "attachments")?;
+    }
     Ok(cell)
+}
+
+/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`], naming it.
+fn check_depth(value: &Value, what: &str) -> Result<(), NotebookError> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(invalid(format!(
+            "{what} nests JSON {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
+        )));
+    }
+    Ok(())
+}
+
+/// The nesting of arrays and objects in a value (a scalar is 0). Recursion is bounded by the
+/// parser's own limit.
+fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(obj) => 1 + obj.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The nesting of arrays and objects in JSON text, counted without parsing (strings skipped).
+fn text_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Parses a notebook file: nested at most [`MAX_JSON_DEPTH`] + [`FILE_ENVELOPE_DEPTH`] levels
+/// (serde_json's own limit, 127, would refuse files holding values as deep as a room may hold).
+pub fn parse_file_json(text: &str) -> Result<Value, NotebookError> {
+    let limit = MAX_JSON_DEPTH + FILE_ENVELOPE_DEPTH;
+    let depth = text_depth(text);
+    if depth > limit {
+        return Err(NotebookError::Json(format!(
+            "nested {depth} levels deep; the limit is {limit}"
+        )));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    // Bounded above: the parser recurses at most `limit` levels.
+    deserializer.disable_recursion_limit();
+    let value = Value::deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(|e| NotebookError::Json(e.to_string()))?;
+    Ok(value)
 }
 
 /// A deterministic cell id for files without ids (nbformat < 4.5) or with broken ones.
@@ -646,8 +740,23 @@ fn split_lines_value(text: &str) -> Value {
     )
 }
 
-/// JSON to a Yjs value. Every number becomes a float64, as in JavaScript.
+/// JSON to a Yjs value. Every number becomes a float64, as in JavaScript. Containers deeper
+/// than [`MAX_JSON_DEPTH`] become null (every way in refuses them first; this keeps the walk
+/// bounded whatever it is given).
 pub fn json_to_any(value: &Value) -> Any {
+    let mut cut = false;
+    let any = json_to_any_at(value, 0, &mut cut);
+    if cut {
+        tracing::warn!("a JSON value nested deeper than {MAX_JSON_DEPTH} levels was cut short");
+    }
+    any
+}
+
+fn json_to_any_at(value: &Value, depth: usize, cut: &mut bool) -> Any {
+    if depth >= MAX_JSON_DEPTH && (value.is_array() || value.is_object()) {
+        *cut = true;
+        return Any::Null;
+    }
     match value {
         Value::Null => Any::Null,
         Value::Bool(b) => Any::Bool(*b),
@@ -656,17 +765,36 @@ pub fn json_to_any(value: &Value) -> Any {
             None => Any::Number(Number::Float(n.as_f64().unwrap_or(0.0))),
         },
         Value::String(s) => Any::String(Arc::from(s.as_str())),
-        Value::Array(items) => Any::Array(items.iter().map(json_to_any).collect()),
+        Value::Array(items) => Any::Array(
+            items
+                .iter()
+                .map(|v| json_to_any_at(v, depth + 1, cut))
+                .collect(),
+        ),
         Value::Object(obj) => Any::Map(Arc::new(
             obj.iter()
-                .map(|(k, v)| (k.clone(), json_to_any(v)))
+                .map(|(k, v)| (k.clone(), json_to_any_at(v, depth + 1, cut)))
                 .collect::<HashMap<_, _>>(),
         )),
     }
 }
 
-/// A Yjs value to JSON; whole numbers become integers again.
+/// A Yjs value to JSON; whole numbers become integers again. Containers deeper than
+/// [`MAX_JSON_DEPTH`] become null.
 pub fn any_to_json(any: &Any) -> Value {
+    let mut cut = false;
+    let value = any_to_json_at(any, 0, &mut cut);
+    if cut {
+        tracing::warn!("a Yjs value nested deeper than {MAX_JSON_DEPTH} levels was cut short");
+    }
+    value
+}
+
+fn any_to_json_at(any: &Any, depth: usize, cut: &mut bool) -> Value {
+    if depth >= MAX_JSON_DEPTH && matches!(any, Any::Array(_) | Any::Map(_) | Any::Buffer(_)) {
+        *cut = true;
+        return Value::Null;
+    }
     match any {
         Any::Null | Any::Undefined => Value::Null,
         Any::Bool(b) => Value::Bool(*b),
@@ -674,10 +802,15 @@ pub fn any_to_json(any: &Any) -> Value {
         Any::Number(Number::Float(n)) => number_to_json(*n),
         Any::String(s) => Value::String(s.to_string()),
         Any::Buffer(bytes) => Value::Array(bytes.iter().map(|b| Value::from(*b)).collect()),
-        Any::Array(items) => Value::Array(items.iter().map(any_to_json).collect()),
+        Any::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| any_to_json_at(v, depth + 1, cut))
+                .collect(),
+        ),
         Any::Map(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), any_to_json(v)))
+                .map(|(k, v)| (k.clone(), any_to_json_at(v, depth + 1, cut)))
                 .collect(),
         ),
     }
@@ -694,18 +827,40 @@ fn number_to_json(n: f64) -> Value {
     }
 }
 
-/// Any shared or plain value of the document as JSON.
+/// Any shared or plain value of the document as JSON. Shared types nested deeper than
+/// [`MAX_JSON_DEPTH`] become null, and so do XML types and subdocuments, which the notebook
+/// schema has no place for (yrs would walk them recursively without a bound); each plain value
+/// inside is bounded by [`any_to_json`].
 pub fn out_to_json<T: ReadTxn>(txn: &T, out: &Out) -> Value {
+    let mut cut = false;
+    let value = out_to_json_at(txn, out, 0, &mut cut);
+    if cut {
+        tracing::warn!("shared types nested deeper than {MAX_JSON_DEPTH} levels were cut short");
+    }
+    value
+}
+
+fn out_to_json_at<T: ReadTxn>(txn: &T, out: &Out, depth: usize, cut: &mut bool) -> Value {
+    if depth >= MAX_JSON_DEPTH && matches!(out, Out::YMap(_) | Out::YArray(_)) {
+        *cut = true;
+        return Value::Null;
+    }
     match out {
         Out::Any(any) => any_to_json(any),
         Out::YText(text) => Value::String(text.get_string(txn)),
         Out::YMap(map) => Value::Object(
             map.iter(txn)
-                .map(|(k, v)| (k.to_string(), out_to_json(txn, &v)))
+                .map(|(k, v)| (k.to_string(), out_to_json_at(txn, &v, depth + 1, cut)))
                 .collect(),
         ),
-        Out::YArray(array) => Value::Array(array.iter(txn).map(|v| out_to_json(txn, &v)).collect()),
-        other => any_to_json(&other.to_json(txn)),
+        Out::YArray(array) => Value::Array(
+            array
+                .iter(txn)
+                .map(|v| out_to_json_at(txn, &v, depth + 1, cut))
+                .collect(),
+        ),
+        Out::YXmlText(text) => Value::String(text.get_string(txn)),
+        _ => Value::Null,
     }
 }
 
@@ -724,6 +879,7 @@ pub fn cell_source<T: ReadTxn>(txn: &T, index: u32) -> Option<TextRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use yrs::updates::decoder::Decode;
     use yrs::{StateVector, Update};
 
@@ -830,5 +986,112 @@ mod tests {
         );
         assert_eq!(split_lines(""), Vec::<&str>::new());
         assert_eq!(split_lines("x\n"), vec!["x\n"]);
+    }
+
+    /// An array nesting `depth` levels (a scalar at the bottom), built without recursion.
+    fn nested(depth: usize) -> Value {
+        let mut value = json!("bottom");
+        for level in 0..depth {
+            value = if level % 2 == 0 {
+                json!([value])
+            } else {
+                json!({ "k": value })
+            };
+        }
+        value
+    }
+
+    fn with_json_output(value: Value) -> Vec<u8> {
+        // Compact, as another tool might write it: not the bytes Quire would write.
+        serde_json::to_vec(&json!({
+            "cells": [{"cell_type": "code", "id": "deep", "metadata": {}, "source": "show()",
+                       "execution_count": 1,
+                       "outputs": [{"output_type": "display_data", "metadata": {},
+                                    "data": {"application/json": value}}]}],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 5
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn json_nested_to_the_limit_loads_and_saves_and_deeper_is_refused_by_name() {
+        // The output's `data` (one Yjs value) nests MAX_JSON_DEPTH levels; the file 5 more,
+        // beyond serde_json's default limit of 127.
+        let deepest = nested(MAX_JSON_DEPTH - 1);
+        let bytes = with_json_output(deepest.clone());
+        assert_eq!(text_depth(std::str::from_utf8(&bytes).unwrap()), 133);
+        let notebook = Notebook::from_ipynb(&bytes).unwrap();
+        let doc = notebook.to_doc();
+        let back = Notebook::from_doc(&doc.transact());
+        assert_eq!(back, notebook);
+        assert_eq!(
+            back.cells[0].outputs[0]["data"]["application/json"],
+            deepest
+        );
+        // What a room saves, it reads back.
+        assert_eq!(Notebook::from_ipynb(&back.to_ipynb()).unwrap(), back);
+
+        // One level more: refused, by the file's depth or by the value's name.
+        let message = Notebook::from_ipynb(&with_json_output(nested(MAX_JSON_DEPTH)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("nested 134 levels deep; the limit is 133"),
+            "{message}"
+        );
+        let file = json!({"cells": [{"cell_type": "raw", "source": "", "metadata": {"deep": nested(129)}}],
+                          "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+        let message = Notebook::from_ipynb(&serde_json::to_vec(&file).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            r#"not a notebook: cell 0: metadata "deep" nests JSON 129 levels deep; the limit is 128"#
+        );
+        let file = json!({"cells": [], "metadata": {"deep": nested(129)},
+                          "nbformat": 4, "nbformat_minor": 5});
+        let message = Notebook::from_ipynb(&serde_json::to_vec(&file).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(r#"metadata "deep" nests JSON 129"#),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn files_nested_beyond_the_envelope_are_refused_before_parsing() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let message = Notebook::from_ipynb(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "not a notebook: invalid JSON (nested 100000 levels deep; the limit is 133)"
+        );
+        // Brackets inside strings are text.
+        assert_eq!(text_depth(r#"{"a": "[[[{{\"]]", "b": [1]}"#), 2);
+    }
+
+    #[test]
+    fn walks_stop_at_the_limit_whatever_they_are_given() {
+        let too_deep = nested(MAX_JSON_DEPTH + 50);
+        let any = json_to_any(&too_deep);
+        let back = any_to_json(&any);
+        assert_eq!(json_depth(&back), MAX_JSON_DEPTH);
+        let just = nested(MAX_JSON_DEPTH);
+        assert_eq!(any_to_json(&json_to_any(&just)), just);
+        // Shared maps nested inside each other, as a hostile update could make them.
+        let doc = new_doc();
+        {
+            let mut txn = doc.transact_mut();
+            let mut map = txn.get_or_insert_map("meta");
+            for _ in 0..MAX_JSON_DEPTH + 10 {
+                map = map.insert(&mut txn, "k", MapPrelim::default());
+            }
+        }
+        let txn = doc.transact();
+        let meta = Out::YMap(txn.get_map("meta").unwrap());
+        assert_eq!(json_depth(&out_to_json(&txn, &meta)), MAX_JSON_DEPTH);
     }
 }

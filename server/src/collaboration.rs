@@ -49,8 +49,10 @@ struct OpenRoom {
 #[derive(Clone, Default)]
 pub struct Rooms {
     open: Arc<DashMap<String, OpenRoom>>,
-    /// Serializes room creation so one document is never loaded twice.
-    creating: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per room name being opened, so one document is never loaded twice while
+    /// other rooms open meanwhile (a big notebook takes seconds to load). An entry lives while
+    /// someone holds or waits for it.
+    creating: Arc<DashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Websocket connections still being served (their close frames not yet sent).
     sockets: Arc<tokio::sync::watch::Sender<usize>>,
     /// The logged-in people connected to each notebook, with their number of sockets: whose
@@ -119,6 +121,30 @@ impl Drop for LoginGuard {
     }
 }
 
+/// A claim on the creation lock of one room name; the registry forgets the lock when its last
+/// claim goes (even when the claiming request is cancelled).
+struct CreatingSlot<'a> {
+    rooms: &'a Rooms,
+    name: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> CreatingSlot<'a> {
+    fn new(rooms: &'a Rooms, name: &'a str) -> CreatingSlot<'a> {
+        let lock = rooms.creating.entry(name.to_string()).or_default().clone();
+        CreatingSlot { rooms, name, lock }
+    }
+}
+
+impl Drop for CreatingSlot<'_> {
+    fn drop(&mut self) {
+        // Two references left: the registry's and ours (a waiter holds a third).
+        self.rooms
+            .creating
+            .remove_if(self.name, |_, lock| Arc::strong_count(lock) == 2);
+    }
+}
+
 impl Rooms {
     /// The logins (their cookies' hashes) that have sockets open.
     pub fn logins(&self) -> Vec<String> {
@@ -180,7 +206,8 @@ impl Rooms {
                 return Ok(open.handle);
             }
         }
-        let _creating = self.creating.lock().await;
+        let slot = CreatingSlot::new(self, name);
+        let _creating = slot.lock.lock().await;
         if let Some(mut open) = self.open.get(name).map(|h| h.clone()) {
             if !open.handle.is_closed() {
                 return Ok(open.handle);

@@ -1,0 +1,411 @@
+//! Limits that hold under attack: what one hostile client sends cannot be amplified by the
+//! room, grow the server's memory for good, or stall other rooms.
+
+use std::time::Duration;
+
+use collab::awareness::{decode_update, encode_update};
+use collab::protocol::{encode_awareness, Frame};
+use quire_tests::{notebook_with, TestServer, YClient};
+use serde_json::{json, Value};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{StateVector, Transact, Update};
+
+/// The server's resident memory, in bytes, from /proc/<pid>/status.
+fn rss_bytes(server: &TestServer) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/<pid>/status");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// An awareness update of many entries, hand-made as a hostile client would.
+fn many_entries(entries: impl Iterator<Item = (u64, u64, Value)>) -> Vec<u8> {
+    let entries: Vec<_> = entries.collect();
+    let mut out = Vec::new();
+    collab::protocol::write_var_uint(&mut out, entries.len() as u64);
+    for (client, clock, state) in entries {
+        collab::protocol::write_var_uint(&mut out, client);
+        collab::protocol::write_var_uint(&mut out, clock);
+        collab::protocol::write_var_bytes(&mut out, state.to_string().as_bytes());
+    }
+    out
+}
+
+/// Opens a watch-only link as a guest called `name`; returns the guest cookie.
+fn watch_only_guest(server: &TestServer, file_id: &str, name: &str) -> String {
+    let (status, reply) = server.http(
+        "POST",
+        &format!("/api/sharing/{file_id}/links"),
+        Some(&json!({"role": "viewer"}).to_string()),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let link: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(link["capabilities"], json!(["view", "watch"]));
+    let (status, body, cookie) = server.redeem_link(link["token"].as_str().unwrap(), name);
+    assert_eq!(status, 200, "{body}");
+    cookie.expect("a guest cookie")
+}
+
+/// Every awareness entry `client` has received, in order.
+fn entries_seen(client: &YClient) -> Vec<(u64, u64, Value)> {
+    client
+        .awareness
+        .iter()
+        .flat_map(|payload| decode_update(payload).expect("relayed awareness decodes"))
+        .collect()
+}
+
+fn awareness_bytes(client: &YClient) -> usize {
+    client.awareness.iter().map(|p| p.len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() {
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
+    let (file_id, session) = server.session("nb.ipynb");
+    let url = server
+        .room_url(&file_id, &session)
+        .replace(&format!("&token={}", quire_tests::TOKEN), "");
+    let cookie = watch_only_guest(&server, &file_id, "Mallory");
+    let mut watcher = YClient::join(&server, "nb.ipynb").await;
+    let mut guest = YClient::connect_with_cookie(&url, &cookie).await;
+    guest.sync().await;
+    let baseline = rss_bytes(&server);
+
+    // 50,000 entries of ~100 bytes, each for a new client id: 5 MB that, stamped with the
+    // guest's identity per entry, used to reach the watcher as ~137 MB. Refused whole.
+    let pad = "m".repeat(75);
+    let flood = many_entries(
+        (0..50_000u64).map(|c| (1_000_000 + c, 1, json!({"cursors": [], "pad": pad}))),
+    );
+    assert!(flood.len() > 5_000_000, "{}", flood.len());
+    guest.send(encode_awareness(&flood)).await;
+    let (code, reason) = guest.expect_close(Duration::from_secs(30)).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.contains("at most 4 client ids"), "{reason}");
+    let after_refusal = rss_bytes(&server);
+
+    // 50,000 entries cycling over four client ids: accepted, relayed as four states.
+    let mut guest = YClient::connect_with_cookie(&url, &cookie).await;
+    guest.sync().await;
+    let cycling = many_entries(
+        (0..50_000u64).map(|i| (1 + i % 4, 1 + i / 4, json!({"cursors": [], "pad": pad}))),
+    );
+    guest.send(encode_awareness(&cycling)).await;
+    // The same connection's next update is handled after it: once the watcher has that, it
+    // has everything the flood produced.
+    let done = encode_update(1, 1_000_000, &json!({"done": true}));
+    guest.send(encode_awareness(&done)).await;
+    assert!(
+        watcher
+            .pump_until(Duration::from_secs(30), |c| entries_seen(c)
+                .iter()
+                .any(|(_, _, s)| s["done"] == true))
+            .await,
+        "the guest's state reaches the watcher (closed: {:?})",
+        watcher.closed
+    );
+    assert_eq!(guest.closed, None);
+    let received = awareness_bytes(&watcher);
+    let seen = entries_seen(&watcher);
+    let ids: std::collections::BTreeSet<u64> = seen.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=4).collect(),
+        "only the guest's four ids are relayed"
+    );
+    assert!(seen.len() <= 5, "{} entries relayed", seen.len());
+    assert!(
+        received < 16 << 10,
+        "the watcher received {received} bytes of awareness for 10 MB sent"
+    );
+    for (_, _, state) in &seen {
+        assert_eq!(state["user"]["display_name"], "Mallory");
+    }
+    let after_relay = rss_bytes(&server);
+
+    // The guest leaves: its states go, and memory does not stay grown.
+    drop(guest);
+    assert!(
+        watcher
+            .pump_until(Duration::from_secs(10), |c| {
+                let seen = entries_seen(c);
+                (1..=4).all(|id| {
+                    seen.iter()
+                        .rev()
+                        .find(|(c, _, _)| *c == id)
+                        .unwrap()
+                        .2
+                        .is_null()
+                })
+            })
+            .await,
+        "the guest's states are removed when it leaves"
+    );
+    let after_leave = rss_bytes(&server);
+    eprintln!(
+        "server RSS: baseline {:.1} MB, after the refused 5 MB flood {:.1} MB, after the \
+         relayed 5 MB flood {:.1} MB, after the guest left {:.1} MB; the watcher received {} bytes",
+        mb(baseline),
+        mb(after_refusal),
+        mb(after_relay),
+        mb(after_leave),
+        received
+    );
+    for (what, rss) in [
+        ("the refused flood", after_refusal),
+        ("the relayed flood", after_relay),
+        ("the guest left", after_leave),
+    ] {
+        assert!(
+            rss < baseline + (20 << 20),
+            "server memory grew by {:.1} MB after {what}",
+            mb(rss.saturating_sub(baseline))
+        );
+    }
+
+    // The guest's client ids stay theirs: another person cannot claim id 1, even now that the
+    // guest is gone; the guest coming back with it can.
+    let other = watch_only_guest(&server, &file_id, "Eve");
+    let mut eve = YClient::connect_with_cookie(&url, &other).await;
+    eve.sync().await;
+    eve.send(encode_awareness(&encode_update(
+        1,
+        2_000_000,
+        &json!({"claimed": true}),
+    )))
+    .await;
+    eve.send(encode_awareness(&encode_update(
+        77,
+        1,
+        &json!({"eve": true}),
+    )))
+    .await;
+    assert!(
+        watcher
+            .pump_until(Duration::from_secs(10), |c| entries_seen(c)
+                .iter()
+                .any(|(id, _, s)| *id == 77 && s["eve"] == true))
+            .await
+    );
+    assert!(
+        !entries_seen(&watcher)
+            .iter()
+            .any(|(_, _, s)| s["claimed"] == true),
+        "another person took over a client id"
+    );
+    let mut back = YClient::connect_with_cookie(&url, &cookie).await;
+    back.sync().await;
+    back.send(encode_awareness(&encode_update(
+        1,
+        1_000_000,
+        &json!({"back": true}),
+    )))
+    .await;
+    assert!(
+        watcher
+            .pump_until(Duration::from_secs(10), |c| entries_seen(c).iter().any(
+                |(id, _, s)| *id == 1
+                    && s["back"] == true
+                    && s["user"]["display_name"] == "Mallory"
+            ))
+            .await,
+        "the same guest may use its client id again"
+    );
+}
+
+/// Bytes the server process has read through system calls (files and sockets), from
+/// /proc/<pid>/io.
+fn bytes_read(server: &TestServer) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.child.id())).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .expect("rchar in /proc/<pid>/io")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_notebook_is_served_while_a_huge_one_is_loading() {
+    const CELLS: usize = 60_000;
+    let sources: Vec<String> = (0..CELLS).map(|i| format!("x = {i}")).collect();
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let big = notebook_with(&sources);
+    let big_len = big.len() as u64;
+    let server = TestServer::start(&[
+        ("big.ipynb", &big),
+        ("tiny.ipynb", &notebook_with(&["tiny = True"])),
+    ]);
+    let (big_id, session) = server.session("big.ipynb");
+    let (tiny_id, _) = server.session("tiny.ipynb");
+    let read_before = bytes_read(&server);
+
+    // Someone opens the big notebook. The server's first frame (its sync step 1) comes once
+    // the room is loaded; the whole document follows the client's step 1.
+    let big_url = server.room_url(&big_id, &session);
+    let big_loaded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let big_task = {
+        let big_loaded = big_loaded.clone();
+        tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::Message;
+            let (mut socket, _) = tokio_tungstenite::connect_async(big_url).await.unwrap();
+            let mut next_frame = async || loop {
+                match socket.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        return collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the big notebook's socket ended: {other:?}"),
+                }
+            };
+            let first = next_frame().await;
+            big_loaded.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(matches!(first, Frame::SyncStep1(_)), "{first:?}");
+            let empty = StateVector::default().encode_v1();
+            socket
+                .send(Message::Binary(collab::protocol::encode_sync_step1(&empty)))
+                .await
+                .unwrap();
+            loop {
+                let frame = match socket.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the big notebook's socket ended: {other:?}"),
+                };
+                if let Frame::SyncStep2(update) = frame {
+                    let doc = collab::notebook::new_doc();
+                    doc.transact_mut()
+                        .apply_update(Update::decode_v1(&update).unwrap())
+                        .unwrap();
+                    let cells = collab::Notebook::from_doc(&doc.transact()).cells.len();
+                    return cells;
+                }
+            }
+        })
+    };
+    // ...and the server is reading its file (its read count jumps by the file's size).
+    assert!(
+        server.eventually(Duration::from_secs(60), || bytes_read(&server)
+            >= read_before + big_len),
+        "the server starts loading the big notebook"
+    );
+    assert!(!big_loaded.load(std::sync::atomic::Ordering::SeqCst));
+
+    // Meanwhile a tiny notebook opens and answers a sync, before the big one is served.
+    let mut tiny = YClient::connect(&server.room_url(&tiny_id, &session)).await;
+    tiny.sync().await;
+    assert_eq!(tiny.sources(), vec!["tiny = True"]);
+    assert!(
+        !big_loaded.load(std::sync::atomic::Ordering::SeqCst),
+        "the tiny notebook waited for the big one to load"
+    );
+    tiny.append_and_wait_echo(0, " # edited").await;
+
+    assert_eq!(big_task.await.unwrap(), CELLS);
+}
+
+/// JSON nesting `depth` levels of arrays and objects, built without recursion.
+fn nested_json(depth: usize) -> Value {
+    let mut value = json!("bottom");
+    for level in 0..depth {
+        value = if level % 2 == 0 {
+            json!([value])
+        } else {
+            json!({ "k": value })
+        };
+    }
+    value
+}
+
+/// A notebook (compact JSON, as another tool might write it) whose code cells each show one
+/// JSON output holding the given value.
+fn notebook_with_json_outputs(values: &[Value]) -> Vec<u8> {
+    let cells: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            json!({"cell_type": "code", "id": format!("cell-{i}"), "metadata": {},
+                   "source": format!("show({i})"), "execution_count": 1,
+                   "outputs": [{"output_type": "display_data", "metadata": {},
+                                "data": {"application/json": value}}]})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        .unwrap()
+}
+
+fn json_output(notebook: &collab::Notebook, cell: usize) -> Value {
+    notebook.cells[cell].outputs[0]["data"]["application/json"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_holding_json_nested_to_the_limit_opens_and_saves() {
+    // 100 levels, and the most a value may hold: the output's `data` then nests
+    // MAX_JSON_DEPTH levels and the file 133, beyond serde_json's default of 127.
+    let values = [nested_json(100), nested_json(collab::MAX_JSON_DEPTH - 1)];
+    let server = TestServer::start(&[("deep.ipynb", &notebook_with_json_outputs(&values))]);
+    let mut client = YClient::join(&server, "deep.ipynb").await;
+    let seen = client.notebook();
+    assert_eq!(json_output(&seen, 0), values[0]);
+    assert_eq!(json_output(&seen, 1), values[1]);
+    assert_eq!(client.save(1).await, "success");
+    let path = server.path("deep.ipynb");
+    let saved = quire_tests::read_notebook(&path);
+    assert_eq!(json_output(&saved, 0), values[0]);
+    assert_eq!(json_output(&saved, 1), values[1]);
+    let (code, out, err) =
+        quire_tests::run_python("tests/py/validate.py", &[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // After a restart (the room rebuilt from its history, the file read again) it opens again.
+    drop(client);
+    let mut server = server;
+    assert!(server.terminate().success());
+    server.restart();
+    let client = YClient::join(&server, "deep.ipynb").await;
+    assert_eq!(json_output(&client.notebook(), 1), values[1]);
+    assert_eq!(client.closed, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_types_in_a_notebook_holding_json_nested_100_deep() {
+    let deep = nested_json(100);
+    let server = TestServer::start(&[(
+        "deep.ipynb",
+        &notebook_with_json_outputs(&[deep.clone(), json!({"flat": true})]),
+    )]);
+    let mut client = YClient::join(&server, "deep.ipynb").await;
+    client.append_and_wait_echo(1, " # typed").await;
+    client.append_and_wait_echo(0, " # typed too").await;
+    assert!(
+        client
+            .raw
+            .iter()
+            .all(|r| !r.contains("refused") && !r.contains("conflict")),
+        "{:?}",
+        client.raw
+    );
+    assert_eq!(client.save(1).await, "success");
+    let saved = quire_tests::read_notebook(&server.path("deep.ipynb"));
+    assert_eq!(saved.cells[0].source, "show(0) # typed too");
+    assert_eq!(saved.cells[1].source, "show(1) # typed");
+    assert_eq!(json_output(&saved, 0), deep);
+    // Another client joining now sees the edits and the deep output.
+    let other = YClient::join(&server, "deep.ipynb").await;
+    assert_eq!(
+        other.sources(),
+        vec!["show(0) # typed too", "show(1) # typed"]
+    );
+    assert_eq!(json_output(&other.notebook(), 0), deep);
+}
