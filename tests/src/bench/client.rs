@@ -56,6 +56,13 @@ pub struct Client {
     /// Bytes of websocket payload received.
     pub bytes_in: usize,
     awareness_clock: u32,
+    /// When set, each received update is checked for this client's own items (the chaos
+    /// figures count an edit as acknowledged once the server has sent it back).
+    pub track_echoes: bool,
+    /// The clock just past the highest item of this client's that the server sent back.
+    pub echoed_clock: u32,
+    /// The close code the server sent, if it closed the socket with one.
+    pub close_code: Option<u16>,
 }
 
 /// A client's websocket buffers: small, so that ten thousand idle clients fit in the load
@@ -99,6 +106,9 @@ impl Client {
             synced: false,
             bytes_in: 0,
             awareness_clock: 0,
+            track_echoes: false,
+            echoed_clock: 0,
+            close_code: None,
         };
         match &client.framing {
             Framing::Relay => client.synced = true,
@@ -249,9 +259,22 @@ impl Client {
                     self.bytes_in += data.len();
                     return self.handle(data).await;
                 }
-                Message::Close(_) => return Event::Closed,
+                Message::Close(frame) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Event::Closed;
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// The local port of the websocket's TCP connection.
+    pub fn local_port(&self) -> Option<u16> {
+        match self.socket.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+                tcp.local_addr().ok().map(|a| a.port())
+            }
+            _ => None,
         }
     }
 
@@ -298,8 +321,19 @@ impl Client {
         }
     }
 
-    fn apply(&self, update: &[u8]) {
+    fn apply(&mut self, update: &[u8]) {
         if let Ok(update) = Update::decode_v1(update) {
+            if self.track_echoes {
+                // (Not `Update::state_vector`: it counts only runs that start at clock 0.)
+                let own = self.doc.client_id();
+                let end = update
+                    .insertions(true)
+                    .iter()
+                    .filter(|(client, _)| **client == own)
+                    .filter_map(|(_, ranges)| ranges.iter().map(|r| r.end).max())
+                    .max();
+                self.echoed_clock = self.echoed_clock.max(end.unwrap_or(0));
+            }
             let _ = self.doc.transact_mut().apply_update(update);
         }
     }
