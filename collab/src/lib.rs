@@ -5,10 +5,6 @@
 //! room actor ([`Room`]), which persists through the storage traits [`UpdateLog`] and
 //! [`NotebookFile`] that the server implements.
 
-/// How deeply JSON (and Yjs `Any` values) may nest anywhere in Quire: serde_json's own limit,
-/// which nbformat's files and kernels' messages are parsed with.
-pub const MAX_JSON_DEPTH: usize = 128;
-
 pub mod awareness;
 pub mod capabilities;
 mod content;

@@ -521,6 +521,10 @@ async fn admit(
 /// connection, and the client then sees 1006 instead of our close code.
 const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long one write to a client may stay blocked (the client reads nothing) before the
+/// connection is dropped. Generous: a slow link still makes progress within it.
+const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn close_socket(mut socket: WebSocket, reason: CloseReason) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
@@ -642,6 +646,7 @@ async fn serve_socket(
         let (mut sink, mut stream) = socket.split();
         let mut outgoing = joined.outgoing;
         let mut kicked = joined.kicked;
+        let (writer_done, mut writer_ended) = tokio::sync::oneshot::channel::<()>();
         let writer = tokio::spawn(async move {
             // The room drops the kick sender when it lets a connection go normally.
             let mut kick_pending = true;
@@ -660,43 +665,86 @@ async fn serve_socket(
                         None => break,
                     },
                 };
-                match next {
-                    Outgoing::Frame(bytes) => {
-                        // Everything already queued goes out in one write: an edit and the
-                        // cursor move that follows it, or a burst, cost one syscall, not one each.
-                        let mut close = None;
-                        let mut ok = sink.feed(Message::Binary(bytes)).await.is_ok();
-                        while ok {
-                            match outgoing.try_recv() {
-                                Ok(Outgoing::Frame(bytes)) => {
-                                    ok = sink.feed(Message::Binary(bytes)).await.is_ok();
-                                }
-                                Ok(Outgoing::Close(reason)) => {
-                                    close = Some(reason);
-                                    break;
-                                }
-                                Err(_) => break,
+                let bytes = match next {
+                    Outgoing::Frame(bytes) => bytes,
+                    Outgoing::Close(reason) => {
+                        let _ = tokio::time::timeout(
+                            CLOSE_HANDSHAKE_TIMEOUT,
+                            send_close(&mut sink, reason),
+                        )
+                        .await;
+                        break;
+                    }
+                };
+                // Everything already queued goes out in one write: an edit and the cursor move
+                // that follows it, or a burst, cost one syscall, not one each.
+                let write = async {
+                    let mut close = None;
+                    let mut ok = sink.feed(Message::Binary(bytes)).await.is_ok();
+                    while ok {
+                        match outgoing.try_recv() {
+                            Ok(Outgoing::Frame(bytes)) => {
+                                ok = sink.feed(Message::Binary(bytes)).await.is_ok();
                             }
-                        }
-                        if !ok || sink.flush().await.is_err() {
-                            break;
-                        }
-                        if let Some(reason) = close {
-                            send_close(&mut sink, reason).await;
-                            break;
+                            Ok(Outgoing::Close(reason)) => {
+                                close = Some(reason);
+                                break;
+                            }
+                            Err(_) => break,
                         }
                     }
-                    Outgoing::Close(reason) => {
-                        send_close(&mut sink, reason).await;
+                    (ok && sink.flush().await.is_ok(), close)
+                };
+                // A client that stopped reading blocks the write: the room's kick (it drops a
+                // connection whose queue is full, or whose access was revoked) or a long stall
+                // ends the connection anyway, instead of holding its socket and queue forever.
+                let written = tokio::select! {
+                    biased;
+                    reason = &mut kicked, if kick_pending => Err(reason.ok()),
+                    written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write) => {
+                        written.map_err(|_| {
+                            tracing::info!("the client has not read for {WRITE_STALL_TIMEOUT:?}; closing");
+                            None
+                        })
+                    }
+                };
+                match written {
+                    Ok((true, None)) => {}
+                    Ok((true, Some(reason))) => {
+                        let _ = tokio::time::timeout(
+                            CLOSE_HANDSHAKE_TIMEOUT,
+                            send_close(&mut sink, reason),
+                        )
+                        .await;
                         break;
+                    }
+                    Ok((false, _)) => break,
+                    Err(reason) => {
+                        // Mid-write: the close frame can only follow what was half sent, and
+                        // the client is not reading anyway. Drop the connection.
+                        if let Some(reason) = reason {
+                            tracing::info!(code = reason.code, "dropping a connection that does not read: {}", reason.reason);
+                        }
+                        drop(writer_done);
+                        return;
                     }
                 }
             }
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.close()).await;
+            drop(writer_done);
         });
         let limit = state.config.max_frame_bytes;
         let mut client_gone = false;
-        while let Some(message) = stream.next().await {
+        loop {
+            // The writer ends when the connection is over on our side (a close sent, or a
+            // client that stopped reading dropped): stop reading then too.
+            let message = tokio::select! {
+                message = stream.next() => message,
+                _ = &mut writer_ended => break,
+            };
+            let Some(message) = message else {
+                break;
+            };
             let bytes = match message {
                 Ok(Message::Binary(bytes)) => bytes,
                 Ok(Message::Close(_)) | Err(_) => {

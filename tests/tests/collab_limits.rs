@@ -128,7 +128,7 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
         "the watcher received {received} bytes of awareness for 10 MB sent"
     );
     for (_, _, state) in &seen {
-        assert_eq!(state["user"]["display_name"], "Mallory");
+        assert_eq!(state["user"]["display_name"], "Mallory (guest)");
     }
     let after_relay = rss_bytes(&server);
 
@@ -215,7 +215,7 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
             .pump_until(Duration::from_secs(10), |c| entries_seen(c).iter().any(
                 |(id, _, s)| *id == 1
                     && s["back"] == true
-                    && s["user"]["display_name"] == "Mallory"
+                    && s["user"]["display_name"] == "Mallory (guest)"
             ))
             .await,
         "the same guest may use its client id again"

@@ -153,8 +153,13 @@ impl Trial<'_> {
                 }
                 let state = json!({"user": {"name": "forged"}, "cursor": 1}).to_string();
                 let mut payload = Vec::new();
+                // Each trial is another person: each uses a client id of its own (an id stays
+                // bound to whoever first used it while the room lives).
+                static NEXT_CLIENT: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(4242);
+                let client_id = NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 collab::protocol::write_var_uint(&mut payload, 1);
-                collab::protocol::write_var_uint(&mut payload, 4242);
+                collab::protocol::write_var_uint(&mut payload, client_id);
                 collab::protocol::write_var_uint(&mut payload, 1);
                 collab::protocol::write_var_bytes(&mut payload, state.as_bytes());
                 client
