@@ -491,3 +491,72 @@ async fn a_client_that_joins_knowing_nothing_gets_the_document_as_it_is_now() {
     // Asked again with nothing changed, the same answer.
     assert_eq!(first_source(&fresh_copy(&room, &mut ada).await), "x");
 }
+
+/// An update that changes a cell's outputs (needs `execute`), made on a copy of the room.
+fn clear_outputs_update(count: i64) -> Bytes {
+    let loaded = collab::Notebook::from_ipynb(NOTEBOOK.as_bytes())
+        .unwrap()
+        .to_doc();
+    let initial = yrs::ReadTxn::encode_state_as_update_v1(&loaded.transact(), &Default::default());
+    let doc = collab::notebook::new_doc();
+    doc.transact_mut()
+        .apply_update(yrs::Update::decode_v1(&initial).unwrap())
+        .unwrap();
+    let before = yrs::ReadTxn::state_vector(&doc.transact());
+    {
+        use yrs::{Array, Map};
+        let mut txn = doc.transact_mut();
+        let cells = yrs::WriteTxn::get_or_insert_array(&mut txn, "cells");
+        if let Some(yrs::Out::YMap(cell)) = cells.get(&txn, 0) {
+            cell.insert(&mut txn, "execution_count", count);
+        }
+    }
+    let update = yrs::ReadTxn::encode_state_as_update_v1(&doc.transact(), &before);
+    protocol::encode_sync_update(&update)
+}
+
+/// Each refused update costs the guard a rebuild of its copy of the document: an editor may be
+/// refused now and then (and is told why each time), but one that keeps sending refused updates
+/// is closed, while the room goes on serving the others.
+#[tokio::test(start_paused = true)]
+async fn a_client_refused_over_and_over_is_closed() {
+    let (room, _, _, _) = open_room(RoomConfig::default());
+    let editor_caps = collab::Capabilities::role("editor").unwrap();
+    let mut editor = room
+        .join(collab::Member {
+            caps: editor_caps,
+            ..collab::Member::owner(Identity::from_username("eve"))
+        })
+        .await
+        .unwrap();
+    let mut owner = join(&room, "ada").await;
+    let mut refusals = 0;
+    let mut closed = None;
+    for i in 0..100 {
+        room.send(frame(&editor, clear_outputs_update(i)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        refusals += replies(&mut editor)
+            .iter()
+            .filter(|r| r["type"] == "refused")
+            .count();
+        if let Ok(reason) = editor.kicked.try_recv() {
+            closed = Some(reason);
+            break;
+        }
+    }
+    let reason = closed.expect("the editor was closed");
+    assert_eq!(reason.code, 4429, "{}", reason.reason);
+    assert!(
+        (10..100).contains(&refusals),
+        "refused {refusals} times before being closed"
+    );
+    // The owner is still served.
+    drain(&mut owner);
+    room.send(frame(&owner, append_update("!"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(drain(&mut owner)
+        .iter()
+        .any(|f| matches!(f, Frame::SyncUpdate(_))));
+}

@@ -264,6 +264,12 @@ impl UpdateGuard {
         }
     }
 
+    /// Whether the last judgement left the shadow to be rebuilt (it applied an update that was
+    /// then refused).
+    pub fn needs_rebuild(&self) -> bool {
+        self.stale
+    }
+
     /// Frees the shadow (an idle room); it is rebuilt when the next update comes.
     pub fn release(&mut self) {
         self.shadow = None;

@@ -281,6 +281,43 @@ struct Connection {
     source: GrantSource,
     out: mpsc::Sender<Outgoing>,
     kick: Option<oneshot::Sender<CloseReason>>,
+    /// Refused updates that cost the guard a rebuild of its shadow (see `Room::client_update`).
+    refusals: RefusalBudget,
+}
+
+/// A leaky bucket of refused updates: an honest client is refused now and then (JupyterLab
+/// does not know it may not clear outputs); a client refused over and over makes the guard
+/// rebuild its copy of the document each time, which on a big notebook is real work.
+#[derive(Clone, Copy)]
+struct RefusalBudget {
+    left: f64,
+    at: Instant,
+}
+
+impl RefusalBudget {
+    /// Refusals a connection may run up at once, and how fast it earns one back.
+    const BURST: f64 = 20.0;
+    const REFILL_PER_SEC: f64 = 0.5;
+
+    fn new() -> Self {
+        RefusalBudget {
+            left: Self::BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one; `false` once the bucket is empty.
+    fn spend(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * Self::REFILL_PER_SEC;
+        self.left = (self.left + earned).min(Self::BURST);
+        self.at = now;
+        if self.left < 1.0 {
+            return false;
+        }
+        self.left -= 1.0;
+        true
+    }
 }
 
 enum Target {
@@ -860,6 +897,7 @@ impl Room {
                 source: member.source,
                 out,
                 kick: Some(kick),
+                refusals: RefusalBudget::new(),
             },
         );
         self.linger_until = None;
@@ -923,6 +961,8 @@ impl Room {
         }
         if self.connections.is_empty() {
             self.linger_until = Some(Instant::now() + self.config.linger);
+            // Nobody left to send updates: the guard's copy of the document can go.
+            self.guard.release();
         }
     }
 

@@ -82,15 +82,21 @@ impl Room {
             Ok(Some(trial)) => trial,
             Ok(None) => return,
             Err(crate::guard::Refusal(reason, wrong)) => {
+                if self.guard.needs_rebuild() && !self.spend_refusal(conn) {
+                    return;
+                }
                 return match wrong {
                     crate::guard::Wrong::Unreadable => self.refuse(conn, reason),
                     crate::guard::Wrong::ForeignHistory => self.conflict(conn),
                     crate::guard::Wrong::Forbidden => self.refuse_update(conn, &reason),
-                }
+                };
             }
         };
         if let Err(reason) = self.lock_check(conn, &trial.analysis) {
             self.guard.discard(trial);
+            if !self.spend_refusal(conn) {
+                return;
+            }
             return self.refuse_update(conn, &reason);
         }
         let delta = self.guard.accept(trial);
@@ -114,6 +120,22 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// Counts a refusal that spoiled the guard's shadow against the connection; one that keeps
+    /// sending refused updates is closed (4429) rather than making the room rebuild the shadow
+    /// again and again. `false`: it was closed.
+    fn spend_refusal(&mut self, conn: ConnectionId) -> bool {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        if connection.refusals.spend() {
+            return true;
+        }
+        let reason = "too many refused updates: reload the notebook to get it as it is";
+        tracing::info!(%conn, "closing connection: {reason}");
+        self.remove(conn, Some(CloseReason::new(4429, reason)));
+        false
     }
 
     /// Refuses an update that changes a cell someone else holds the edit lock of, or deletes a
