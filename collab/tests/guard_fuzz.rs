@@ -53,6 +53,9 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+    fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len() as u64) as usize]
+    }
 }
 
 const NOTEBOOK: &str = r##"{"cells": [
@@ -316,7 +319,7 @@ fn any_value(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
             out.push(119);
             string(
                 out,
-                *rng.pick(&["<b>x</b>", "stream", "1", "display_data", "idle"]),
+                rng.pick_str(&["<b>x</b>", "stream", "1", "display_data", "idle"]),
             );
         }
         1 => {
@@ -330,7 +333,7 @@ fn any_value(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
             let n = rng.below(3);
             var(out, n);
             for _ in 0..n {
-                string(out, *rng.pick(KEYS));
+                string(out, rng.pick_str(KEYS));
                 any_value(rng, out, depth + 1);
             }
         }
@@ -490,8 +493,8 @@ fn forge(rng: &mut Rng, room: &Doc, clients: &[u64]) -> Vec<u8> {
             3 => (
                 None,
                 None,
-                Some(Parent::Root(*rng.pick(ROOTS))),
-                rng.chance(50).then(|| *rng.pick(KEYS)),
+                Some(Parent::Root(rng.pick_str(ROOTS))),
+                rng.chance(50).then(|| rng.pick_str(KEYS)),
             ),
             _ => {
                 let (c, k) = random_id(rng, &ids);
@@ -499,7 +502,7 @@ fn forge(rng: &mut Rng, room: &Doc, clients: &[u64]) -> Vec<u8> {
                     None,
                     None,
                     Some(Parent::Item(c, k)),
-                    rng.chance(60).then(|| *rng.pick(KEYS)),
+                    rng.chance(60).then(|| rng.pick_str(KEYS)),
                 )
             }
         };
@@ -615,7 +618,7 @@ fn real_edit(rng: &mut Rng, peer: &Doc) -> Vec<u8> {
                     text.remove_range(&mut txn, bounds[a], bounds[b] - bounds[a]);
                 } else {
                     let at = *rng.pick(&bounds);
-                    text.insert(&mut txn, at, *rng.pick(&["a", "b\n", "é", "😀"]));
+                    text.insert(&mut txn, at, rng.pick_str(&["a", "b\n", "é", "😀"]));
                 }
             }
         }
@@ -628,7 +631,7 @@ fn real_edit(rng: &mut Rng, peer: &Doc) -> Vec<u8> {
             cell.insert(
                 &mut txn,
                 "cell_type",
-                *rng.pick(&["code", "markdown", "banana"]),
+                rng.pick_str(&["code", "markdown", "banana"]),
             );
             cell.insert(&mut txn, "id", format!("n{}", rng.below(1000)));
             cell.insert(&mut txn, "metadata", MapPrelim::default());
@@ -674,7 +677,7 @@ fn real_edit(rng: &mut Rng, peer: &Doc) -> Vec<u8> {
         }
         7 => {
             if let Some(cell) = cell_at(&txn, index) {
-                let field = *rng.pick(&[
+                let field = rng.pick_str(&[
                     "execution_count",
                     "execution_state",
                     "cell_type",
@@ -702,7 +705,7 @@ fn real_edit(rng: &mut Rng, peer: &Doc) -> Vec<u8> {
         }
         9 => {
             let state = txn.get_or_insert_map("state");
-            let key = *rng.pick(&["dirty", "hash", "path", "kernel", "document_id", "locks"]);
+            let key = rng.pick_str(&["dirty", "hash", "path", "kernel", "document_id", "locks"]);
             state.insert(&mut txn, key, "forged");
         }
         10 => {
