@@ -829,7 +829,9 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
                 let wrong = violations(&before, &after, caps);
                 assert!(
                     wrong.is_empty(),
-                    "seed {seed}, iteration {i}: accepted from {caps:?}: {wrong:?}\nupdate: {update:?}"
+                    "seed {seed}, iteration {i}: accepted from {caps:?}: {wrong:?}\nupdate: {update:?}\nverdict: {told}\nstate before: {:?}\nstate after: {:?}",
+                    before.state,
+                    after.state
                 );
                 stats.accepted += 1;
             }

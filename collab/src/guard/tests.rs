@@ -580,3 +580,32 @@ fn a_text_document_allows_its_content_only() {
     });
     assert!(send(&mut guard, &doc, &cells, editor()).is_err());
 }
+
+/// An update inserting and deleting millions of characters at once (the earlier guard walked
+/// the deletion character by character and stalled the room for seconds) is judged whole, and
+/// the room takes edits after it.
+#[test]
+fn a_huge_insert_and_delete_in_one_update_is_judged_whole() {
+    let room = room_doc();
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let text: String = "x".repeat(4 << 20);
+    let huge = peer_change(&room, |txn| {
+        let source = source(txn, 1);
+        source.insert(txn, 0, &text);
+        source.remove_range(txn, 0, text.len() as u32);
+    });
+    let started = std::time::Instant::now();
+    let verdict = send(&mut guard, &room, &huge, editor());
+    eprintln!(
+        "judged a {} byte insert-and-delete in {:?}",
+        huge.len(),
+        started.elapsed()
+    );
+    assert!(verdict.is_ok(), "{verdict:?}");
+    assert_eq!(notebook(&room).cells[1].source, "# notes");
+    let typing = peer_change(&room, |txn| source(txn, 1).push(txn, "!"));
+    assert!(send(&mut guard, &room, &typing, editor())
+        .unwrap()
+        .is_some());
+    assert_eq!(notebook(&room).cells[1].source, "# notes!");
+}
