@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use yrs::branch::BranchID;
-use yrs::types::{Change, Event, PathSegment};
+use yrs::types::{Change, EntryChange, Event, PathSegment};
 use yrs::updates::decoder::Decode;
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Assoc, DeepObservable, Doc, Map, MapRef, Options, Out,
@@ -48,6 +48,8 @@ use yrs::{
 use crate::capabilities::Capabilities;
 use crate::content::DocumentKind;
 use crate::notebook::out_to_json;
+use crate::MAX_JSON_DEPTH;
+use yrs::Text as _;
 
 /// What an update changes, as far as the policy cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub enum Field {
     FileContent,
     State(String),
     Other(String),
+    /// A change that would leave the notebook unreadable, whoever makes it.
+    Invalid(String),
 }
 
 impl Field {
@@ -77,7 +81,7 @@ impl Field {
                 "path" | "hash" | "kernel" | "executions" | "locks" => None,
                 _ => Some(Capabilities::EDIT),
             },
-            Field::Other(_) => None,
+            Field::Other(_) | Field::Invalid(_) => None,
         }
     }
 
@@ -88,7 +92,7 @@ impl Field {
             Field::NotebookMeta => "the notebook's metadata".into(),
             Field::FileContent => "the file's content".into(),
             Field::State(key) => format!("state.{key}"),
-            Field::Other(what) => what.clone(),
+            Field::Other(what) | Field::Invalid(what) => what.clone(),
         }
     }
 }
@@ -139,6 +143,12 @@ impl Analysis {
     /// touched.
     pub fn permits(&self, caps: Capabilities) -> Result<(), Refusal> {
         for field in &self.fields {
+            if let Field::Invalid(what) = field {
+                return Err(Refusal(
+                    format!("the change would make the notebook unreadable: {what}"),
+                    Wrong::Forbidden,
+                ));
+            }
             match field.needs() {
                 Some(needed) if caps.contains(needed) => {}
                 Some(_) => {
@@ -174,6 +184,8 @@ pub struct Trial {
 #[derive(Default)]
 struct Seen {
     watching: bool,
+    /// The update holds shared types or JSON values: measure how deep they land.
+    measure: bool,
     /// (field, existing cell it is in).
     touched: Vec<(Field, Option<CellItem>)>,
     /// Cells inserted: their map's item id and content.
@@ -188,8 +200,9 @@ struct Seen {
 enum Place {
     /// The map of a cell.
     Cell(CellItem),
-    /// Inside a field of a cell.
-    Field(CellItem, Arc<str>),
+    /// Inside a field of a cell, this many containers deep in the field's value (the field's
+    /// own map or list is 1).
+    Field(CellItem, Arc<str>, usize),
 }
 
 /// The second copy of the room's document.
@@ -317,7 +330,7 @@ impl UpdateGuard {
             }
             Err(wire::WireError::Foreign(what)) => {
                 return Err(Refusal(
-                    format!("a notebook has no {what}; nothing was applied"),
+                    format!("this document holds no {what}; nothing was applied"),
                     Wrong::Forbidden,
                 ))
             }
@@ -327,6 +340,12 @@ impl UpdateGuard {
         if parsed.missing_dependency(&clock).is_some() {
             return Err(Refusal(
                 "the update builds on items this room does not have".into(),
+                Wrong::ForeignHistory,
+            ));
+        }
+        if parsed.straddling(&clock).is_some() {
+            return Err(Refusal(
+                "the update repeats part of an item the room has, from another start".into(),
                 Wrong::ForeignHistory,
             ));
         }
@@ -350,7 +369,11 @@ impl UpdateGuard {
         };
         // Observers stay off until the update is known to be safe to read: walking a list that
         // holds astral text would never end (see `wire::WireStruct::astral_text`).
-        lock(&observed).watching = false;
+        {
+            let mut seen = lock(&observed);
+            seen.watching = false;
+            seen.measure = parsed.nests;
+        }
         let (applied, stuck, misplaced, delta) = {
             let mut txn = doc.transact_mut();
             let applied = txn.apply_update(update);
@@ -402,12 +425,13 @@ impl UpdateGuard {
         if !changed {
             return Ok(None);
         }
+        let removed: Vec<CellItem> = seen.removed.clone();
         if kind == DocumentKind::Notebook {
             for (_, cell) in &seen.inserted {
                 check_cell(cell)?;
             }
+            check_new_ids(room, &seen.inserted, &removed)?;
         }
-        let removed: Vec<CellItem> = seen.removed.clone();
         for (field, cell) in seen.touched {
             match cell {
                 // A field of a cell deleted in this same update goes with the cell.
@@ -425,6 +449,9 @@ impl UpdateGuard {
         analysis.permits(caps)?;
         if kind == DocumentKind::Notebook {
             check_touched_cells(&doc, &analysis)?;
+            if analysis.fields.contains(&Field::NotebookMeta) {
+                check_meta(&doc)?;
+            }
         }
         let mut delta = delta;
         if !caps.contains(Capabilities::EXECUTE) {
@@ -561,11 +588,16 @@ fn build_shadow(room: &Doc, kind: DocumentKind) -> Shadow {
 /// Every change under `root` is the one field `field` names.
 fn observe_whole<R: DeepObservable>(root: &R, seen: &Arc<Mutex<Seen>>, field: fn(&Event) -> Field) {
     let observed = seen.clone();
-    root.observe_deep("quire-guard", move |_txn, events| {
+    root.observe_deep("quire-guard", move |txn, events| {
         let mut seen = lock(&observed);
         if seen.watching {
             for event in events.iter() {
                 seen.touched.push((field(event), None));
+                if seen.measure
+                    && event.path().len() + inserted_nesting(txn, event) > MAX_JSON_DEPTH
+                {
+                    seen.touched.push((too_deep(), None));
+                }
             }
         }
     });
@@ -600,6 +632,11 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
                         Out::YMap(map) => branch_item(map.as_ref()),
                         _ => None,
                     };
+                    if seen.measure && nesting(txn, value, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH + 1
+                    {
+                        seen.touched.push((too_deep(), None));
+                        continue;
+                    }
                     match item {
                         Some(item) => seen.inserted.push((item, out_to_json(txn, value))),
                         None => seen
@@ -628,7 +665,9 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
             };
             let place = match (cell, path.get(1)) {
                 (Some(cell), None) => Some(Place::Cell(cell)),
-                (Some(cell), Some(PathSegment::Key(key))) => Some(Place::Field(cell, key.clone())),
+                (Some(cell), Some(PathSegment::Key(key))) => {
+                    Some(Place::Field(cell, key.clone(), path.len() - 1))
+                }
                 _ => None,
             };
             if let Some(place) = &place {
@@ -647,14 +686,120 @@ fn see_cells_event(seen: &mut Seen, txn: &TransactionMut, cells: &ArrayRef, even
             for key in keys {
                 seen.touched.push((Field::Cell(key), Some(cell)));
             }
+            if seen.measure && inserted_nesting(txn, event) > MAX_JSON_DEPTH {
+                seen.touched.push((too_deep(), Some(cell)));
+            }
         }
-        Some(Place::Field(cell, key)) => seen
-            .touched
-            .push((Field::Cell(key.to_string()), Some(cell))),
+        Some(Place::Field(cell, key, depth)) => {
+            seen.touched
+                .push((Field::Cell(key.to_string()), Some(cell)));
+            if seen.measure && inserted_nesting(txn, event) + depth > MAX_JSON_DEPTH {
+                seen.touched.push((too_deep(), Some(cell)));
+            }
+        }
         None => seen.touched.push((
             Field::Other("something the server cannot place in the notebook".into()),
             None,
         )),
+    }
+}
+
+fn too_deep() -> Field {
+    Field::Invalid(format!("values nested deeper than {MAX_JSON_DEPTH} levels"))
+}
+
+/// The deepest nesting among the values an event inserted (see [`nesting`]); a shared type
+/// placed inside text counts as too deep (no notebook holds one, and yrs would recurse into it).
+fn inserted_nesting(txn: &TransactionMut, event: &Event) -> usize {
+    let limit = MAX_JSON_DEPTH + 1;
+    match event {
+        Event::Map(e) => e
+            .keys(txn)
+            .values()
+            .filter_map(|change| match change {
+                EntryChange::Inserted(v) | EntryChange::Updated(_, v) => {
+                    Some(nesting(txn, v, limit))
+                }
+                EntryChange::Removed(_) => None,
+            })
+            .max()
+            .unwrap_or(0),
+        Event::Array(e) => e
+            .delta(txn)
+            .iter()
+            .flat_map(|change| match change {
+                Change::Added(values) => values.iter().map(|v| nesting(txn, v, limit)).collect(),
+                _ => Vec::new(),
+            })
+            .max()
+            .unwrap_or(0),
+        Event::Text(e) => {
+            let embeds_a_type = e.delta(txn).iter().any(
+                |d| matches!(d, yrs::types::Delta::Inserted(v, _) if !matches!(v, Out::Any(_))),
+            );
+            if embeds_a_type {
+                limit + 1
+            } else {
+                0
+            }
+        }
+        _ => limit + 1,
+    }
+}
+
+/// How many maps and lists a value nests (a scalar or a text is 0, `[]` is 1), counted up to
+/// `limit + 1` (deeper values are not walked further: yrs and the file writer recurse).
+fn nesting<T: ReadTxn>(txn: &T, value: &Out, limit: usize) -> usize {
+    match value {
+        Out::Any(any) => any_nesting(any, limit),
+        Out::YText(text) => {
+            let embeds_a_type = text
+                .diff(txn, yrs::types::text::YChange::identity)
+                .iter()
+                .any(|d| !matches!(d.insert, Out::Any(_)));
+            if embeds_a_type {
+                limit + 1
+            } else {
+                0
+            }
+        }
+        Out::YMap(map) if limit > 0 => {
+            1 + map
+                .iter(txn)
+                .map(|(_, v)| nesting(txn, &v, limit - 1))
+                .max()
+                .unwrap_or(0)
+        }
+        Out::YArray(array) if limit > 0 => {
+            1 + array
+                .iter(txn)
+                .map(|v| nesting(txn, &v, limit - 1))
+                .max()
+                .unwrap_or(0)
+        }
+        Out::YMap(_) | Out::YArray(_) => 1,
+        _ => limit + 1,
+    }
+}
+
+fn any_nesting(any: &Any, limit: usize) -> usize {
+    match any {
+        Any::Map(map) if limit > 0 => {
+            1 + map
+                .values()
+                .map(|v| any_nesting(v, limit - 1))
+                .max()
+                .unwrap_or(0)
+        }
+        Any::Array(list) if limit > 0 => {
+            1 + list
+                .iter()
+                .map(|v| any_nesting(v, limit - 1))
+                .max()
+                .unwrap_or(0)
+        }
+        Any::Map(_) | Any::Array(_) => 1,
+        _ => 0,
     }
 }
 
@@ -695,6 +840,81 @@ fn check_cell(cell: &Value) -> Result<(), Refusal> {
             Wrong::Forbidden,
         )
     })
+}
+
+/// A cell id names one cell: a new cell may not take the id of a cell that stays (the kernel
+/// would run whichever comes first, and the saved file would rename the other), nor the id of
+/// another new cell. A move (delete and insert with the same id in one update) is fine.
+fn check_new_ids(
+    room: &Doc,
+    inserted: &[(CellItem, Value)],
+    removed: &[CellItem],
+) -> Result<(), Refusal> {
+    let new_ids: Vec<&str> = inserted
+        .iter()
+        .filter_map(|(_, cell)| cell.get("id").and_then(Value::as_str))
+        .filter(|id| !id.is_empty())
+        .collect();
+    if new_ids.is_empty() {
+        return Ok(());
+    }
+    let txn = room.transact();
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    if let Some(cells) = txn.get_array("cells") {
+        for cell in cells.iter(&txn) {
+            let Out::YMap(map) = cell else { continue };
+            if branch_item(map.as_ref()).is_some_and(|item| removed.contains(&item)) {
+                continue;
+            }
+            if let Some(Out::Any(Any::String(id))) = map.get(&txn, "id") {
+                taken.insert(id.to_string());
+            }
+        }
+    }
+    for id in new_ids {
+        if !taken.insert(id.to_string()) {
+            return Err(Refusal(
+                format!(
+                    "the change would make the notebook unreadable: two cells with the id {id:?}"
+                ),
+                Wrong::Forbidden,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The notebook's own fields must stay what Quire (and nbformat) read: format 4.x and a
+/// metadata object.
+fn check_meta(shadow: &Doc) -> Result<(), Refusal> {
+    let txn = shadow.transact();
+    let Some(meta) = txn.get_map("meta") else {
+        return Ok(());
+    };
+    let wrong = |what: &str| {
+        Err(Refusal(
+            format!("the change would make the notebook unreadable: {what}"),
+            Wrong::Forbidden,
+        ))
+    };
+    // (As the loader reads them: integers.)
+    let number = |key: &str| match meta.get(&txn, key) {
+        None => Ok(None),
+        Some(value) => out_to_json(&txn, &value).as_i64().map(Some).ok_or(()),
+    };
+    match number("nbformat") {
+        Ok(None) | Ok(Some(4)) => {}
+        _ => return wrong("\"nbformat\" must be 4"),
+    }
+    match number("nbformat_minor") {
+        Ok(None) => {}
+        Ok(Some(minor)) if minor >= 0 => {}
+        _ => return wrong("\"nbformat_minor\" must be a non-negative integer"),
+    }
+    match meta.get(&txn, "metadata") {
+        None | Some(Out::YMap(_)) | Some(Out::Any(Any::Map(_))) => Ok(()),
+        Some(_) => wrong("\"metadata\" must be an object"),
+    }
 }
 
 /// The top-level fields of existing cells an update changed must still have the types
@@ -749,6 +969,7 @@ fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]
         outputs_empty && count_empty && state_idle
     };
     let mut carried = Vec::new();
+    let mut lent: Vec<usize> = Vec::new();
     let mut originals: Option<Vec<Value>> = None;
     for (item, cell) in inserted {
         if blank(cell) {
@@ -762,26 +983,31 @@ fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]
                 .map(|map| out_to_json(&txn, &Out::YMap(map)))
                 .collect()
         });
-        let moved = originals.iter().any(|original| {
-            original.get("id").is_some() && original.get("id") == cell.get("id") && {
-                let run = |c: &Value| {
-                    (
-                        crate::notebook::normalized_outputs(c.get("outputs")),
-                        c.get("execution_count").cloned().unwrap_or(Value::Null),
-                        c.get("execution_state").cloned().unwrap_or(Value::Null),
-                    )
-                };
-                let (outputs, count, state) = run(cell);
-                let (o_outputs, o_count, o_state) = run(original);
-                same_json(&outputs, &o_outputs)
-                    && same_json(&count, &o_count)
-                    && (state == o_state
-                        || state.is_null()
-                        || state == Value::String("idle".into()))
-            }
+        // Each deleted cell lends its run to one copy at most.
+        let moved = originals.iter().enumerate().find(|(i, original)| {
+            !lent.contains(i)
+                && original.get("id").is_some()
+                && original.get("id") == cell.get("id")
+                && {
+                    let run = |c: &Value| {
+                        (
+                            crate::notebook::normalized_outputs(c.get("outputs")),
+                            c.get("execution_count").cloned().unwrap_or(Value::Null),
+                            c.get("execution_state").cloned().unwrap_or(Value::Null),
+                        )
+                    };
+                    let (outputs, count, state) = run(cell);
+                    let (o_outputs, o_count, o_state) = run(original);
+                    same_json(&outputs, &o_outputs)
+                        && same_json(&count, &o_count)
+                        && (state == o_state
+                            || state.is_null()
+                            || state == Value::String("idle".into()))
+                }
         });
-        if !moved {
-            carried.push(*item);
+        match moved.map(|(i, _)| i) {
+            Some(i) => lent.push(i),
+            None => carried.push(*item),
         }
     }
     carried

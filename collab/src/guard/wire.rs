@@ -1,8 +1,8 @@
 //! What the guard reads from an update's v1 wire form before any yrs document sees it: the
 //! things yrs would take on trust. Client ids (yrs keeps their low 53 bits, so a larger one
 //! would alias another client), values nested deeper than [`MAX_JSON_DEPTH`], explicit roots,
-//! content kinds a notebook never holds, and what each struct builds on (so an update that
-//! would stay pending is known before it is applied).
+//! content kinds a notebook never holds (embedded documents, formatting, XML types), and what
+//! each struct builds on (so an update that would stay pending is known before it is applied).
 //!
 //! This reader never decides where anything goes: placement is yrs's, read back from the
 //! shadow document (see the parent module).
@@ -25,6 +25,8 @@ pub struct WireStruct {
     pub len: u32,
     /// A skip: a gap in the sender's view of this client, no content.
     pub skip: bool,
+    /// An item (not a skip, not garbage).
+    pub item: bool,
     /// The ids it builds on: left origin, right origin, explicit parent item.
     pub deps: [Option<Id>; 3],
     /// An explicit root parent, by name.
@@ -39,6 +41,8 @@ pub struct WireStruct {
 #[derive(Debug, Default)]
 pub struct WireUpdate {
     pub structs: Vec<WireStruct>,
+    /// It holds shared types or JSON values: what it nests must be measured where it lands.
+    pub nests: bool,
     /// (client, clock, len) ranges.
     pub deletes: Vec<(u64, u32, u32)>,
 }
@@ -76,6 +80,18 @@ impl WireUpdate {
             }
         }
         None
+    }
+
+    /// An item the state `sv` holds only the beginning of. yrs would trim it and link the rest
+    /// after the known part while filing it under the parent the struct names, which can be
+    /// another type: the shadow and the room (told only the left neighbour) would then disagree
+    /// on where it is. Honest clients send what the room lacks from the room's own state on.
+    pub fn straddling(&self, sv: &dyn Fn(u64) -> u32) -> Option<Id> {
+        self.structs.iter().find_map(|s| {
+            let have = sv(s.client);
+            (s.item && s.clock < have && have < s.clock.saturating_add(s.len))
+                .then_some((s.client, s.clock))
+        })
     }
 
     /// Whether every struct is one the state `sv` already holds.
@@ -263,6 +279,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     clock,
                     len,
                     skip: kind == 10,
+                    item: false,
                     deps: [None; 3],
                     root: None,
                     astral_text: false,
@@ -320,22 +337,20 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     r.string()?;
                     1
                 }
-                6 => {
-                    r.string()?;
-                    r.string()?;
-                    1
-                }
+                // Formatting attributes: no notebook or file document holds any, and as a map
+                // entry yrs 0.28 panics reading one (MapEvent::keys unwraps its value).
+                6 => return Err(Inner::Foreign("formatting".into())),
                 7 => {
                     match r.var_uint()? {
-                        0..=2 | 4 | 6 => {}
-                        3 | 5 => {
-                            r.string()?;
-                        }
+                        0..=2 => {}
+                        3..=6 => return Err(Inner::Foreign("an XML type".into())),
                         other => return Err(format!("unsupported shared type {other}").into()),
                     }
+                    out.nests = true;
                     1
                 }
                 8 => {
+                    out.nests = true;
                     let n = r.count(1, "value")?;
                     for _ in 0..n {
                         r.any(1)?;
@@ -353,6 +368,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 clock,
                 len,
                 skip: false,
+                item: true,
                 deps: [origin, right_origin, parent],
                 root,
                 astral_text,
