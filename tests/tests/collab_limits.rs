@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use collab::awareness::{decode_update, encode_update};
 use collab::protocol::{encode_awareness, Frame};
+use futures_util::SinkExt;
 use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{StateVector, Transact, Update};
@@ -408,4 +410,154 @@ async fn a_client_types_in_a_notebook_holding_json_nested_100_deep() {
         vec!["show(0) # typed too", "show(1) # typed"]
     );
     assert_eq!(json_output(&other.notebook(), 0), deep);
+}
+
+/// The inode of the server's end of the loopback TCP connection from `client_port`, from
+/// /proc/net/tcp (columns: local address, remote address, …, inode tenth).
+fn server_end_inode(server: &TestServer, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).find_map(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote) = (port_of(columns.get(1)?)?, port_of(columns.get(2)?)?);
+        (local == server.port && remote == client_port)
+            .then(|| columns.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Whether the server process still holds a file descriptor on socket `inode`.
+fn server_holds_socket(server: &TestServer, inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        })
+}
+
+/// Whether `client` has been told that awareness client `id` is gone (its state set to null).
+fn told_gone(client: &YClient, id: u64) -> bool {
+    entries_seen(client)
+        .iter()
+        .any(|(client, _, state)| *client == id && state.is_null())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_and_its_socket_released() {
+    // (Found by tests/chaos.sh, scenario 4: the room dropped such a client when its queue
+    // filled, but the server kept its socket, writer task and queued frames forever.)
+    const STALLED: u64 = 0x5_7A11;
+    const PASTE: usize = 2000;
+    const MAX_EDITS: usize = 20_000;
+    let server = TestServer::start(&[("nb.ipynb", &notebook_with(&[""]))]);
+    let mut typist = YClient::join(&server, "nb.ipynb").await;
+    let (file_id, session) = server.session("nb.ipynb");
+
+    // A client with a small receive buffer (set before connecting, so the window it offers
+    // stays small) joins, shows its presence, and never reads again.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("connects");
+    let client_port = tcp.local_addr().unwrap().port();
+    let (mut stalled, _) =
+        tokio_tungstenite::client_async(server.room_url(&file_id, &session), tcp)
+            .await
+            .expect("the websocket upgrade succeeds");
+    let presence = |clock| {
+        Message::Binary(encode_awareness(&encode_update(
+            STALLED,
+            clock,
+            &json!({"cursor": null}),
+        )))
+    };
+    stalled.send(presence(1)).await.expect("presence sent");
+    let shown = typist
+        .pump_until(Duration::from_secs(10), |c| {
+            entries_seen(c)
+                .iter()
+                .any(|(client, _, state)| *client == STALLED && !state.is_null())
+        })
+        .await;
+    assert!(shown, "the typist sees the stalled client's presence");
+    let inode = server_end_inode(&server, client_port).expect("the connection in /proc/net/tcp");
+    assert!(
+        server_holds_socket(&server, inode),
+        "the server holds the stalled client's socket while it is in the room"
+    );
+
+    // The typist pastes over the cell again and again (so the document stays small) until the
+    // room drops the stalled client; the stalled client keeps its presence alive meanwhile (it
+    // sends, it only never reads), so what removes it is the drop, not the awareness timeout.
+    let mut edits = 0;
+    let mut clock = 1;
+    let mut renewed = std::time::Instant::now();
+    while !told_gone(&typist, STALLED) {
+        assert!(
+            edits < MAX_EDITS,
+            "the room still has the stalled client after {edits} pastes"
+        );
+        if renewed.elapsed() > Duration::from_secs(5) {
+            clock += 1;
+            let _ = stalled.send(presence(clock)).await;
+            renewed = std::time::Instant::now();
+        }
+        let letter = (b'a' + (edits % 26) as u8) as char;
+        let paste = letter.to_string().repeat(PASTE);
+        let before = typist.updates_received;
+        typist
+            .edit(|txn| {
+                let source = collab::notebook::cell_source(txn, 0).expect("cell 0");
+                let len = yrs::Text::len(&source, txn);
+                yrs::Text::remove_range(&source, txn, 0, len);
+                yrs::Text::push(&source, txn, &paste);
+            })
+            .await;
+        let echoed = typist
+            .pump_until(Duration::from_secs(10), |c| c.updates_received > before)
+            .await;
+        assert!(
+            echoed,
+            "paste {edits} was not echoed (closed: {:?})",
+            typist.closed
+        );
+        edits += 1;
+    }
+
+    // The server lets the socket go (a bound on the wait, not a timing assertion: the fix
+    // releases it at once, the bug held it forever).
+    let mut released = false;
+    for _ in 0..600 {
+        if !server_holds_socket(&server, inode) {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        released,
+        "the server still holds the socket of the client it dropped after {edits} pastes, 60 s later"
+    );
+
+    // The typist is unaffected: its edits still echo and the file saves.
+    typist.append_and_wait_echo(0, "\n# still here").await;
+    assert_eq!(typist.save(1).await, "success");
+    let expected = format!(
+        "{}\n# still here",
+        ((b'a' + ((edits - 1) % 26) as u8) as char)
+            .to_string()
+            .repeat(PASTE)
+    );
+    assert_eq!(server.sources_on_disk("nb.ipynb"), vec![expected]);
+    assert!(typist.closed.is_none(), "{:?}", typist.closed);
+    drop(stalled);
 }
