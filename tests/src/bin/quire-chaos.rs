@@ -1234,6 +1234,37 @@ fn tcp_entry(local: u16, remote: u16) -> Option<(u8, u64, u64)> {
     })
 }
 
+/// The inode of a loopback TCP socket, from `local` port to `remote` port (/proc/net/tcp's tenth
+/// column; 0 once no process holds the socket, as for a connection the kernel still keeps after
+/// its owner closed it, to send what was already written).
+fn tcp_inode(local: u16, remote: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |f: &str| {
+            f.rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+        };
+        if port(fields.get(1)?) != Some(local) || port(fields.get(2)?) != Some(remote) {
+            return None;
+        }
+        fields.get(9)?.parse().ok()
+    })
+}
+
+/// Whether process `pid` holds a file descriptor on socket `inode`.
+fn holds_socket(pid: u32, inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// One stage of scenario 4: the typists type (`pad` extra characters per edit) until `limit`
 /// passes or, with `until_drop`, the stalled client has been let go; meanwhile the stalled
 /// client renews its presence every 10 s without reading, and the server is watched.
@@ -1377,8 +1408,15 @@ async fn stalled_client(report: Shared) -> Result<()> {
     let mut stalled_client = Client::join(&room, None, JOIN).await?;
     stalled_client.send_awareness(0).await?;
     watched.store(stalled_client.doc.client_id().get(), Ordering::Relaxed);
-    let mut stalled = Some(stalled_client);
     let stall_began = Instant::now();
+    // The server's socket for it, to see whether the server process lets it go (the client's
+    // view of the TCP connection cannot tell: data the server wrote before closing is still
+    // delivered, its FIN after it, and the connection stays established until the client reads).
+    let server_end = stalled_client
+        .local_port()
+        .and_then(|port| tcp_inode(server.port, port))
+        .filter(|&inode| inode != 0);
+    let mut stalled = Some(stalled_client);
     let mut b = stage(
         std::mem::take(&mut a.clients),
         &mut counters,
@@ -1431,6 +1469,16 @@ async fn stalled_client(report: Shared) -> Result<()> {
     let rss_end = usage::rss_kib(pid);
     // E: the stalled client stays silent for 15 s more; does the server let its socket go?
     let stalled_port = stalled.as_ref().and_then(|c| c.local_port()).unwrap_or(0);
+    let mut fd_released_at = None;
+    if let Some(inode) = server_end {
+        for _ in 0..150 {
+            if !holds_socket(pid, inode) {
+                fd_released_at = Some(Instant::now());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let mut held_until_read = true;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1441,6 +1489,7 @@ async fn stalled_client(report: Shared) -> Result<()> {
     }
     let held_for = dropped_at.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
     let state_before_reading = tcp_entry(stalled_port, server.port).map(|e| e.0);
+    let server_end_before_reading = tcp_entry(server.port, stalled_port);
 
     // The stalled client reads again: what was waiting for it, and how it ends.
     let mut stalled = stalled.take().expect("the stalled client");
@@ -1587,6 +1636,31 @@ async fn stalled_client(report: Shared) -> Result<()> {
         tcp_max as f64 / 1024.0,
         "KiB",
     );
+    if server_end.is_some() {
+        figure(
+            &report,
+            S,
+            "server process let go of its socket (file descriptor closed; 1 = yes)",
+            fd_released_at.is_some() as u8 as f64,
+            "",
+        );
+        if let (Some(dropped), Some(released)) = (dropped_at, fd_released_at) {
+            // (Looked for only once the 5 s after the drop are over: an upper bound.)
+            figure(
+                &report,
+                S,
+                "  it had, when first looked for after the drop",
+                released.saturating_duration_since(dropped).as_secs_f64(),
+                "s",
+            );
+        }
+    } else {
+        note(
+            &report,
+            S,
+            "the server's socket for it was not found in /proc/net/tcp",
+        );
+    }
     let server_closed = [Some(&b), c.as_ref(), Some(&d)]
         .into_iter()
         .flatten()
@@ -1594,7 +1668,7 @@ async fn stalled_client(report: Shared) -> Result<()> {
     figure(
         &report,
         S,
-        "server closed its TCP connection while it did not read (1 = yes)",
+        "client saw its TCP connection closed while it did not read (1 = yes)",
         server_closed as u8 as f64,
         "",
     );
@@ -1602,13 +1676,21 @@ async fn stalled_client(report: Shared) -> Result<()> {
         figure(
             &report,
             S,
-            "server still held its connection when it read again (1 = yes)",
+            "its TCP connection still established when it read again (1 = yes)",
             held_until_read as u8 as f64,
             "",
         );
         figure(&report, S, "  that was after the drop", held_for, "s");
     }
     note(&report, S, format!("its TCP state when it read again: {state_before_reading:?} (1 = established, 8 = close-wait)"));
+    note(
+        &report,
+        S,
+        format!(
+            "the server's end then (state, bytes unsent, bytes unread): {server_end_before_reading:?} \
+             (4 = fin-wait-1: closed by the server, kept by the kernel to send what it had written)"
+        ),
+    );
     figure(
         &report,
         S,
