@@ -1,8 +1,8 @@
 //! What the guard reads from an update's v1 wire form before any yrs document sees it: the
 //! things yrs would take on trust. Client ids (yrs keeps their low 53 bits, so a larger one
 //! would alias another client), values nested deeper than [`MAX_JSON_DEPTH`], explicit roots,
-//! content kinds a notebook never holds, and what each struct builds on (so an update that
-//! would stay pending is known before it is applied).
+//! content kinds a notebook never holds (embedded documents, formatting attributes), and what
+//! each struct builds on (so an update that would stay pending is known before it is applied).
 //!
 //! This reader never decides where anything goes: placement is yrs's, read back from the
 //! shadow document (see the parent module).
@@ -320,11 +320,10 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     r.string()?;
                     1
                 }
-                6 => {
-                    r.string()?;
-                    r.string()?;
-                    1
-                }
+                // A formatting attribute: no notebook or file holds one (JupyterLab never
+                // formats), and as a map entry it is an entry without a value, which yrs's map
+                // change event unwraps: reading that event panics.
+                6 => return Err(Inner::Foreign("formatting attributes".into())),
                 7 => {
                     match r.var_uint()? {
                         0..=2 | 4 | 6 => {}
