@@ -330,3 +330,73 @@ fn a_trimmed_struct_is_judged_where_the_room_puts_it() {
         );
     }
 }
+
+/// A delete set as the wire carries it: (client, clock, length) ranges.
+fn deletions(ranges: &[(u64, u32, u32)]) -> Vec<u8> {
+    let mut by_client: Vec<(u64, Vec<(u32, u32)>)> = Vec::new();
+    for &(client, clock, len) in ranges {
+        match by_client.iter_mut().find(|(c, _)| *c == client) {
+            Some((_, list)) => list.push((clock, len)),
+            None => by_client.push((client, vec![(clock, len)])),
+        }
+    }
+    let mut out = Vec::new();
+    var(&mut out, 0);
+    var(&mut out, by_client.len() as u64);
+    for (client, list) in by_client {
+        var(&mut out, client);
+        var(&mut out, list.len() as u64);
+        for (clock, len) in list {
+            var(&mut out, clock as u64);
+            var(&mut out, len as u64);
+        }
+    }
+    out
+}
+
+/// A watcher's resync repeats deletions the room has: judged a no-op range by range, whatever
+/// their order and however the room's ranges lie; one range the room has not deleted is a
+/// change, refused.
+#[test]
+fn a_watchers_delete_set_is_known_only_if_every_range_is() {
+    let (a, b) = (0x7e57_0103, 0x7e57_0104);
+    let room = notebook_room();
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    for (client, index) in [(a, 1), (b, 2)] {
+        let typed = edit(&room, client, |txn| {
+            source(txn, index).push(txn, &"z".repeat(100));
+        });
+        assert!(send(&mut guard, &room, &typed));
+    }
+    // Every other character of a's (fifty ranges), and b's 10..20 and 20..30 in two updates.
+    let every_other: Vec<(u64, u32, u32)> = (0..100).step_by(2).map(|k| (a, k, 1)).collect();
+    for update in [
+        deletions(&every_other),
+        deletions(&[(b, 10, 10)]),
+        deletions(&[(b, 20, 10)]),
+    ] {
+        assert!(send(&mut guard, &room, &update));
+    }
+    let watcher = Capabilities::role("viewer").unwrap();
+    let mut judge = |ranges: &[(u64, u32, u32)]| {
+        guard
+            .judge(&room, &deletions(ranges), watcher)
+            .map(|trial| trial.is_none())
+    };
+    let mut backwards = every_other.clone();
+    backwards.reverse();
+    backwards.insert(10, (b, 12, 18));
+    assert_eq!(judge(&backwards), Ok(true));
+    assert_eq!(judge(&[(b, 10, 20), (a, 98, 1), (a, 0, 1)]), Ok(true));
+    assert_eq!(judge(&[(a, 2, 1), (b, 25, 0), (a, 4, 1)]), Ok(true));
+    // a's 1 was never deleted; nor b's 9 or 30; 0..2 of a spans a kept character.
+    for unknown in [
+        vec![(a, 0, 1), (a, 1, 1)],
+        vec![(b, 9, 2)],
+        vec![(b, 29, 2), (a, 2, 1)],
+        vec![(a, 0, 2)],
+        vec![(a, 96, 1), (b, 10, 10), (a, 97, 1)],
+    ] {
+        assert!(judge(&unknown).is_err(), "{unknown:?}");
+    }
+}
