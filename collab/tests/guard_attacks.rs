@@ -400,3 +400,37 @@ fn a_watchers_delete_set_is_known_only_if_every_range_is() {
         assert!(judge(&unknown).is_err(), "{unknown:?}");
     }
 }
+
+/// An update whose structs of one client come in two groups (Yjs writes each client once),
+/// the second overlapping the first: yrs integrates the overlap twice and its block store
+/// underflows (a panic with overflow checks, a corrupt store without). Refused, no panic.
+#[test]
+fn an_update_naming_a_client_twice_is_refused_without_a_panic() {
+    let attacker = 0x7e57_0105;
+    let room = notebook_room();
+    let (source0, source1) = {
+        let txn = room.transact();
+        (item_of(&source(&txn, 0)), item_of(&source(&txn, 1)))
+    };
+    let first = one_struct(
+        (attacker, 0),
+        None,
+        None,
+        Some((Parent::Item(source1), None)),
+        Content::Str("abc"),
+    );
+    let second = one_struct(
+        (attacker, 1),
+        None,
+        None,
+        Some((Parent::Item(source0), None)),
+        Content::Str("WXYZ"),
+    );
+    // Two client groups (each update's body without its counts and its empty delete set).
+    let mut update = vec![2];
+    update.extend_from_slice(&first[1..first.len() - 1]);
+    update.extend_from_slice(&second[1..second.len() - 1]);
+    update.push(0);
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    assert!(guard.judge(&room, &update, editor()).is_err());
+}

@@ -248,9 +248,16 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
     };
     let mut out = WireUpdate::default();
     let clients = r.count(3, "client")?;
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..clients {
         let count = r.count(1, "struct")?;
         let client = r.client()?;
+        // Yjs writes each client's structs as one run. yrs appends a second run of the same
+        // client after the first, clocks overlapping or not, and integrates it as is: its
+        // block store underflows (a panic with overflow checks, a corrupt store without).
+        if !seen.insert(client) {
+            return Err(format!("client {client} appears twice").into());
+        }
         let mut clock = r.u32()?;
         for _ in 0..count {
             let info = r.byte()?;
