@@ -434,3 +434,69 @@ fn an_update_naming_a_client_twice_is_refused_without_a_panic() {
     let mut guard = UpdateGuard::new(DocumentKind::Notebook);
     assert!(guard.judge(&room, &update, editor()).is_err());
 }
+
+/// The honest side of a struct the room partly has: a client typed into an empty cell (its
+/// first character has no neighbour, so it names its parent), went on typing offline (yrs
+/// merges the new characters into that first item) and re-sends its whole document. The room
+/// has the first character under that same parent: the rest is accepted.
+#[test]
+fn a_client_resending_text_it_went_on_typing_is_accepted() {
+    let client = 0x7e57_0106;
+    let room = notebook_room();
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let peer = collab::notebook::new_doc_with_client(client);
+    apply(
+        &peer,
+        &room
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default()),
+    );
+    let type_into_new_cell = |text: &str, at: u32| {
+        let mut txn = peer.transact_mut();
+        if at == 0 {
+            let cells = txn.get_array("cells").unwrap();
+            let blank = collab::Cell {
+                id: "new".into(),
+                cell_type: collab::CellType::Markdown,
+                source: String::new(),
+                metadata: Default::default(),
+                execution_count: serde_json::Value::Null,
+                outputs: Vec::new(),
+                attachments: None,
+            };
+            collab::notebook::insert_cell(&mut txn, &cells, 3, &blank);
+        }
+        source(&txn, 3).insert(&mut txn, at, text);
+        txn.encode_update_v1()
+    };
+    assert!(send(&mut guard, &room, &type_into_new_cell("a", 0)));
+    let _offline = type_into_new_cell("bc", 1);
+    let whole = peer
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    assert!(guard
+        .judge(&room, &whole, editor())
+        .is_ok_and(|t| t.is_some()));
+}
+
+/// Astral text in a struct that starts on a collected clock, placed by neighbours: yrs trims the
+/// collected part, and the rest, its left origin collected, goes before its right neighbour: a
+/// cell. The guard looked for the struct's place at its first clock, which is the collected one.
+#[test]
+fn astral_text_trimmed_off_a_collected_clock_does_not_reach_the_cell_list() {
+    let attacker = 0x7e57_0107;
+    let room = notebook_room();
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let last = collected_last_clock(&mut guard, &room, attacker);
+    let cell2 = item_of(&cell(&room.transact(), 2));
+    let astral = one_struct(
+        (attacker, last),
+        None,
+        Some(cell2),
+        None,
+        Content::Str("v\u{1F600}\u{1F600}"),
+    );
+    send(&mut guard, &room, &astral);
+    let txn = room.transact();
+    assert_eq!(txn.get_array("cells").unwrap().len(&txn), 3);
+}

@@ -324,6 +324,19 @@ impl UpdateGuard {
                 Wrong::ForeignHistory,
             ));
         }
+        let continuing = {
+            let txn = room.transact();
+            parsed
+                .structs
+                .iter()
+                .any(|s| continues_elsewhere(&txn, s, &clock))
+        };
+        if continuing {
+            return Err(Refusal(
+                "the update continues an item of this room under another parent".into(),
+                Wrong::Forbidden,
+            ));
+        }
         if !caps.contains(Capabilities::EDIT) {
             // A watcher's update may only repeat what the room has (a reconnecting client's
             // sync step 2): judged without touching the shadow.
@@ -349,7 +362,7 @@ impl UpdateGuard {
             let mut txn = doc.transact_mut();
             let applied = txn.apply_update(update);
             let stuck = txn.has_missing_updates();
-            let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed);
+            let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed, &clock);
             if applied.is_ok() && !stuck && !misplaced {
                 lock(&observed).watching = true;
             }
@@ -449,10 +462,56 @@ impl UpdateGuard {
     }
 }
 
+/// A struct that starts on clocks the room already has and names its parent explicitly. yrs
+/// trims the part the room has and integrates the rest as a new item whose left origin is the
+/// last clock the room has, but which keeps the named parent (and key): it links the item right
+/// of that known item, in the known item's list, yet files it (and its change event) under the
+/// named parent; and the delta the room then applies names only the origin, so the room puts
+/// it where the known item is, or collects it when the known item was collected (the shadow
+/// keeps it: the two differ from then on). Honest only when the known item already sits under
+/// the named parent, without a key (a client re-sending text it went on typing into).
+fn continues_elsewhere(
+    txn: &yrs::Transaction,
+    s: &wire::WireStruct,
+    clock: &dyn Fn(u64) -> u32,
+) -> bool {
+    let have = clock(s.client);
+    let named = s.root.is_some() || s.deps[2].is_some();
+    if s.skip || !named || s.clock >= have || s.clock.saturating_add(s.len) <= have {
+        return false;
+    }
+    if s.keyed {
+        return true;
+    }
+    let known = ID::new(yrs::block::ClientID::new(s.client), have - 1);
+    let Some(offset) = StickyIndex::from_id(known, Assoc::After).get_offset(txn) else {
+        // Collected: no parent to continue.
+        return true;
+    };
+    let parent = offset.branch.id();
+    match (&s.root, s.deps[2]) {
+        (Some(name), _) => parent != BranchID::Root(name.as_str().into()),
+        (None, Some((client, clock))) => {
+            parent != BranchID::Nested(ID::new(yrs::block::ClientID::new(client), clock))
+        }
+        (None, None) => true,
+    }
+}
+
 /// Whether yrs put a struct of astral text anywhere but in a text type.
-fn text_outside_texts(txn: &TransactionMut, parsed: &wire::WireUpdate) -> bool {
+fn text_outside_texts(
+    txn: &TransactionMut,
+    parsed: &wire::WireUpdate,
+    clock: &dyn Fn(u64) -> u32,
+) -> bool {
     parsed.structs.iter().filter(|s| s.astral_text).any(|s| {
-        let id = ID::new(yrs::block::ClientID::new(s.client), s.clock);
+        // Its first clock the room did not have: yrs trims the part the room had (which may be
+        // collected, in no list at all) and puts the rest where its neighbours say.
+        let first_new = s.clock.max(clock(s.client));
+        if first_new >= s.clock.saturating_add(s.len) {
+            return false;
+        }
+        let id = ID::new(yrs::block::ClientID::new(s.client), first_new);
         match StickyIndex::from_id(id, Assoc::After).get_offset(txn) {
             Some(offset) => !matches!(
                 offset.branch.type_ref(),

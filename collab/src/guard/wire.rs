@@ -29,6 +29,8 @@ pub struct WireStruct {
     pub deps: [Option<Id>; 3],
     /// An explicit root parent, by name.
     pub root: Option<String>,
+    /// An explicit parent with a map key.
+    pub keyed: bool,
     /// Text with characters outside the Basic Multilingual Plane: yrs 0.28 counts it in UTF-16
     /// units but reads it by character, so in a list rather than a text it makes every walk
     /// over that list loop forever. The guard checks where yrs put it.
@@ -272,6 +274,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     skip: kind == 10,
                     deps: [None; 3],
                     root: None,
+                    keyed: false,
                     astral_text: false,
                 });
                 clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
@@ -289,6 +292,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
             };
             let mut parent = None;
             let mut root = None;
+            let mut keyed = false;
             if info & 0xc0 == 0 {
                 if r.var_uint()? == 1 {
                     let name = r.string()?;
@@ -301,6 +305,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 }
                 if info & 0x20 != 0 {
                     r.string()?;
+                    keyed = true;
                 }
             }
             let mut astral_text = false;
@@ -361,6 +366,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 skip: false,
                 deps: [origin, right_origin, parent],
                 root,
+                keyed,
                 astral_text,
             });
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
