@@ -4,14 +4,18 @@
 //! edits (some allowed, some not), and the fuzzer also forges updates struct by struct (client
 //! ids above 2^53, origins at garbage-collected and deleted items, left and right neighbours in
 //! different parents and keys, explicit parents that are not types, pending updates, duplicated
-//! and truncated structs) and mutates real ones (bit flips, truncation, splices, merges). Each
+//! and truncated structs, structs the room partly has that name another parent (and an item
+//! placed after one, in the same update), one client's structs in two runs, embeds and
+//! formatting attributes) and mutates real ones (bit flips, truncation, splices, merges). Each
 //! update is judged by the guard; the oracle then compares the room's document before and after
 //! as plain JSON, independently of how the guard reasons:
 //! - a refused update (or one judged a no-op) changed nothing;
 //! - an accepted one changed only what its sender may change (outputs, execution counts and run
 //!   states need `execute`; `state.path/hash/kernel/executions/locks` never change; a watcher
 //!   changes nothing; no root other than the notebook's appears);
-//! - the document still loads as a notebook (no cell the loader would drop).
+//! - the document still loads as a notebook (no cell the loader would drop);
+//! - no text outside the Basic Multilingual Plane sits in a list, in the room or in a client
+//!   catching up with it (yrs 0.28 would walk that list forever: a hang becomes a failure).
 //!
 //! CI runs a short, seeded run. A long run: `QUIRE_FUZZ_ITERS=200000 QUIRE_FUZZ_SEED=7 cargo
 //! test -p collab --release --test guard_fuzz -- --nocapture`.
@@ -248,6 +252,31 @@ fn collab_outputs(outputs: &Value) -> Value {
     }
 }
 
+/// No text outside the Basic Multilingual Plane sits in a list or a map (yrs 0.28 loops forever
+/// walking a list that holds it): checked item by item, without walking any list.
+fn astral_only_in_texts(doc: &Doc) -> Result<(), String> {
+    let state = full_state(doc);
+    let parsed = collab::guard::wire::read(&state, ROOTS)
+        .map_err(|e| format!("the document's own state does not read: {e:?}"))?;
+    let txn = doc.transact();
+    for s in parsed.structs.iter().filter(|s| s.astral_text) {
+        let id = yrs::ID::new(yrs::block::ClientID::new(s.client), s.clock);
+        if let Some(offset) = yrs::StickyIndex::from_id(id, yrs::Assoc::After).get_offset(&txn) {
+            if !matches!(
+                offset.branch.type_ref(),
+                yrs::types::TypeRef::Text | yrs::types::TypeRef::XmlText
+            ) {
+                return Err(format!(
+                    "astral text {:?} in a {:?}",
+                    (s.client, s.clock),
+                    offset.branch.type_ref()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The notebook still loads, every cell of the document included.
 fn loads(doc: &Doc) -> Result<(), String> {
     let txn = doc.transact();
@@ -287,6 +316,10 @@ enum Parent {
 
 enum Content {
     Str(String),
+    /// An embed (JSON text) and a formatting attribute (key, JSON value): rich-text content no
+    /// notebook holds.
+    Embed(String),
+    Format(&'static str, &'static str),
     Any(Vec<u8>, u32),
     Type(u8),
     Deleted(u32),
@@ -307,7 +340,7 @@ impl Forged {
         match &self.content {
             Content::Str(s) => s.encode_utf16().count() as u32,
             Content::Any(_, n) => *n,
-            Content::Type(_) => 1,
+            Content::Type(_) | Content::Embed(_) | Content::Format(..) => 1,
             Content::Deleted(n) | Content::Gc(n) | Content::Skip(n) => *n,
         }
     }
@@ -371,6 +404,8 @@ fn encode(client: u64, clock: u32, structs: &[Forged], deletes: &[(u64, u32, u32
                 }
                 Content::Deleted(_) => 1,
                 Content::Str(_) => 4,
+                Content::Embed(_) => 5,
+                Content::Format(..) => 6,
                 Content::Type(_) => 7,
                 Content::Any(..) => 8,
             };
@@ -412,7 +447,11 @@ fn encode(client: u64, clock: u32, structs: &[Forged], deletes: &[(u64, u32, u32
             }
             match &s.content {
                 Content::Deleted(n) => var(&mut out, *n as u64),
-                Content::Str(text) => string(&mut out, text),
+                Content::Str(text) | Content::Embed(text) => string(&mut out, text),
+                Content::Format(key, value) => {
+                    string(&mut out, key);
+                    string(&mut out, value);
+                }
                 Content::Type(t) => var(&mut out, *t as u64),
                 Content::Any(bytes, n) => {
                     var(&mut out, *n as u64);
@@ -464,8 +503,80 @@ fn random_id(rng: &mut Rng, ids: &[(u64, u32, u32)]) -> (u64, u32) {
     }
 }
 
+/// A struct that starts on the last clock the room has for a client and names its parent: yrs
+/// trims the known part and keeps the named parent on the rest, linking it after the known item
+/// (or nowhere, when that item was collected); then, in the same update, an item placed after
+/// that rest and before a random neighbour (where it lands depends on which of the two the
+/// judge and the room believe).
+fn forge_trimmed(rng: &mut Rng, room: &Doc, clients: &[u64], ids: &[(u64, u32, u32)]) -> Vec<u8> {
+    let sv = room.transact().state_vector();
+    let client = *rng.pick(clients);
+    let have = sv.get(&yrs::block::ClientID::new(client));
+    if have == 0 {
+        return encode(client, 0, &[], &[]);
+    }
+    let parent = if rng.chance(30) {
+        Parent::Root(["cells", "meta", "state"][rng.below(3) as usize])
+    } else {
+        let (c, k) = random_id(rng, ids);
+        Parent::Item(c, k)
+    };
+    let rest = *rng.pick(&["vxy", "v<script>", "v\u{1F600}"]);
+    let mut structs = vec![Forged {
+        origin: None,
+        right: None,
+        parent: Some(parent),
+        sub: rng.chance(20).then(|| *rng.pick(KEYS)),
+        content: Content::Str(rest.to_string()),
+    }];
+    if rng.chance(70) {
+        let content = if rng.chance(50) {
+            Content::Str(rng.pick(&["x", "\u{1F600}\u{1F600}"]).to_string())
+        } else {
+            let mut bytes = Vec::new();
+            any_value(rng, &mut bytes, 0);
+            Content::Any(bytes, 1)
+        };
+        structs.push(Forged {
+            origin: Some((client, have)),
+            right: Some(random_id(rng, ids)),
+            parent: None,
+            sub: None,
+            content,
+        });
+    }
+    encode(client, have - 1, &structs, &[])
+}
+
+/// The same client's structs in two runs (Yjs writes each client once), the second starting
+/// inside the first.
+fn forge_two_runs(rng: &mut Rng, room: &Doc, clients: &[u64], ids: &[(u64, u32, u32)]) -> Vec<u8> {
+    let sv = room.transact().state_vector();
+    let client = *rng.pick(clients);
+    let have = sv.get(&yrs::block::ClientID::new(client));
+    let run = |rng: &mut Rng| Forged {
+        origin: Some(random_id(rng, ids)),
+        right: None,
+        parent: None,
+        sub: None,
+        content: Content::Str("abc".into()),
+    };
+    let first = encode(client, have, &[run(rng)], &[]);
+    let second = encode(client, have + 1, &[run(rng)], &[]);
+    let mut update = vec![2];
+    update.extend_from_slice(&first[1..first.len() - 1]);
+    update.extend_from_slice(&second[1..second.len() - 1]);
+    update.push(0);
+    update
+}
+
 fn forge(rng: &mut Rng, room: &Doc, clients: &[u64]) -> Vec<u8> {
     let ids = known_ids(room);
+    match rng.below(10) {
+        0 | 1 => return forge_trimmed(rng, room, clients, &ids),
+        2 => return forge_two_runs(rng, room, clients, &ids),
+        _ => {}
+    }
     let sv = room.transact().state_vector();
     let mut client = *rng.pick(clients);
     if rng.chance(5) {
@@ -517,6 +628,8 @@ fn forge(rng: &mut Rng, room: &Doc, clients: &[u64]) -> Vec<u8> {
                 Content::Any(bytes, count)
             }
             7..=8 => Content::Type(rng.below(3) as u8),
+            9 if rng.chance(30) => Content::Embed("{\"x\":1}".into()),
+            9 if rng.chance(40) => Content::Format("bold", "true"),
             9 => Content::Deleted(1 + rng.below(3) as u32),
             10 => Content::Gc(1 + rng.below(3) as u32),
             _ => Content::Skip(1 + rng.below(2) as u32),
@@ -852,7 +965,7 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
                 stats.refused += 1;
             }
         }
-        if let Err(e) = loads(&room) {
+        if let Err(e) = astral_only_in_texts(&room).and_then(|()| loads(&room)) {
             panic!(
                 "seed {seed}, iteration {i}: {e}\nverdict: {told}\nupdate: {update:?}\n{:?}\nbefore: {before:?}\nafter: {:?}",
                 collab::guard::wire::read(&update, ROOTS),
@@ -870,6 +983,12 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
                 .transact()
                 .encode_state_as_update_v1(&peer.transact().state_vector());
             apply(peer, &diff);
+            // A client catching up (the structs and the deletions since it last heard, in one
+            // update) must hold what the room holds: no astral text in a list (its next edit
+            // would walk that list forever).
+            if let Err(e) = astral_only_in_texts(peer) {
+                panic!("seed {seed}, iteration {i}: a client catching up with the room: {e}");
+            }
         }
     }
     stats

@@ -646,20 +646,15 @@ impl YClient {
     /// JupyterLab's RAW save; returns the reply's status.
     pub async fn save(&mut self, save_id: u64) -> String {
         self.send(protocol::encode_raw_save(save_id)).await;
-        let needle = format!("\"responseTo\":{save_id}");
-        let replied = self
-            .pump_until(Duration::from_secs(30), |c| {
-                c.raw.iter().any(|r| r.contains(&needle))
+        // (A save's reply, not another request's that happens to carry the same number.)
+        let reply = self
+            .wait_raw(Duration::from_secs(30), |m| {
+                m["type"] == "save" && m["responseTo"] == save_id
             })
             .await;
-        assert!(
-            replied,
-            "no reply to save {save_id} (closed: {:?})",
-            self.closed
-        );
-        let reply = self.raw.iter().find(|r| r.contains(&needle)).unwrap();
-        let v: Value = serde_json::from_str(reply).unwrap();
-        v["status"].as_str().unwrap_or_default().to_string()
+        let reply = reply
+            .unwrap_or_else(|| panic!("no reply to save {save_id} (closed: {:?})", self.closed));
+        reply["status"].as_str().unwrap_or_default().to_string()
     }
 
     /// Sends one of our RAW JSON requests.

@@ -1206,3 +1206,343 @@ async fn a_watcher_resyncing_what_it_received_is_not_refused() {
     assert!(settle(&mut room.owner).await);
     assert_eq!((room.owner.notebook(), room.owner.state()), before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. A struct the room already holds part of. yrs trims such a struct before integrating it:
+//    the known part is skipped and the rest becomes a new item whose left origin is the last
+//    known clock, but which keeps the struct's explicit parent. yrs links that item right of
+//    the known item (in the known item's list) while filing it, and its change event, under the
+//    explicit parent. The guard read the event (the explicit parent, where the sender may
+//    write); the delta it handed the room names only the origin, and the room put the item
+//    where the known item is.
+// ---------------------------------------------------------------------------------------------
+
+/// What a room that judges each update on a copy and then applies the copy's own delta (as the
+/// guard does) ends with, when nothing refuses anything: `judged` plays the shadow, the
+/// returned document the room.
+fn relayed(doc: &Doc, updates: &[&Update]) -> Doc {
+    use yrs::updates::decoder::Decode;
+    let judged = forge::replica(doc);
+    let room = forge::replica(doc);
+    for update in updates {
+        let delta = {
+            let mut txn = judged.transact_mut();
+            txn.apply_update(yrs::Update::decode_v1(&update.encode()).unwrap())
+                .unwrap();
+            txn.commit();
+            txn.encode_update_v1()
+        };
+        forge::apply(&room, &delta).unwrap();
+    }
+    room
+}
+
+/// The owner takes the edit lock of `cell`; `guest` sees it.
+async fn owner_locks(room: &mut Room, guest: &mut YClient, cell: &str) {
+    room.owner
+        .request(json!({"type": "lock", "cell_id": cell, "request_id": 9008}))
+        .await;
+    let granted = room
+        .owner
+        .wait_raw(WAIT, |m| m["type"] == "lock" && m["responseTo"] == 9008)
+        .await
+        .expect("an answer to the lock");
+    assert_eq!(granted["status"], "granted", "{granted}");
+    assert!(
+        guest
+            .pump_until(WAIT, |c| c.state()["locks"][cell]["edit"].is_object())
+            .await
+    );
+    assert!(settle(guest).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_struct_the_room_partly_has_cannot_type_into_a_locked_cell() {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    owner_locks(&mut room, &mut mallory, "cell-0").await;
+    // The file's first cell is loaded last: the loader's last item is cell-0's source text.
+    let load = collab::LOAD_CLIENT_ID;
+    let state = DocState::of(&mallory.doc);
+    let last = Id::new(load, state.clock(load) - 1);
+    let source0 = {
+        let txn = mallory.doc.transact();
+        forge::branch(&text_in(&txn, &cell_at(&txn, 0), "source"))
+    };
+    assert_eq!(
+        state.placement(last).map(|(parent, _)| parent),
+        Some(source0),
+        "the loader's last item is in cell-0's source"
+    );
+    // That last clock again, then new text, under an explicit parent: the cell list.
+    let update = Update::new().item(Item::placed(
+        last,
+        Parent::Root("cells".into()),
+        None,
+        Content::Str(") # FORGED-8a".into()),
+    ));
+    let effect = relayed(&mallory.doc, &[&update]);
+    assert_eq!(
+        cell_of(&notebook_of(&effect), "cell-0").source,
+        "x = 1\nprint(x) # FORGED-8a"
+    );
+
+    send_forged(&mut mallory, &update).await;
+    let views = room.views().await;
+    assert_nowhere(&views, "FORGED-8a");
+    for view in &views {
+        assert_eq!(
+            view.cell("cell-0").source,
+            "x = 1\nprint(x)",
+            "{}",
+            view.place
+        );
+    }
+}
+
+/// Makes the last clock `guest` wrote garbage (an entry of a map it then removes); returns it.
+async fn collected_last_clock(guest: &mut YClient) -> Id {
+    edit_and_echo(guest, |txn| {
+        let metadata = map_in(txn, &cell_at(txn, 2), "metadata");
+        let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
+        scratch.insert(txn, "k", "v");
+    })
+    .await;
+    edit_and_echo(guest, |txn| {
+        map_in(txn, &cell_at(txn, 2), "metadata").remove(txn, "scratch");
+    })
+    .await;
+    assert!(settle(guest).await);
+    let me = guest.doc.client_id().get();
+    let state = DocState::of(&guest.doc);
+    let last = Id::new(me, state.clock(me) - 1);
+    assert!(
+        matches!(state.block(last), Some(Block::Gc { .. })),
+        "the removed map's entry is garbage-collected: {:?}",
+        state.block(last)
+    );
+    last
+}
+
+/// A phantom: the collected clock `last` again, then new text, under an explicit parent (cell-2's
+/// source, where an editor may type). The guard's copy links the new text into cell-2's
+/// source; the room, told only its origin (garbage, no right neighbour), collects it. The two
+/// now differ, and an item placed after the phantom goes to cell-2's source in the guard's copy
+/// and to its right neighbour's list in the room.
+fn phantom(doc: &Doc, last: Id) -> Update {
+    let source2 = {
+        let txn = doc.transact();
+        forge::branch(&text_in(&txn, &cell_at(&txn, 2), "source"))
+    };
+    Update::new().item(Item::placed(
+        last,
+        source2,
+        None,
+        Content::Str("vPHANTOM".into()),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phantom_item_in_the_guards_copy_cannot_carry_an_output() {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    let last = collected_last_clock(&mut mallory).await;
+    let phantom = phantom(&mallory.doc, last);
+    let output1 = {
+        let txn = mallory.doc.transact();
+        forge::element(&txn, &array_in(&txn, &cell_at(&txn, 1), "outputs"), 0)
+    };
+    let marker = "<script>FORGED-8b</script>";
+    let forged = Update::new().item(Item::between(
+        Id::new(last.client, last.clock + phantom.blocks[0].len()),
+        Some(Id::new(last.client, last.clock + 1)),
+        Some(output1),
+        Content::json(&[html(marker)]),
+    ));
+    let effect = relayed(&mallory.doc, &[&phantom, &forged]);
+    assert_eq!(
+        cell_of(&notebook_of(&effect), "cell-1").outputs[0],
+        html(marker)
+    );
+
+    send_forged(&mut mallory, &phantom).await;
+    send_forged(&mut mallory, &forged).await;
+    let views = room.views().await;
+    assert_nowhere(&views, "FORGED-8b");
+    for view in &views {
+        assert_eq!(view.cell("cell-1").outputs.len(), 1, "{}", view.place);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A formatting attribute as a map entry. yrs's map change event unwraps the entry's value,
+//    and a formatting item has none: reading the event panics, and the guard reads the events
+//    of `state` and of each cell.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_formatting_entry_in_state_does_not_end_the_room() {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    let update = Update::new().item(Item::placed(
+        Id::new(fresh_client(9), 0),
+        Parent::Root("state".into()),
+        Some("dirty"),
+        Content::Format("FORGED-9".into(), "true".into()),
+    ));
+    send_forged(&mut mallory, &update).await;
+    // Someone else's honest edit still lands.
+    edit_and_echo(&mut room.owner, |txn| {
+        collab::notebook::cell_source(txn, 2)
+            .unwrap()
+            .push(txn, "\nstill here");
+    })
+    .await;
+    let views = room.views().await;
+    assert_nowhere(&views, "FORGED-9");
+    for view in &views {
+        assert!(
+            view.cell("cell-2").source.ends_with("still here"),
+            "{}",
+            view.place
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Changes an editor may make (the notebook's metadata, a cell's metadata) that leave a saved
+//     file Quire no longer reads, or reads without a cell.
+// ---------------------------------------------------------------------------------------------
+
+/// An editor's real yrs edit; then the saved file must still load, with every cell.
+async fn the_saved_file_still_loads_after(edit: impl FnOnce(&mut yrs::TransactionMut)) {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    mallory.edit(edit).await;
+    settle(&mut mallory).await;
+    assert!(settle(&mut room.owner).await);
+    room.save().await;
+    let saved = std::fs::read(room.server.path(NB)).unwrap();
+    let loaded = Notebook::from_ipynb(&saved).unwrap_or_else(|e| {
+        panic!("the saved file no longer loads: {e}");
+    });
+    let ids: Vec<&str> = loaded.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["cell-0", "cell-1", "cell-2"],
+        "the saved file's cells"
+    );
+}
+
+/// `levels` arrays around a string: a plain value as deep as an update may carry.
+fn nested(levels: usize) -> yrs::Any {
+    let mut value = yrs::Any::from("FORGED-10");
+    for _ in 0..levels {
+        value = yrs::Any::from(vec![value]);
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_cannot_set_an_nbformat_quire_does_not_read() {
+    the_saved_file_still_loads_after(|txn| {
+        txn.get_or_insert_map("meta").insert(txn, "nbformat", 5);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_cannot_set_a_negative_nbformat_minor() {
+    the_saved_file_still_loads_after(|txn| {
+        txn.get_or_insert_map("meta")
+            .insert(txn, "nbformat_minor", -1);
+    })
+    .await;
+}
+
+/// Two shared maps around the deepest plain value the wire allows: deeper than a file may be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notebook_metadata_nested_in_shared_maps_still_saves_a_readable_file() {
+    the_saved_file_still_loads_after(|txn| {
+        let meta = txn.get_or_insert_map("meta");
+        let metadata = map_in(txn, &meta, "metadata");
+        let outer = metadata.insert(txn, "deep", yrs::MapPrelim::default());
+        let inner = outer.insert(txn, "deeper", yrs::MapPrelim::default());
+        inner.insert(txn, "value", nested(collab::MAX_JSON_DEPTH - 1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cell_metadata_nested_in_shared_maps_does_not_drop_the_cell_from_the_file() {
+    the_saved_file_still_loads_after(|txn| {
+        let metadata = map_in(txn, &cell_at(txn, 1), "metadata");
+        let outer = metadata.insert(txn, "deep", yrs::MapPrelim::default());
+        let inner = outer.insert(txn, "deeper", yrs::MapPrelim::default());
+        inner.insert(txn, "value", nested(collab::MAX_JSON_DEPTH - 1));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Cell ids used twice. A run names its cell by id and the room runs the first cell holding
+//     that id; a move keeps the outputs of the deleted cell with the same id.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_inserted_with_another_cells_id_does_not_get_its_code_run() {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    let mut decoy = mallory.cell("cell-1");
+    decoy.source = "print('FORGED' + '-11a')".into();
+    decoy.outputs.clear();
+    decoy.execution_count = Value::Null;
+    mallory
+        .edit(|txn| {
+            let cells = txn.get_array("cells").unwrap();
+            collab::notebook::insert_cell(txn, &cells, 0, &decoy);
+        })
+        .await;
+    settle(&mut mallory).await;
+    // The owner runs their cell-1 (`y = x + 1`).
+    let answer = room.owner.execute("cell-0").await;
+    assert_eq!(answer["status"], "queued", "{answer}");
+    assert_eq!(
+        room.owner.wait_run("cell-0", Duration::from_secs(60)).await,
+        "ok"
+    );
+    let answer = room.owner.execute("cell-1").await;
+    if answer["status"] == "queued" {
+        room.owner.wait_run("cell-1", Duration::from_secs(60)).await;
+    }
+    assert_nowhere(&room.views().await, "FORGED-11a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_does_not_copy_a_cells_outputs_into_two_cells() {
+    let mut room = Room::open().await;
+    let mut mallory = room.editor().await;
+    let original = mallory.cell("cell-0");
+    mallory
+        .edit(|txn| {
+            let cells = txn.get_array("cells").unwrap();
+            cells.remove(txn, 0);
+            collab::notebook::insert_cell(txn, &cells, 0, &original);
+            collab::notebook::insert_cell(txn, &cells, 2, &original);
+        })
+        .await;
+    settle(&mut mallory).await;
+    for view in room.views().await {
+        let carrying = view
+            .notebook
+            .cells
+            .iter()
+            .filter(|c| c.outputs == original.outputs)
+            .count();
+        assert!(
+            carrying <= 1,
+            "{}: {carrying} cells carry cell-0's outputs",
+            view.place
+        );
+    }
+}

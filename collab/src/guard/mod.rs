@@ -343,10 +343,17 @@ impl UpdateGuard {
                 Wrong::ForeignHistory,
             ));
         }
-        if parsed.straddling(&clock).is_some() {
+        let continuing = {
+            let txn = room.transact();
+            parsed
+                .structs
+                .iter()
+                .any(|s| continues_elsewhere(&txn, s, &clock))
+        };
+        if continuing {
             return Err(Refusal(
-                "the update repeats part of an item the room has, from another start".into(),
-                Wrong::ForeignHistory,
+                "the update continues an item of this room under another parent".into(),
+                Wrong::Forbidden,
             ));
         }
         if !caps.contains(Capabilities::EDIT) {
@@ -378,7 +385,7 @@ impl UpdateGuard {
             let mut txn = doc.transact_mut();
             let applied = txn.apply_update(update);
             let stuck = txn.has_missing_updates();
-            let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed);
+            let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed, &clock);
             if applied.is_ok() && !stuck && !misplaced {
                 lock(&observed).watching = true;
             }
@@ -482,10 +489,56 @@ impl UpdateGuard {
     }
 }
 
+/// A struct that starts on clocks the room already has and names its parent explicitly. yrs
+/// trims the part the room has and integrates the rest as a new item whose left origin is the
+/// last clock the room has, but which keeps the named parent (and key): it links the item right
+/// of that known item, in the known item's list, yet files it (and its change event) under the
+/// named parent; and the delta the room then applies names only the origin, so the room puts
+/// it where the known item is, or collects it when the known item was collected (the shadow
+/// keeps it: the two differ from then on). Honest only when the known item already sits under
+/// the named parent, without a key (a client re-sending text it went on typing into).
+fn continues_elsewhere(
+    txn: &yrs::Transaction,
+    s: &wire::WireStruct,
+    clock: &dyn Fn(u64) -> u32,
+) -> bool {
+    let have = clock(s.client);
+    let named = s.root.is_some() || s.deps[2].is_some();
+    if s.skip || !named || s.clock >= have || s.clock.saturating_add(s.len) <= have {
+        return false;
+    }
+    if s.keyed {
+        return true;
+    }
+    let known = ID::new(yrs::block::ClientID::new(s.client), have - 1);
+    let Some(offset) = StickyIndex::from_id(known, Assoc::After).get_offset(txn) else {
+        // Collected: no parent to continue.
+        return true;
+    };
+    let parent = offset.branch.id();
+    match (&s.root, s.deps[2]) {
+        (Some(name), _) => parent != BranchID::Root(name.as_str().into()),
+        (None, Some((client, clock))) => {
+            parent != BranchID::Nested(ID::new(yrs::block::ClientID::new(client), clock))
+        }
+        (None, None) => true,
+    }
+}
+
 /// Whether yrs put a struct of astral text anywhere but in a text type.
-fn text_outside_texts(txn: &TransactionMut, parsed: &wire::WireUpdate) -> bool {
+fn text_outside_texts(
+    txn: &TransactionMut,
+    parsed: &wire::WireUpdate,
+    clock: &dyn Fn(u64) -> u32,
+) -> bool {
     parsed.structs.iter().filter(|s| s.astral_text).any(|s| {
-        let id = ID::new(yrs::block::ClientID::new(s.client), s.clock);
+        // Its first clock the room did not have: yrs trims the part the room had (which may be
+        // collected, in no list at all) and puts the rest where its neighbours say.
+        let first_new = s.clock.max(clock(s.client));
+        if first_new >= s.clock.saturating_add(s.len) {
+            return false;
+        }
+        let id = ID::new(yrs::block::ClientID::new(s.client), first_new);
         match StickyIndex::from_id(id, Assoc::After).get_offset(txn) {
             Some(offset) => !matches!(
                 offset.branch.type_ref(),
@@ -804,32 +857,55 @@ fn any_nesting(any: &Any, limit: usize) -> usize {
 }
 
 /// Whether every deleted range is already deleted in `room` (so a delete set adds nothing).
+///
+/// One sweep over each client's deleted ranges for all of that client's ranges in the update,
+/// sorted: a delete set of n ranges against a room holding m costs n log n + m (walking the
+/// room's ranges from the start for each one made a watcher's 80 KB resend cost n × m).
 fn deletions_known(room: &Doc, deletes: &[(u64, u32, u32)]) -> bool {
-    if deletes.iter().all(|d| d.2 == 0) {
+    let mut wanted: Vec<(u64, u32, u32)> = deletes.iter().copied().filter(|d| d.2 > 0).collect();
+    if wanted.is_empty() {
         return true;
     }
+    wanted.sort_unstable();
     let deleted = room.transact().snapshot().delete_set;
-    deletes.iter().all(|&(client, clock, len)| {
+    let mut queries = wanted.iter().peekable();
+    while let Some(&&(client, _, _)) = queries.peek() {
         let Some(ranges) = deleted.get(&yrs::block::ClientID::new(client)) else {
-            return len == 0;
+            return false;
         };
-        let end = clock.saturating_add(len);
-        let mut at = clock;
-        // Ranges are sorted and merged: walk the ones covering [clock, end).
-        for (range, _) in ranges.iter() {
-            if range.end <= at {
-                continue;
-            }
-            if range.start > at {
-                return false;
-            }
-            at = range.end;
-            if at >= end {
-                return true;
+        let mut ranges = ranges.iter().map(|(r, _)| (r.start, r.end)).peekable();
+        // The room's deleted run looked at, adjacent ranges merged: [start, end).
+        let mut run: Option<(u32, u32)> = None;
+        while let Some(&&(_, clock, len)) = queries.peek().filter(|q| q.0 == client) {
+            queries.next();
+            let end = clock.saturating_add(len);
+            loop {
+                match run {
+                    // The only run that can hold `clock` (those before end at or before it).
+                    Some((start, stop)) if stop > clock => {
+                        if start <= clock && stop >= end {
+                            break;
+                        }
+                        return false;
+                    }
+                    _ => {
+                        let Some((start, mut stop)) = ranges.next() else {
+                            return false;
+                        };
+                        while let Some(&(next, next_stop)) = ranges.peek() {
+                            if next > stop {
+                                break;
+                            }
+                            stop = stop.max(next_stop);
+                            ranges.next();
+                        }
+                        run = Some((start, stop));
+                    }
+                }
             }
         }
-        at >= end
-    })
+    }
+    true
 }
 
 /// A cell inserted whole must be one nbformat can read.

@@ -31,6 +31,8 @@ pub struct WireStruct {
     pub deps: [Option<Id>; 3],
     /// An explicit root parent, by name.
     pub root: Option<String>,
+    /// An explicit parent with a map key.
+    pub keyed: bool,
     /// Text with characters outside the Basic Multilingual Plane: yrs 0.28 counts it in UTF-16
     /// units but reads it by character, so in a list rather than a text it makes every walk
     /// over that list loop forever. The guard checks where yrs put it.
@@ -80,18 +82,6 @@ impl WireUpdate {
             }
         }
         None
-    }
-
-    /// An item the state `sv` holds only the beginning of. yrs would trim it and link the rest
-    /// after the known part while filing it under the parent the struct names, which can be
-    /// another type: the shadow and the room (told only the left neighbour) would then disagree
-    /// on where it is. Honest clients send what the room lacks from the room's own state on.
-    pub fn straddling(&self, sv: &dyn Fn(u64) -> u32) -> Option<Id> {
-        self.structs.iter().find_map(|s| {
-            let have = sv(s.client);
-            (s.item && s.clock < have && have < s.clock.saturating_add(s.len))
-                .then_some((s.client, s.clock))
-        })
     }
 
     /// Whether every struct is one the state `sv` already holds.
@@ -264,9 +254,16 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
     };
     let mut out = WireUpdate::default();
     let clients = r.count(3, "client")?;
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..clients {
         let count = r.count(1, "struct")?;
         let client = r.client()?;
+        // Yjs writes each client's structs as one run. yrs appends a second run of the same
+        // client after the first, clocks overlapping or not, and integrates it as is: its
+        // block store underflows (a panic with overflow checks, a corrupt store without).
+        if !seen.insert(client) {
+            return Err(format!("client {client} appears twice").into());
+        }
         let mut clock = r.u32()?;
         for _ in 0..count {
             let info = r.byte()?;
@@ -282,6 +279,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     item: false,
                     deps: [None; 3],
                     root: None,
+                    keyed: false,
                     astral_text: false,
                 });
                 clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
@@ -299,6 +297,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
             };
             let mut parent = None;
             let mut root = None;
+            let mut keyed = false;
             if info & 0xc0 == 0 {
                 if r.var_uint()? == 1 {
                     let name = r.string()?;
@@ -311,6 +310,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 }
                 if info & 0x20 != 0 {
                     r.string()?;
+                    keyed = true;
                 }
             }
             let mut astral_text = false;
@@ -337,9 +337,10 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     r.string()?;
                     1
                 }
-                // Formatting attributes: no notebook or file document holds any, and as a map
-                // entry yrs 0.28 panics reading one (MapEvent::keys unwraps its value).
-                6 => return Err(Inner::Foreign("formatting".into())),
+                // A formatting attribute: no notebook or file holds one (JupyterLab never
+                // formats), and as a map entry it is an entry without a value, which yrs's map
+                // change event unwraps: reading that event panics.
+                6 => return Err(Inner::Foreign("formatting attributes".into())),
                 7 => {
                     match r.var_uint()? {
                         0..=2 => {}
@@ -371,6 +372,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 item: true,
                 deps: [origin, right_origin, parent],
                 root,
+                keyed,
                 astral_text,
             });
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
