@@ -552,8 +552,10 @@ fn text_outside_texts(
 /// Applies the room's own changes to the shadow; a failure marks it for rebuilding.
 fn catch_up(shadow: &Shadow, behind: &mut Vec<Vec<u8>>, stale: &mut bool) {
     lock(&shadow.seen).watching = false;
-    let mut txn = shadow.doc.transact_mut();
+    // One transaction per change, as the room made them: yrs squashes and collects garbage at
+    // each commit, and the shadow's blocks should match the room's.
     for delta in behind.drain(..) {
+        let mut txn = shadow.doc.transact_mut();
         let applied = Update::decode_v1(&delta).map(|u| txn.apply_update(u));
         if !matches!(applied, Ok(Ok(()))) {
             tracing::warn!("the update guard's shadow could not follow the room; rebuilding it");
