@@ -175,8 +175,8 @@ impl Analysis {
 #[derive(Debug)]
 pub struct Trial {
     pub analysis: Analysis,
-    /// What to apply to the room's document: exactly what the shadow integrated (plus the
-    /// clearing of carried outputs).
+    /// What to apply to the room's document: the very update the shadow took (so both
+    /// integrate the same input), merged with the clearing of carried outputs if any.
     delta: Vec<u8>,
 }
 
@@ -367,6 +367,7 @@ impl UpdateGuard {
                 Wrong::Forbidden,
             ));
         }
+        let raw = update;
         let update = Update::decode_v1(update)
             .map_err(|e| Refusal(format!("malformed update: {e}"), Wrong::Unreadable))?;
         let kind = self.kind;
@@ -460,7 +461,8 @@ impl UpdateGuard {
                 check_meta(&doc)?;
             }
         }
-        let mut delta = delta;
+        // The room takes the same bytes the shadow took, so both integrate the same input.
+        let mut delta = raw.to_vec();
         if !caps.contains(Capabilities::EXECUTE) {
             let carried = carried_runs(room, &seen.inserted, &removed);
             if !carried.is_empty() {
