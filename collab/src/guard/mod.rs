@@ -462,12 +462,15 @@ impl UpdateGuard {
             }
         }
         // The room takes the same bytes the shadow took, so both integrate the same input.
+        let shadow_delta = delta;
         let mut delta = raw.to_vec();
         if !caps.contains(Capabilities::EXECUTE) {
             let carried = carried_runs(room, &seen.inserted, &removed);
             if !carried.is_empty() {
+                // (Merged with the shadow's own encoding of the change: yrs's merge trusts its
+                // input, and the client's bytes are not to be trusted that far.)
                 let clearing = clear_runs(&doc, &carried);
-                delta = yrs::merge_updates_v1([delta, clearing]).map_err(|e| {
+                delta = yrs::merge_updates_v1([shadow_delta, clearing]).map_err(|e| {
                     Refusal(
                         format!("cannot clear carried outputs: {e}"),
                         Wrong::Forbidden,
