@@ -32,25 +32,17 @@ use yrs::{
     Transact, TransactionMut, Update, WriteTxn,
 };
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
+mod common;
+use common::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
+/// Choices on top of the shared generator.
+trait Choose {
+    fn chance(&mut self, percent: u64) -> bool;
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+    fn pick_str(&mut self, items: &[&'static str]) -> &'static str;
+}
+
+impl Choose for Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }

@@ -2,6 +2,19 @@ use super::*;
 use crate::notebook::Notebook;
 use yrs::{Array, Doc, Map, ReadTxn, StateVector, Text, Transact, Update, WriteTxn};
 
+/// lib0's varUint, for hand-made updates.
+fn var(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 fn room_doc() -> Doc {
     let nb = Notebook::from_ipynb(
         br##"{"cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "source": "x = 1",
@@ -280,15 +293,6 @@ fn client_ids_above_53_bits_are_unreadable() {
     let alias = client + (1 << 53);
     // One struct: a string appended to the first cell's source, under the aliased client id.
     let mut update = Vec::new();
-    let var = |out: &mut Vec<u8>, mut v: u64| loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
     var(&mut update, 1);
     var(&mut update, 1);
     var(&mut update, alias);
@@ -329,15 +333,6 @@ fn a_half_applicable_update_changes_nothing() {
         (parsed.structs[0].client, parsed.structs[0].clock)
     };
     let mut bad = Vec::new();
-    let var = |out: &mut Vec<u8>, mut v: u64| loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
     var(&mut bad, 1);
     var(&mut bad, 1);
     var(&mut bad, client);
@@ -518,15 +513,6 @@ fn long_chains_of_neighbours_are_judged() {
     let n: u32 = 20_000;
     let client: u64 = 987_654;
     let mut update = Vec::new();
-    let var = |out: &mut Vec<u8>, mut v: u64| loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
     var(&mut update, 1);
     var(&mut update, n as u64);
     var(&mut update, client);
