@@ -214,6 +214,12 @@ struct Shadow {
 /// The guard of one room: its shadow document and what the room changed since.
 pub struct UpdateGuard {
     kind: DocumentKind,
+    /// The encoding the room's document was built from, and every change applied to it since,
+    /// in order: the shadow is rebuilt by replaying them, so it has the room's structure (a copy
+    /// made from a fresh encoding has its content but can place a forged struct elsewhere).
+    /// `None`: rebuild from an encoding of the room (too much history, or the room was changed
+    /// in a way the guard could not follow).
+    history: Option<History>,
     shadow: Option<Shadow>,
     /// Changes the room made itself (its state writes, outputs, outside edits) that the shadow
     /// has not applied yet.
@@ -223,6 +229,15 @@ pub struct UpdateGuard {
     /// How many times the shadow was built (the first time included).
     pub builds: u64,
 }
+
+struct History {
+    start: Arc<Vec<u8>>,
+    changes: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// The most history the guard keeps to replay (beyond it, rebuilds use a fresh encoding).
+const MAX_HISTORY_BYTES: usize = 32 << 20;
 
 /// Apply the room's own changes to the shadow once this many are waiting, so a long silent
 /// stream of outputs does not pile up.
@@ -248,6 +263,7 @@ impl UpdateGuard {
     pub fn new(kind: DocumentKind) -> UpdateGuard {
         UpdateGuard {
             kind,
+            history: None,
             shadow: None,
             behind: Vec::new(),
             stale: false,
@@ -263,8 +279,38 @@ impl UpdateGuard {
         }
     }
 
+    /// The room's document was just built from `start` (before any change).
+    pub fn start_from(&mut self, start: Vec<u8>) {
+        self.history = Some(History {
+            start: Arc::new(start),
+            changes: Vec::new(),
+            bytes: 0,
+        });
+        self.shadow = None;
+        self.behind.clear();
+    }
+
+    /// The room's document changed in a way the guard could not follow: from now on the
+    /// shadow is rebuilt from an encoding of the room.
+    pub fn lost_track(&mut self) {
+        self.history = None;
+        self.release();
+    }
+
+    fn remember(&mut self, change: &[u8]) {
+        if let Some(history) = &mut self.history {
+            history.bytes += change.len();
+            if history.bytes > MAX_HISTORY_BYTES {
+                self.history = None;
+            } else {
+                history.changes.push(change.to_vec());
+            }
+        }
+    }
+
     /// Records a change the room made to its document itself (not through [`Self::accept`]).
     pub fn room_changed(&mut self, delta: &[u8]) {
+        self.remember(delta);
         let Some(shadow) = &self.shadow else {
             return;
         };
@@ -292,19 +338,16 @@ impl UpdateGuard {
 
     /// The shadow, in step with `room`.
     fn shadow(&mut self, room: &Doc) -> &Shadow {
+        if !self.stale && !self.behind.is_empty() {
+            if let Some(shadow) = &self.shadow {
+                catch_up(shadow, &mut self.behind, &mut self.stale);
+            }
+        }
         if self.stale || self.shadow.is_none() {
             self.behind.clear();
             self.stale = false;
             self.builds += 1;
-            self.shadow = Some(build_shadow(room, self.kind));
-        } else if !self.behind.is_empty() {
-            let shadow = self.shadow.as_ref().expect("checked above");
-            catch_up(shadow, &mut self.behind, &mut self.stale);
-            if self.stale {
-                self.stale = false;
-                self.builds += 1;
-                self.shadow = Some(build_shadow(room, self.kind));
-            }
+            self.shadow = Some(build_shadow(room, self.kind, self.history.as_ref()));
         }
         self.shadow.as_ref().expect("built above")
     }
@@ -485,6 +528,7 @@ impl UpdateGuard {
     /// and the caller applies the returned delta to the room's document.
     pub fn accept(&mut self, trial: Trial) -> Vec<u8> {
         self.stale = false;
+        self.remember(&trial.delta);
         trial.delta
     }
 
@@ -572,19 +616,38 @@ fn catch_up(shadow: &Shadow, behind: &mut Vec<Vec<u8>>, stale: &mut bool) {
 
 /// A copy of `room` with the same client id (so the shadow's own writes — clearing carried
 /// outputs — are the room's) and observers on each root.
-fn build_shadow(room: &Doc, kind: DocumentKind) -> Shadow {
+fn build_shadow(room: &Doc, kind: DocumentKind, history: Option<&History>) -> Shadow {
     let options = Options {
         client_id: room.client_id(),
         offset_kind: yrs::OffsetKind::Utf16,
         ..Options::default()
     };
     let doc = Doc::with_options(options);
-    let state = room
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    if let Ok(update) = Update::decode_v1(&state) {
-        if let Err(e) = doc.transact_mut().apply_update(update) {
-            tracing::error!("the update guard cannot copy the room's document: {e}");
+    let apply = |bytes: &[u8]| -> bool {
+        match Update::decode_v1(bytes).map(|u| doc.transact_mut().apply_update(u)) {
+            Ok(Ok(())) => true,
+            _ => {
+                tracing::error!("the update guard cannot copy the room's document");
+                false
+            }
+        }
+    };
+    match history {
+        // The room's own inputs, in order, one transaction each as the room took them.
+        Some(history) => {
+            if apply(&history.start) {
+                for change in &history.changes {
+                    if !apply(change) {
+                        break;
+                    }
+                }
+            }
+        }
+        None => {
+            let state = room
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            apply(&state);
         }
     }
     let seen = Arc::new(Mutex::new(Seen::default()));

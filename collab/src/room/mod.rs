@@ -576,15 +576,19 @@ impl Room {
         let disk_hash = content_hash(&bytes);
         let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
         tracing::debug!(room = name, elapsed = ?started.elapsed(), "file read and parsed, history loaded");
-        let doc = new_doc();
         let changes = Arc::new(AtomicU64::new(0));
-        let counter = changes.clone();
-        // (After-transaction observers get the transaction itself; cleanup observers would
-        // have yrs copy its state vectors and delete set for every update.)
-        doc.observe_after_transaction("quire-changes", move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        })
-        .expect("a new document has no transaction open");
+        let counted_doc = |changes: &Arc<AtomicU64>| {
+            let doc = new_doc();
+            let counter = changes.clone();
+            // (After-transaction observers get the transaction itself; cleanup observers would
+            // have yrs copy its state vectors and delete set for every update.)
+            doc.observe_after_transaction("quire-changes", move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
+            .expect("a new document has no transaction open");
+            doc
+        };
+        let doc = counted_doc(&changes);
         let now = Instant::now();
         let mut document = Document {
             kind,
@@ -608,6 +612,10 @@ impl Room {
         };
         let mut outside_edit = false;
         let restored = history.is_some();
+        // The one encoding the room starts from: the update guard's shadow replays the room's
+        // inputs from the same bytes, so the two have the same structure, not just the same
+        // content (yrs places a forged struct by structure).
+        let start: Vec<u8>;
         match history {
             Some(history) => {
                 let saved_hash = history.saved_hash.clone();
@@ -615,6 +623,12 @@ impl Room {
                 outside_edit = saved_hash != disk_hash;
                 // The file still holds the last saved state; anything logged after it is unsaved.
                 document.disk_hash = saved_hash;
+                start = document
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                document.doc = counted_doc(&document.changes);
+                apply_update_bytes(&document.doc, &start).map_err(LoadError::Store)?;
             }
             None => {
                 let initial = on_disk
@@ -628,11 +642,13 @@ impl Room {
                     .start(&initial, &disk_hash)
                     .map_err(|e| LoadError::Store(e.to_string()))?;
                 document.snapshot_len = initial.len() as u64;
+                start = initial.clone();
                 document.base = initial;
             }
         }
         tracing::debug!(room = name, elapsed = ?started.elapsed(), "history ready");
         let mut room = Room::new(name.to_string(), config, Some(document));
+        room.guard.start_from(start);
         let path = lock(&room.doc_mut().file).api_path();
         let document_id = name.to_string();
         room.write_state(|txn, state| {

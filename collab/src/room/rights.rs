@@ -114,7 +114,7 @@ impl Room {
             (failed, delta) => {
                 // The shadow took it, so this cannot happen; if it does, keep the two in step.
                 tracing::error!("an update the guard accepted does not apply: {failed:?}");
-                self.guard.release();
+                self.guard.lost_track();
                 if delta != [0, 0] {
                     self.log_and_broadcast(Bytes::from(delta), true);
                 }
