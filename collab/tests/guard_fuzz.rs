@@ -869,10 +869,11 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
     // Client ids from the seed, so a run is reproducible.
     let room_client = 1 + rng.below(1 << 52);
     let room = collab::notebook::new_doc_with_client(room_client);
-    apply(&room, &full_state(&notebook.to_doc()));
+    let start = full_state(&notebook.to_doc());
+    apply(&room, &start);
     let mut guard = UpdateGuard::new(DocumentKind::Notebook);
-    // As a room does: its document is built from one encoding, which the guard is given.
-    guard.start_from(full_state(&room));
+    // As a room does: the guard is given what the room's document was built from.
+    guard.start_from(vec![start]);
     let delta = {
         let mut txn = room.transact_mut();
         let state = txn.get_or_insert_map("state");

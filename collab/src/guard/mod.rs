@@ -214,8 +214,8 @@ struct Shadow {
 /// The guard of one room: its shadow document and what the room changed since.
 pub struct UpdateGuard {
     kind: DocumentKind,
-    /// The encoding the room's document was built from, and every change applied to it since,
-    /// in order: the shadow is rebuilt by replaying them, so it has the room's structure (a copy
+    /// What the room's document was built from, and every change applied to it since, in
+    /// order: the shadow is rebuilt by replaying them, so it has the room's structure (a copy
     /// made from a fresh encoding has its content but can place a forged struct elsewhere).
     /// `None`: rebuild from an encoding of the room (too much history, or the room was changed
     /// in a way the guard could not follow).
@@ -231,7 +231,9 @@ pub struct UpdateGuard {
 }
 
 struct History {
-    start: Arc<Vec<u8>>,
+    /// What the room's document was built from at load, in order (a snapshot, then the
+    /// updates logged after it), each applied in a transaction of its own.
+    start: Vec<Vec<u8>>,
     changes: Vec<Vec<u8>>,
     bytes: usize,
 }
@@ -279,10 +281,11 @@ impl UpdateGuard {
         }
     }
 
-    /// The room's document was just built from `start` (before any change).
-    pub fn start_from(&mut self, start: Vec<u8>) {
+    /// The room's document was just built from `start`, each applied in a transaction of its
+    /// own, in order (before any change).
+    pub fn start_from(&mut self, start: Vec<Vec<u8>>) {
         self.history = Some(History {
-            start: Arc::new(start),
+            start,
             changes: Vec::new(),
             bytes: 0,
         });
@@ -635,11 +638,9 @@ fn build_shadow(room: &Doc, kind: DocumentKind, history: Option<&History>) -> Sh
     match history {
         // The room's own inputs, in order, one transaction each as the room took them.
         Some(history) => {
-            if apply(&history.start) {
-                for change in &history.changes {
-                    if !apply(change) {
-                        break;
-                    }
+            for bytes in history.start.iter().chain(&history.changes) {
+                if !apply(bytes) {
+                    break;
                 }
             }
         }

@@ -576,19 +576,15 @@ impl Room {
         let disk_hash = content_hash(&bytes);
         let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
         tracing::debug!(room = name, elapsed = ?started.elapsed(), "file read and parsed, history loaded");
+        let doc = new_doc();
         let changes = Arc::new(AtomicU64::new(0));
-        let counted_doc = |changes: &Arc<AtomicU64>| {
-            let doc = new_doc();
-            let counter = changes.clone();
-            // (After-transaction observers get the transaction itself; cleanup observers would
-            // have yrs copy its state vectors and delete set for every update.)
-            doc.observe_after_transaction("quire-changes", move |_| {
-                counter.fetch_add(1, Ordering::Relaxed);
-            })
-            .expect("a new document has no transaction open");
-            doc
-        };
-        let doc = counted_doc(&changes);
+        let counter = changes.clone();
+        // (After-transaction observers get the transaction itself; cleanup observers would
+        // have yrs copy its state vectors and delete set for every update.)
+        doc.observe_after_transaction("quire-changes", move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .expect("a new document has no transaction open");
         let now = Instant::now();
         let mut document = Document {
             kind,
@@ -612,23 +608,20 @@ impl Room {
         };
         let mut outside_edit = false;
         let restored = history.is_some();
-        // The one encoding the room starts from: the update guard's shadow replays the room's
-        // inputs from the same bytes, so the two have the same structure, not just the same
-        // content (yrs places a forged struct by structure).
-        let start: Vec<u8>;
+        // What the room's document is built from, in order: the update guard's shadow replays
+        // the same bytes, so the two have the same structure, not just the same content (yrs
+        // places a forged struct by structure).
+        let start: Vec<Vec<u8>>;
         match history {
             Some(history) => {
                 let saved_hash = history.saved_hash.clone();
-                restore(&mut document, history).map_err(LoadError::Store)?;
+                restore(&mut document, &history).map_err(LoadError::Store)?;
                 outside_edit = saved_hash != disk_hash;
                 // The file still holds the last saved state; anything logged after it is unsaved.
                 document.disk_hash = saved_hash;
-                start = document
-                    .doc
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default());
-                document.doc = counted_doc(&document.changes);
-                apply_update_bytes(&document.doc, &start).map_err(LoadError::Store)?;
+                start = std::iter::once(history.snapshot)
+                    .chain(history.updates.into_iter().map(|(_, update)| update))
+                    .collect();
             }
             None => {
                 let initial = on_disk
@@ -642,7 +635,7 @@ impl Room {
                     .start(&initial, &disk_hash)
                     .map_err(|e| LoadError::Store(e.to_string()))?;
                 document.snapshot_len = initial.len() as u64;
-                start = initial.clone();
+                start = vec![initial.clone()];
                 document.base = initial;
             }
         }
@@ -1456,7 +1449,7 @@ fn try_deliver(
 }
 
 /// Rebuilds a document from its history; the merge base is the state as of the saved point.
-fn restore(document: &mut Document, history: History) -> Result<(), String> {
+fn restore(document: &mut Document, history: &History) -> Result<(), String> {
     apply_update_bytes(&document.doc, &history.snapshot)?;
     document.snapshot_len = history.snapshot.len() as u64;
     let mut base_taken = false;
