@@ -33,6 +33,12 @@ pub struct WireStruct {
     /// units but reads it by character, so in a list rather than a text it makes every walk
     /// over that list loop forever. The guard checks where yrs put it.
     pub astral_text: bool,
+    /// Content yrs keeps as one item of several units (a string of more than one UTF-16 unit,
+    /// several values), which a later reference into its middle splits. Under a map key that
+    /// is how an entry ends up outside its key's chain: the guard checks where yrs put it.
+    pub splittable: bool,
+    /// Given with an explicit parent and a map key (no neighbour to inherit them from).
+    pub keyed: bool,
 }
 
 /// An update as read from the wire.
@@ -266,6 +272,8 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     deps: [None; 3],
                     root: None,
                     astral_text: false,
+                    splittable: false,
+                    keyed: false,
                 });
                 clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
                 continue;
@@ -282,6 +290,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
             };
             let mut parent = None;
             let mut root = None;
+            let keyed = info & 0xc0 == 0 && info & 0x20 != 0;
             if info & 0xc0 == 0 {
                 if r.var_uint()? == 1 {
                     let name = r.string()?;
@@ -356,6 +365,8 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 deps: [origin, right_origin, parent],
                 root,
                 astral_text,
+                splittable: matches!(kind, 2 | 4 | 8) && len > 1,
+                keyed,
             });
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
         }
