@@ -229,6 +229,32 @@ fn one_update_that_plants_splits_and_deletes_is_refused_whole() {
     stable_encoding(&room);
 }
 
+/// A string with an explicit parent and no key: yrs puts it at the start of the parent's list.
+fn listed_string(parent: (u64, u32), text: &str) -> Vec<u8> {
+    let mut out = vec![4];
+    var(&mut out, 0);
+    var(&mut out, parent.0);
+    var(&mut out, parent.1 as u64);
+    string(&mut out, text);
+    out
+}
+
+#[test]
+fn a_run_whose_start_the_room_has_lands_next_to_that_start_and_is_checked_there() {
+    // A one-unit value under a key (harmless: it cannot be split) is accepted; then a run that
+    // begins with that same unit and claims the list: yrs skips the unit it has and puts the
+    // rest right of it, under the key.
+    let room = room();
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let (_, source) = cell_and_source(&room, 0);
+    let one = update(MALLORY, 0, &[keyed_string(source, "k", "x")], &[]);
+    assert_eq!(send(&mut guard, &room, &one), Ok(true));
+    let rest = update(MALLORY, 0, &[listed_string(source, "xabc")], &[]);
+    let why = refused_as_forbidden(send(&mut guard, &room, &rest));
+    assert!(why.contains("under a map key"), "{why}");
+    stable_encoding(&room);
+}
+
 #[test]
 fn concurrent_honest_edits_to_a_deleted_cell_pass_and_leave_the_room_sound() {
     // One person deletes a cell while another, not yet aware, sets keys in it (a string, a

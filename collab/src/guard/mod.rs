@@ -536,7 +536,15 @@ fn keyed_runs(txn: &TransactionMut, parsed: &wire::WireUpdate) -> Result<Vec<Run
             .map(|clock| ID::new(client, clock))
             .find(|id| !deleted.contains(id));
         let [left, right, parent] = s.deps;
-        let explicit = left.is_none() && right.is_none() && (parent.is_some() || s.root.is_some());
+        // (yrs puts a run it already had the start of right of that start, whatever it says.)
+        let trimmed = start > s.clock;
+        let left = if trimmed {
+            Some((s.client, start - 1))
+        } else {
+            left
+        };
+        let explicit =
+            !trimmed && left.is_none() && right.is_none() && (parent.is_some() || s.root.is_some());
         if (explicit && !s.keyed && live.is_some()) || left.is_some_and(|l| in_listed(&listed, l)) {
             listed.entry(s.client).or_default().insert(start, end);
             continue;
