@@ -33,7 +33,7 @@
 
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -428,16 +428,37 @@ impl UpdateGuard {
             seen.watching = false;
             seen.measure = parsed.nests;
         }
-        let (applied, stuck, misplaced, delta) = {
+        let (applied, stuck, misplaced, keyed, delta) = {
             let mut txn = doc.transact_mut();
             let applied = txn.apply_update(update);
+            // Before the commit, which garbage-collects (see `keyed_runs`); also after a failed
+            // apply, which may have integrated part of the update.
+            let keyed = keyed_runs(&txn, &parsed);
+            let runs = match &keyed {
+                Ok(runs) | Err(runs) => runs,
+            };
+            if !runs.is_empty() {
+                defuse(&mut txn, runs);
+            }
+            let keyed = match keyed {
+                Ok(runs) if runs.is_empty() => None,
+                Ok(_) => Some(
+                    "the update stores a value of several parts under a map key, which no Yjs \
+                     client does; nothing was applied"
+                        .to_string(),
+                ),
+                Err(_) => Some(format!(
+                    "the update makes more than {MAX_PLACE_CHECKS} separate insertions next to \
+                     existing content; nothing was applied: send them in smaller updates"
+                )),
+            };
             let stuck = txn.has_missing_updates();
             let misplaced = applied.is_ok() && text_outside_texts(&txn, &parsed, &clock);
-            if applied.is_ok() && !stuck && !misplaced {
+            if applied.is_ok() && !stuck && !misplaced && keyed.is_none() {
                 lock(&observed).watching = true;
             }
             txn.commit();
-            (applied, stuck, misplaced, txn.encode_update_v1())
+            (applied, stuck, misplaced, keyed, txn.encode_update_v1())
         };
         let seen = {
             let mut seen = lock(&observed);
@@ -454,7 +475,7 @@ impl UpdateGuard {
             || !seen.inserted.is_empty()
             || !seen.removed.is_empty()
             || delta != [0, 0];
-        if applied.is_err() || stuck || misplaced || changed {
+        if applied.is_err() || stuck || misplaced || keyed.is_some() || changed {
             // From here on the shadow may differ from the room until accepted.
             self.stale = true;
         }
@@ -475,6 +496,9 @@ impl UpdateGuard {
                 "the update puts text where a list or map belongs".into(),
                 Wrong::Forbidden,
             ));
+        }
+        if let Some(why) = keyed {
+            return Err(Refusal(why, Wrong::Forbidden));
         }
         if !changed {
             return Ok(None);
@@ -599,6 +623,113 @@ fn text_outside_texts(
             None => false,
         }
     })
+}
+
+/// The runs of several units this update left alive outside their parent's list, as
+/// (client, clock, len): none from an honest client. `Err` when checking would take more
+/// than [`MAX_PLACE_CHECKS`] lookups (with every unchecked run).
+///
+/// A Yjs map keeps each key's values as a chain of items whose newest is the key's value; yrs
+/// 0.28 deletes a type's list and the newest value of each key with it, and garbage collection
+/// then frees the type. A value of several units (no Yjs client writes one: a map value is one
+/// `Any`, type or binary) is split by any later reference into its middle, and its left part
+/// is then alive but neither its key's value nor in the list: deleting the parent leaves it
+/// alive, pointing at the freed type, and the next encoding of the document reads freed memory
+/// (`collab/tests/guard_keyed_runs.rs` replays it). So each new live run of several units must
+/// be where yrs finds it: in its parent's list, at the index yrs gives it. yrs links an item
+/// right of its left neighbour, so one whose left neighbour is in a run of this update already
+/// found in a list (or in a live one given an explicit parent and no key, which yrs puts in the
+/// list) is in that list too; the others are looked up, which walks the parent's list up to
+/// them.
+fn keyed_runs(txn: &TransactionMut, parsed: &wire::WireUpdate) -> Result<Vec<Run>, Vec<Run>> {
+    let before = txn.before_state();
+    let deleted = txn.delete_set();
+    // This update's new runs known to be in a list: client → start → end.
+    let mut listed: HashMap<u64, BTreeMap<u32, u32>> = HashMap::new();
+    let in_listed = |listed: &HashMap<u64, BTreeMap<u32, u32>>, (client, clock): wire::Id| {
+        listed.get(&client).is_some_and(|runs| {
+            runs.range(..=clock)
+                .next_back()
+                .is_some_and(|(_, &end)| clock < end)
+        })
+    };
+    let mut found = Vec::new();
+    let mut checks = 0;
+    let mut unchecked = false;
+    for s in parsed.structs.iter().filter(|s| !s.skip) {
+        let client = yrs::block::ClientID::new(s.client);
+        // (Units the room had before are not this update's: yrs skips them.)
+        let start = s.clock.max(before.get(&client));
+        let end = s.clock.saturating_add(s.len);
+        if start >= end {
+            continue;
+        }
+        let live = (start..end)
+            .map(|clock| ID::new(client, clock))
+            .find(|id| !deleted.contains(id));
+        let [left, right, parent] = s.deps;
+        // (yrs puts a run it already had the start of right of that start, whatever it says.)
+        let trimmed = start > s.clock;
+        let left = if trimmed {
+            Some((s.client, start - 1))
+        } else {
+            left
+        };
+        let explicit =
+            !trimmed && left.is_none() && right.is_none() && (parent.is_some() || s.root.is_some());
+        if (explicit && !s.keyed && live.is_some()) || left.is_some_and(|l| in_listed(&listed, l)) {
+            listed.entry(s.client).or_default().insert(start, end);
+            continue;
+        }
+        // (One unit is never split; a dead run leaves no live part behind.)
+        let (true, Some(unit)) = (s.splittable && end - start > 1, live) else {
+            continue;
+        };
+        if checks == MAX_PLACE_CHECKS {
+            unchecked = true;
+            found.push((s.client, start, end - start));
+            continue;
+        }
+        checks += 1;
+        // `None`: not integrated (pending, or garbage-collected with its parent).
+        let Some(offset) = StickyIndex::from_id(unit, Assoc::After).get_offset(txn) else {
+            continue;
+        };
+        let at = StickyIndex::at(txn, offset.branch, offset.index, Assoc::After);
+        if at.as_ref().and_then(StickyIndex::id) == Some(&unit) {
+            listed.entry(s.client).or_default().insert(start, end);
+        } else {
+            found.push((s.client, start, end - start));
+        }
+    }
+    if unchecked {
+        Err(found)
+    } else {
+        Ok(found)
+    }
+}
+
+/// (client, clock, length) of a run of units.
+type Run = (u64, u32, u32);
+
+/// How many runs of one update [`keyed_runs`] looks up (each lookup walks a list): an honest
+/// update needs one per paste or typed run that starts next to what the room already had.
+const MAX_PLACE_CHECKS: usize = 1024;
+
+/// Deletes `runs` in the shadow's transaction before it commits, so that no live part of them
+/// outlives a parent the commit's garbage collection frees.
+fn defuse(txn: &mut TransactionMut, runs: &[(u64, u32, u32)]) {
+    let mut deletes = yrs::IdSet::new();
+    for &(client, clock, len) in runs {
+        deletes.insert(ID::new(yrs::block::ClientID::new(client), clock), len);
+    }
+    let mut bytes = vec![0]; // no structs
+    bytes.extend(yrs::updates::encoder::Encode::encode_v1(&deletes));
+    if let Ok(update) = Update::decode_v1(&bytes) {
+        if let Err(e) = txn.apply_update(update) {
+            tracing::error!("the update guard could not delete a refused map entry: {e}");
+        }
+    }
 }
 
 /// Applies the room's own changes to the shadow; a failure marks it for rebuilding.

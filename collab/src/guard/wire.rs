@@ -37,6 +37,10 @@ pub struct WireStruct {
     /// units but reads it by character, so in a list rather than a text it makes every walk
     /// over that list loop forever. The guard checks where yrs put it.
     pub astral_text: bool,
+    /// Content yrs keeps as one item of several units (a string of more than one UTF-16 unit,
+    /// several values), which a later reference into its middle splits. Under a map key that
+    /// is how an entry ends up outside its key's chain: the guard checks where yrs put it.
+    pub splittable: bool,
 }
 
 /// An update as read from the wire.
@@ -281,6 +285,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                     root: None,
                     keyed: false,
                     astral_text: false,
+                    splittable: false,
                 });
                 clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
                 continue;
@@ -374,6 +379,7 @@ fn read_inner(update: &[u8], roots: &[&str]) -> Result<WireUpdate, Inner> {
                 root,
                 keyed,
                 astral_text,
+                splittable: matches!(kind, 2 | 4 | 8) && len > 1,
             });
             clock = clock.checked_add(len).ok_or("clock overflow".to_string())?;
         }
