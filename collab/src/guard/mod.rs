@@ -33,7 +33,7 @@
 
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -117,23 +117,27 @@ pub enum Wrong {
 pub type CellItem = (u64, u32);
 
 /// What an update changed, as yrs integrated it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Analysis {
     /// The fields it touches, in order, without duplicates.
     pub fields: Vec<Field>,
-    /// The existing cells it changes or deletes (cells it adds are not listed).
+    /// The existing cells it changes or deletes (cells it adds are not listed), in order,
+    /// without duplicates.
     pub cells: Vec<CellItem>,
     /// Of those, the cells it deletes.
-    pub deleted_cells: Vec<CellItem>,
+    pub deleted_cells: HashSet<CellItem>,
+    /// `cells` as a set (an update may touch tens of thousands of cells: no quadratic lookups).
+    listed: HashSet<CellItem>,
 }
 
 impl Analysis {
     fn add(&mut self, field: Field, cell: Option<CellItem>) {
+        // (Few distinct fields: one per cell key and state key at most.)
         if !self.fields.contains(&field) {
             self.fields.push(field);
         }
         if let Some(cell) = cell {
-            if !self.cells.contains(&cell) {
+            if self.listed.insert(cell) {
                 self.cells.push(cell);
             }
         }
@@ -503,7 +507,7 @@ impl UpdateGuard {
         if !changed {
             return Ok(None);
         }
-        let removed: Vec<CellItem> = seen.removed.clone();
+        let removed: HashSet<CellItem> = seen.removed.iter().copied().collect();
         if kind == DocumentKind::Notebook {
             for (_, cell) in &seen.inserted {
                 check_cell(cell)?;
@@ -520,9 +524,9 @@ impl UpdateGuard {
         if !seen.inserted.is_empty() || !removed.is_empty() {
             analysis.add(Field::CellList, None);
         }
-        for cell in &removed {
+        for cell in &seen.removed {
             analysis.add(Field::CellList, Some(*cell));
-            analysis.deleted_cells.push(*cell);
+            analysis.deleted_cells.insert(*cell);
         }
         analysis.permits(caps)?;
         if kind == DocumentKind::Notebook {
@@ -535,7 +539,7 @@ impl UpdateGuard {
         let shadow_delta = delta;
         let mut delta = raw.to_vec();
         if !caps.contains(Capabilities::EXECUTE) {
-            let carried = carried_runs(room, &seen.inserted, &removed);
+            let carried = carried_runs(room, &seen.inserted, &seen.removed);
             if !carried.is_empty() {
                 // (Merged with the shadow's own encoding of the change: yrs's merge trusts its
                 // input, and the client's bytes are not to be trusted that far.)
@@ -1126,7 +1130,7 @@ fn check_cell(cell: &Value) -> Result<(), Refusal> {
 fn check_new_ids(
     room: &Doc,
     inserted: &[(CellItem, Value)],
-    removed: &[CellItem],
+    removed: &HashSet<CellItem>,
 ) -> Result<(), Refusal> {
     let new_ids: Vec<&str> = inserted
         .iter()
@@ -1137,7 +1141,7 @@ fn check_new_ids(
         return Ok(());
     }
     let txn = room.transact();
-    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut taken: HashSet<String> = HashSet::new();
     if let Some(cells) = txn.get_array("cells") {
         for cell in cells.iter(&txn) {
             let Out::YMap(map) = cell else { continue };
@@ -1246,46 +1250,52 @@ fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]
             || cell.get("execution_state") == Some(&Value::String("idle".into()));
         outputs_empty && count_empty && state_idle
     };
+    let run = |c: &Value| {
+        (
+            crate::notebook::normalized_outputs(c.get("outputs")),
+            c.get("execution_count").cloned().unwrap_or(Value::Null),
+            c.get("execution_state").cloned().unwrap_or(Value::Null),
+        )
+    };
     let mut carried = Vec::new();
-    let mut lent: Vec<usize> = Vec::new();
-    let mut originals: Option<Vec<Value>> = None;
+    // The deleted cells by id, each with its run; a deleted cell lends its run to one copy at
+    // most (taken out of the list when lent).
+    let mut originals: Option<HashMap<String, Vec<(Value, Value, Value)>>> = None;
     for (item, cell) in inserted {
         if blank(cell) {
             continue;
         }
         let originals = originals.get_or_insert_with(|| {
             let txn = room.transact();
-            removed
-                .iter()
-                .filter_map(|&r| cell_map(&txn, r))
-                .map(|map| out_to_json(&txn, &Out::YMap(map)))
-                .collect()
-        });
-        // Each deleted cell lends its run to one copy at most.
-        let moved = originals.iter().enumerate().find(|(i, original)| {
-            !lent.contains(i)
-                && original.get("id").is_some()
-                && original.get("id") == cell.get("id")
-                && {
-                    let run = |c: &Value| {
-                        (
-                            crate::notebook::normalized_outputs(c.get("outputs")),
-                            c.get("execution_count").cloned().unwrap_or(Value::Null),
-                            c.get("execution_state").cloned().unwrap_or(Value::Null),
-                        )
-                    };
-                    let (outputs, count, state) = run(cell);
-                    let (o_outputs, o_count, o_state) = run(original);
-                    same_json(&outputs, &o_outputs)
-                        && same_json(&count, &o_count)
-                        && (state == o_state
-                            || state.is_null()
-                            || state == Value::String("idle".into()))
+            let mut by_id: HashMap<String, Vec<_>> = HashMap::new();
+            for map in removed.iter().filter_map(|&r| cell_map(&txn, r)) {
+                let original = out_to_json(&txn, &Out::YMap(map));
+                if let Some(id) = original.get("id").and_then(Value::as_str) {
+                    by_id
+                        .entry(id.to_string())
+                        .or_default()
+                        .push(run(&original));
                 }
+            }
+            by_id
         });
-        match moved.map(|(i, _)| i) {
-            Some(i) => lent.push(i),
-            None => carried.push(*item),
+        let (outputs, count, state) = run(cell);
+        let twins = cell
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| originals.get_mut(id));
+        let moved = twins.and_then(|twins| {
+            let i = twins.iter().position(|(o_outputs, o_count, o_state)| {
+                same_json(&outputs, o_outputs)
+                    && same_json(&count, o_count)
+                    && (state == *o_state
+                        || state.is_null()
+                        || state == Value::String("idle".into()))
+            })?;
+            Some(twins.swap_remove(i))
+        });
+        if moved.is_none() {
+            carried.push(*item);
         }
     }
     carried

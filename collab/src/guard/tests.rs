@@ -100,11 +100,7 @@ fn send(
     match guard.judge(room, update, caps)? {
         None => Ok(None),
         Some(trial) => {
-            let analysis = Analysis {
-                fields: trial.analysis.fields.clone(),
-                cells: trial.analysis.cells.clone(),
-                deleted_cells: trial.analysis.deleted_cells.clone(),
-            };
+            let analysis = trial.analysis.clone();
             let delta = guard.accept(trial);
             room.transact_mut()
                 .apply_update(Update::decode_v1(&delta).unwrap())
@@ -594,4 +590,89 @@ fn a_huge_insert_and_delete_in_one_update_is_judged_whole() {
         .unwrap()
         .is_some());
     assert_eq!(notebook(&room).cells[1].source, "# notes!");
+}
+
+/// A room holding `n` code cells `c0..`, each with one output and an execution count.
+fn big_room(n: usize) -> Doc {
+    let cells: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"cell_type": "code", "id": format!("c{i}"), "metadata": {},
+                "source": format!("x = {i}"), "execution_count": i + 1,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": format!("{i}\n")}]})
+        })
+        .collect();
+    let file =
+        serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    let nb = Notebook::from_ipynb(file.to_string().as_bytes()).unwrap();
+    copy_of(&nb.to_doc())
+}
+
+#[test]
+fn an_update_over_tens_of_thousands_of_cells_is_judged_whole() {
+    // Deleting every cell of a big notebook at once (select all, delete): each deleted cell is
+    // listed once, and the lock check sees them all.
+    let room = big_room(20_000);
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let clear = peer_change(&room, |txn| {
+        let cells = txn.get_array("cells").unwrap();
+        cells.remove_range(txn, 0, 20_000);
+    });
+    let analysis = send(&mut guard, &room, &clear, editor()).unwrap().unwrap();
+    assert_eq!(analysis.deleted_cells.len(), 20_000);
+    assert_eq!(analysis.cells.len(), 20_000);
+    assert!(notebook(&room).cells.is_empty());
+
+    // Reversing 4,000 cells at once (JupyterLab moves by delete and re-insert with the same id):
+    // each keeps its own outputs; a new cell inserted with outputs beside them gets none.
+    let room = big_room(4_000);
+    let mut guard = UpdateGuard::new(DocumentKind::Notebook);
+    let moved = peer_change(&room, |txn| {
+        let cells = txn.get_array("cells").unwrap();
+        let copies: Vec<serde_json::Value> = (0..4_000)
+            .rev()
+            .map(|i| {
+                let Some(yrs::Out::YMap(map)) = cells.get(txn, i) else {
+                    panic!()
+                };
+                crate::notebook::out_to_json(txn, &yrs::Out::YMap(map))
+            })
+            .chain(std::iter::once(serde_json::json!({
+                "cell_type": "code", "id": "new", "metadata": {}, "source": "x = 7",
+                "execution_count": 8,
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": "7\n"}]
+            })))
+            .collect();
+        cells.remove_range(txn, 0, 4_000);
+        for (at, copy) in copies.iter().enumerate() {
+            let map = cells.insert(txn, at as u32, yrs::MapPrelim::default());
+            for (key, value) in copy.as_object().unwrap() {
+                match (key.as_str(), value) {
+                    ("source", serde_json::Value::String(s)) => {
+                        map.insert(txn, "source", yrs::TextPrelim::new(s.as_str()));
+                    }
+                    ("outputs", serde_json::Value::Array(outputs)) => {
+                        let list = map.insert(txn, "outputs", yrs::ArrayPrelim::default());
+                        for output in outputs {
+                            list.push_back(txn, crate::notebook::json_to_any(output));
+                        }
+                    }
+                    (key, value) => {
+                        map.insert(txn, key, crate::notebook::json_to_any(value));
+                    }
+                }
+            }
+        }
+    });
+    assert!(send(&mut guard, &room, &moved, editor()).unwrap().is_some());
+    let nb = notebook(&room);
+    assert_eq!(nb.cells.len(), 4_001);
+    for (at, cell) in nb.cells[..4_000].iter().enumerate() {
+        let i = 3_999 - at;
+        assert_eq!(cell.id, format!("c{i}"));
+        assert_eq!(cell.execution_count, serde_json::json!(i + 1));
+        assert_eq!(cell.outputs.len(), 1, "{}", cell.id);
+    }
+    assert_eq!(nb.cells[4_000].id, "new");
+    assert_eq!(nb.cells[4_000].execution_count, serde_json::Value::Null);
+    assert!(nb.cells[4_000].outputs.is_empty());
 }
