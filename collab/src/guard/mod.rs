@@ -1251,8 +1251,8 @@ fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]
         outputs_empty && count_empty && state_idle
     };
     // (outputs, execution count, run state)
-    type Run = (Value, Value, Value);
-    let run = |c: &Value| -> Run {
+    type CellRun = (Value, Value, Value);
+    let run = |c: &Value| -> CellRun {
         (
             crate::notebook::normalized_outputs(c.get("outputs")),
             c.get("execution_count").cloned().unwrap_or(Value::Null),
@@ -1262,7 +1262,7 @@ fn carried_runs(room: &Doc, inserted: &[(CellItem, Value)], removed: &[CellItem]
     let mut carried = Vec::new();
     // The deleted cells by id, each with its run; a deleted cell lends its run to one copy at
     // most (taken out of the list when lent).
-    let mut originals: Option<HashMap<String, Vec<Run>>> = None;
+    let mut originals: Option<HashMap<String, Vec<CellRun>>> = None;
     for (item, cell) in inserted {
         if blank(cell) {
             continue;
