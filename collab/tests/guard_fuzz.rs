@@ -883,7 +883,7 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
     };
     guard.room_changed(&delta);
     let roles = ["viewer", "editor", "runner", "owner"];
-    let peers: Vec<(Doc, Capabilities)> = (0..4)
+    let mut peers: Vec<(Doc, Capabilities)> = (0..4)
         .map(|i| {
             let peer = collab::notebook::new_doc_with_client(1 + rng.below(1 << 52));
             apply(&peer, &full_state(&room));
@@ -904,16 +904,25 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
             let delta = room_write(&mut rng, &room);
             guard.room_changed(&delta);
         }
-        let (peer, caps) = rng.pick(&peers);
+        let who = rng.below(peers.len() as u64) as usize;
+        let (peer, caps) = &peers[who];
         let caps = *caps;
+        // Whether the update is the peer's own edit (a refusal then tells it to resync).
+        let mut own = false;
         let update = match rng.below(10) {
-            0..=3 => real_edit(&mut rng, peer),
+            0..=3 => {
+                own = true;
+                real_edit(&mut rng, peer)
+            }
             4..=6 => forge(&mut rng, &room, &clients),
             _ if !sent.is_empty() => {
                 let base = rng.pick(&sent).clone();
                 mutate(&mut rng, &base, &sent)
             }
-            _ => real_edit(&mut rng, peer),
+            _ => {
+                own = true;
+                real_edit(&mut rng, peer)
+            }
         };
         let before_bytes = full_state(&room);
         let before = view(&room);
@@ -935,7 +944,16 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
         match verdict {
             Ok(Some(trial)) => {
                 let delta = guard.accept(trial);
-                apply(&room, &delta);
+                let applied = Update::decode_v1(&delta)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        room.transact_mut()
+                            .apply_update(d)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = applied {
+                    panic!("seed {seed}, iteration {i}: the accepted delta does not apply to the room: {e}\nupdate: {update:?}");
+                }
                 let after = view(&room);
                 let wrong = violations(&before, &after, caps);
                 assert!(
@@ -961,6 +979,15 @@ fn fuzz(seed: u64, iterations: u64) -> Stats {
                     "seed {seed}, iteration {i}: a refused update changed the room"
                 );
                 stats.refused += 1;
+                if own {
+                    // The refusal says `resync`: the client starts over from the room's state
+                    // (its refused edit would otherwise stay in its document only, and what it
+                    // hears next would land on a history the room does not have).
+                    let fresh = collab::notebook::new_doc_with_client(1 + rng.below(1 << 52));
+                    apply(&fresh, &full_state(&room));
+                    clients.push(fresh.client_id().get());
+                    peers[who].0 = fresh;
+                }
             }
         }
         if let Err(e) = astral_only_in_texts(&room).and_then(|()| loads(&room)) {
