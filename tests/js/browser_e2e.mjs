@@ -182,6 +182,31 @@ try {
   await snap(owner, 'owner-sees-grace');
   await snap(guest, 'grace-sees-owner');
 
+  // A request whose socket closes before the answer fails, and the page says so. This page's
+  // socket goes through the test, which closes it (as a network failure would: the page
+  // reconnects) in place of passing its first hold request on.
+  const flaky = await ownerContext.newPage();
+  flaky.on('pageerror', (e) => errors.push(`flaky: ${e.message}`));
+  let dropped = false;
+  await flaky.routeWebSocket(/\/api\/collaboration\/room\//, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      const lock = typeof message !== 'string' && message[0] === 2 && message.includes('"type":"lock"');
+      if (lock && !dropped) {
+        dropped = true;
+        ws.close({ code: 4000, reason: 'closed by the test' });
+        server.close();
+      } else server.send(message);
+    });
+    server.onMessage((message) => ws.send(message));
+  });
+  await flaky.goto(`${base}/notebooks/nb.ipynb`);
+  await flaky.locator('section.cell').first().locator('button.lock').click();
+  const failed = await waitFor(async () => ((await errorBanner(flaky)) ?? '').includes('closed before'));
+  step('a hold whose socket closes fails, and the page says so', dropped && failed !== null, await errorBanner(flaky));
+  await snap(flaky, 'hold-without-answer');
+  await flaky.close();
+
   // A run request forged from the guest's page is refused by the server.
   const forged = await guest.evaluate(async ({ fileId }) => {
     const ws = new WebSocket(`ws://${location.host}/api/collaboration/room/json:notebook:${fileId}`);

@@ -118,7 +118,7 @@ fn owner_and_guests_share_a_notebook_in_the_browser() {
         failed.is_empty(),
         "steps that failed: {failed:#?}\nreport: {report}"
     );
-    assert!(report["steps"].as_array().unwrap().len() >= 43, "{report}");
+    assert!(report["steps"].as_array().unwrap().len() >= 44, "{report}");
     // The links were made in the owner's share panel: the server has them.
     let (_, links) = server.http("GET", &format!("/api/sharing/{file_id}/links"), None);
     let links: Value = serde_json::from_str(&links).unwrap();
