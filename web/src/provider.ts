@@ -30,7 +30,7 @@ const FINAL_CLOSES = new Set([4400, 4403, 4404, 4500, 1003]);
 const ANSWER_TIMEOUT_MS = 90_000;
 
 /** A request the server did not answer: the socket closed first, or the answer never came. */
-export class RequestFailed extends Error {}
+class RequestFailed extends Error {}
 
 interface Waiting {
   resolve: (answer: ServerMessage) => void;
@@ -161,17 +161,17 @@ export class RoomProvider {
   /** Sends one of our RAW JSON requests; resolves with the server's answer to it. */
   request<R extends ClientRequest>(request: R): Promise<Answers[R['type']]> {
     const id = this.nextRequest++;
-    return this.await(id, requestFrame(request, id)) as Promise<Answers[R['type']]>;
+    return this.exchange(id, requestFrame(request, id)) as Promise<Answers[R['type']]>;
   }
 
   /** Asks the server to save now. */
   save(): Promise<SaveAnswer> {
     const id = this.nextRequest++;
-    return this.await(id, saveFrame(id)) as Promise<SaveAnswer>;
+    return this.exchange(id, saveFrame(id)) as Promise<SaveAnswer>;
   }
 
   /** Sends a request frame; its answer, or a RequestFailed. */
-  private await(id: number, frame: Uint8Array): Promise<ServerMessage> {
+  private exchange(id: number, frame: Uint8Array): Promise<ServerMessage> {
     if (this.socket?.readyState !== WebSocket.OPEN) {
       return Promise.reject(new RequestFailed('not connected to the server'));
     }
