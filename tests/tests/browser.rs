@@ -29,7 +29,7 @@ fn notebook() -> Vec<u8> {
         "cells": [
             cell("cell-0", "code", "print(6 * 7)"),
             cell("cell-1", "markdown", "# Notes\n\n<img src=x onerror=\"window.__quireFlag=1\">"),
-            cell("cell-2", "code", "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b><script>document.body.setAttribute(\"data-ran\", \"yes\"); try { parent.__quireFlag2 = 2 } catch (e) {} try { window.top.__quireFlag2 = 2 } catch (e) {}</script><img src=x onerror=\"parent.__quireFlag2=3\">'))"),
+            cell("cell-2", "code", "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b><script>document.body.setAttribute(\"data-ran\", \"yes\"); document.body.setAttribute(\"data-token\", String(Math.random())); try { parent.__quireFlag2 = 2 } catch (e) {} try { window.top.__quireFlag2 = 2 } catch (e) {}</script><img src=x onerror=\"parent.__quireFlag2=3\">'))"),
             cell("cell-3", "code", "name = input('name? ')\nprint('hello', name)"),
             cell("cell-4", "code", "import time\nfor i in range(40):\n    print('line', i, flush=True)\n    time.sleep(0.02)"),
         ],
@@ -118,7 +118,7 @@ fn owner_and_guests_share_a_notebook_in_the_browser() {
         failed.is_empty(),
         "steps that failed: {failed:#?}\nreport: {report}"
     );
-    assert!(report["steps"].as_array().unwrap().len() >= 41, "{report}");
+    assert!(report["steps"].as_array().unwrap().len() >= 44, "{report}");
     // The links were made in the owner's share panel: the server has them.
     let (_, links) = server.http("GET", &format!("/api/sharing/{file_id}/links"), None);
     let links: Value = serde_json::from_str(&links).unwrap();

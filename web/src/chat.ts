@@ -2,14 +2,7 @@
 // posted (RAW JSON over the room's socket). Posting needs `edit`; the server says so if not.
 import { el } from './util';
 import type { RoomProvider } from './provider';
-
-interface Message {
-  id: number;
-  at: number;
-  name: string;
-  color: string;
-  text: string;
-}
+import { ChatMessage, ServerMessage, refusal } from './protocol';
 
 export function mountChat(host: HTMLElement, provider: RoomProvider) {
   const list = el('ol', { class: 'chat-messages', 'aria-live': 'polite' });
@@ -19,7 +12,7 @@ export function mountChat(host: HTMLElement, provider: RoomProvider) {
   host.replaceChildren(el('h2', {}, 'Chat'), list, status, form);
   const seen = new Set<number>();
 
-  const show = (message: Message) => {
+  const show = (message: ChatMessage) => {
     if (seen.has(message.id)) return;
     seen.add(message.id);
     const who = el('b', {}, message.name);
@@ -36,17 +29,18 @@ export function mountChat(host: HTMLElement, provider: RoomProvider) {
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
-    const answer = await provider.request({ type: 'chat', text });
-    if (answer.status === 'ok') {
-      input.value = '';
-      status.textContent = '';
-    } else {
-      status.textContent = answer.reason ?? 'not sent';
+    let failure: string | null;
+    try {
+      failure = refusal(await provider.request({ type: 'chat', text }));
+    } catch (e) {
+      failure = `not sent: ${e instanceof Error ? e.message : e}`;
     }
+    if (failure === null) input.value = '';
+    status.textContent = failure ?? '';
   });
 
   return {
-    onRaw(message: any) {
+    onRaw(message: ServerMessage) {
       if (message.type === 'chat_history') for (const m of message.messages ?? []) show(m);
       else if (message.type === 'chat_message' && message.message) show(message.message);
     },

@@ -5,6 +5,7 @@
 import * as Y from 'yjs';
 import { marked } from 'marked';
 import DOMPurify from 'dompurify';
+import type { OutputsChange } from './model';
 
 /** An output as plain JSON (the server writes Maps with a growing Text for streams). */
 export function outputJson(item: unknown): any {
@@ -120,33 +121,61 @@ function renderBundle(data: Record<string, unknown>): HTMLElement {
   return box;
 }
 
-/** Renders a cell's outputs into `target`, replacing what was there. */
-export function renderOutputs(target: HTMLElement, outputs: Y.Array<unknown> | undefined) {
-  target.replaceChildren();
-  if (!outputs) return;
-  for (const item of outputs.toArray()) {
-    const output = outputJson(item);
-    if (!output || typeof output !== 'object') continue;
-    switch (output.output_type) {
-      case 'stream': {
-        const pre = document.createElement('pre');
-        pre.className = `output-stream ${output.name === 'stderr' ? 'stderr' : 'stdout'}`;
-        ansiText(pre, joinText(output.text));
-        target.append(pre);
-        break;
-      }
-      case 'execute_result':
-      case 'display_data':
-        target.append(renderBundle(output.data ?? {}));
-        break;
-      case 'error': {
-        const pre = document.createElement('pre');
-        pre.className = 'output-error';
-        const traceback = Array.isArray(output.traceback) ? output.traceback.join('\n') : '';
-        ansiText(pre, traceback || `${output.ename}: ${output.evalue}`);
-        target.append(pre);
-        break;
-      }
+/** One output's element; null for an output of no kind we show. */
+function renderOutput(item: unknown): HTMLElement | null {
+  const output = outputJson(item);
+  if (!output || typeof output !== 'object') return null;
+  switch (output.output_type) {
+    case 'stream': {
+      const pre = document.createElement('pre');
+      pre.className = `output-stream ${output.name === 'stderr' ? 'stderr' : 'stdout'}`;
+      ansiText(pre, joinText(output.text));
+      return pre;
     }
+    case 'execute_result':
+    case 'display_data':
+      return renderBundle(output.data ?? {});
+    case 'error': {
+      const pre = document.createElement('pre');
+      pre.className = 'output-error';
+      const traceback = Array.isArray(output.traceback) ? output.traceback.join('\n') : '';
+      ansiText(pre, traceback || `${output.ename}: ${output.evalue}`);
+      return pre;
+    }
+    default:
+      return null;
+  }
+}
+
+/** A cell's outputs, reconciled by key: each output item (the same object for as long as the
+ * output stays) keeps its element until it changes, so an HTML output's frame is not loaded
+ * again, nor its scripts run again, when other outputs come and go. */
+export class OutputArea {
+  private shown = new Map<unknown, HTMLElement>();
+
+  constructor(readonly node: HTMLElement) {}
+
+  /** Shows `items` in order; those in `changed` (all of them for 'all') are drawn anew. */
+  render(items: unknown[], changed: OutputsChange) {
+    const next = new Map<unknown, HTMLElement>();
+    for (const item of items) {
+      const kept = changed === 'all' || changed.has(item) ? undefined : this.shown.get(item);
+      const node = kept ?? renderOutput(item);
+      if (node) next.set(item, node);
+    }
+    const keep = new Set(next.values());
+    for (const node of this.shown.values()) if (!keep.has(node)) node.remove();
+    // Outputs kept are already in order (outputs are appended, cleared or updated in place):
+    // only new ones are placed, so a kept frame is never moved (moving a frame reloads it).
+    let previous: Element | null = null;
+    for (const node of next.values()) {
+      const expected: Element | null = previous ? previous.nextElementSibling : this.node.firstElementChild;
+      if (expected !== node) {
+        if (previous) previous.after(node);
+        else this.node.prepend(node);
+      }
+      previous = node;
+    }
+    this.shown = next;
   }
 }

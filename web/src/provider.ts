@@ -1,18 +1,42 @@
-// The room connection: y-protocols sync and awareness over Quire's websocket, plus the RAW JSON
-// messages of our own (execute, refusals, permissions, locks, chat). Reconnects with backoff,
-// except when the server closed for good (revoked, not found, bad request).
+// The room connection: y-protocols sync and awareness over Quire's websocket, plus our RAW JSON
+// messages (protocol.ts). Reconnects with backoff, except when the server closed for good
+// (revoked, not found, bad request). A request is answered, or fails when the socket closes
+// first or no answer comes in time: it never waits forever.
 import * as Y from 'yjs';
 import * as syncProtocol from 'y-protocols/sync';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
+import {
+  Answers,
+  ClientRequest,
+  RAW,
+  SaveAnswer,
+  ServerMessage,
+  answerId,
+  parseServerMessage,
+  requestFrame,
+  saveFrame,
+} from './protocol';
 
 const SYNC = 0;
 const AWARENESS = 1;
-const RAW = 2;
 
 /** Close codes after which reconnecting cannot help. */
 const FINAL_CLOSES = new Set([4400, 4403, 4404, 4500, 1003]);
+
+/** How long a request waits for its answer: longer than the server takes to start a kernel
+ * (60 s) before it answers an execute, so a slow start is not mistaken for a lost answer. */
+const ANSWER_TIMEOUT_MS = 90_000;
+
+/** A request the server did not answer: the socket closed first, or the answer never came. */
+class RequestFailed extends Error {}
+
+interface Waiting {
+  resolve: (answer: ServerMessage) => void;
+  reject: (error: RequestFailed) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
 
 export type Status =
   | { kind: 'connecting' }
@@ -27,9 +51,9 @@ export class RoomProvider {
   private attempts = 0;
   private stopped = false;
   private nextRequest = 1;
-  private waiting = new Map<number, (reply: any) => void>();
+  private waiting = new Map<number, Waiting>();
   onStatus: (status: Status) => void = () => {};
-  onRaw: (message: any) => void = () => {};
+  onRaw: (message: ServerMessage) => void = () => {};
 
   constructor(private url: string, doc: Y.Doc) {
     this.doc = doc;
@@ -69,6 +93,7 @@ export class RoomProvider {
     socket.onmessage = (event) => this.receive(new Uint8Array(event.data as ArrayBuffer));
     socket.onclose = (event) => {
       this.socket = null;
+      this.failWaiting('the connection closed before the server answered');
       const others = Array.from(this.awareness.getStates().keys()).filter(
         (id) => id !== this.doc.clientID,
       );
@@ -103,18 +128,14 @@ export class RoomProvider {
         );
         break;
       case RAW: {
-        const text = decoding.readVarString(decoder);
-        if (!text.startsWith('{')) break;
-        let message: any;
-        try {
-          message = JSON.parse(text);
-        } catch {
-          break;
-        }
-        const answered = this.waiting.get(message.responseTo);
-        if (answered && message.type !== 'input_request') {
-          this.waiting.delete(message.responseTo);
-          answered(message);
+        const message = parseServerMessage(decoding.readVarString(decoder));
+        if (!message) break;
+        const id = answerId(message);
+        const waiting = id === null ? undefined : this.waiting.get(id);
+        if (id !== null && waiting) {
+          this.waiting.delete(id);
+          clearTimeout(waiting.timer);
+          waiting.resolve(message);
         }
         this.onRaw(message);
         break;
@@ -123,7 +144,8 @@ export class RoomProvider {
   }
 
   private send(bytes: Uint8Array) {
-    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(bytes);
+    // (lib0's encoders make their arrays over an ArrayBuffer, never a shared one.)
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(bytes as Uint8Array<ArrayBuffer>);
   }
 
   private sendAwareness(clients: number[]) {
@@ -137,24 +159,38 @@ export class RoomProvider {
   }
 
   /** Sends one of our RAW JSON requests; resolves with the server's answer to it. */
-  request(message: Record<string, unknown>): Promise<any> {
+  request<R extends ClientRequest>(request: R): Promise<Answers[R['type']]> {
     const id = this.nextRequest++;
-    const encoder = encoding.createEncoder();
-    encoding.writeVarUint(encoder, RAW);
-    encoding.writeVarString(encoder, JSON.stringify({ ...message, request_id: id }));
-    this.send(encoding.toUint8Array(encoder));
-    return new Promise((resolve) => this.waiting.set(id, resolve));
+    return this.exchange(id, requestFrame(request, id)) as Promise<Answers[R['type']]>;
   }
 
-  /** RAW "save" + a request id: the server saves now and answers `{type: "save", status}`. */
-  save(): Promise<any> {
+  /** Asks the server to save now. */
+  save(): Promise<SaveAnswer> {
     const id = this.nextRequest++;
-    const encoder = encoding.createEncoder();
-    encoding.writeVarUint(encoder, RAW);
-    encoding.writeVarString(encoder, 'save');
-    encoding.writeVarUint(encoder, id);
-    this.send(encoding.toUint8Array(encoder));
-    return new Promise((resolve) => this.waiting.set(id, resolve));
+    return this.exchange(id, saveFrame(id)) as Promise<SaveAnswer>;
+  }
+
+  /** Sends a request frame; its answer, or a RequestFailed. */
+  private exchange(id: number, frame: Uint8Array): Promise<ServerMessage> {
+    if (this.socket?.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new RequestFailed('not connected to the server'));
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new RequestFailed('the server did not answer in time'));
+      }, ANSWER_TIMEOUT_MS);
+      this.waiting.set(id, { resolve, reject, timer });
+      this.send(frame);
+    });
+  }
+
+  private failWaiting(reason: string) {
+    for (const waiting of this.waiting.values()) {
+      clearTimeout(waiting.timer);
+      waiting.reject(new RequestFailed(reason));
+    }
+    this.waiting.clear();
   }
 
   close() {
