@@ -89,3 +89,35 @@ impl Identity {
         }
     }
 }
+
+/// A cell's `id` in the notebook (nbformat 4.5), stable across moves and edits.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(transparent)]
+pub struct CellId(pub String);
+
+impl CellId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for CellId {
+    fn from(id: &str) -> Self {
+        CellId(id.to_string())
+    }
+}
+
+impl From<String> for CellId {
+    fn from(id: String) -> Self {
+        CellId(id)
+    }
+}
+
+impl fmt::Display for CellId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -27,11 +27,11 @@ pub const MAX_JSON_DEPTH: usize = 128;
 
 pub use capabilities::{Capabilities, GrantSource};
 pub use content::{Content, DocumentKind};
-pub use ids::{ConnectionId, FileId, Identity};
+pub use ids::{CellId, ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
     CloseReason, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle,
-    RoomInput, RunSummary, SaveStatus, CLOSE_REVOKED,
+    RoomInput, RunSummary, SaveStatus,
 };
 pub use storage::{
     content_hash, ChatMessage, FileStamp, History, Journal, NotebookFile, StoreError, UpdateLog,

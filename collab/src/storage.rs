@@ -54,8 +54,10 @@ pub trait UpdateLog: Send + 'static {
 
 /// One chat message of a notebook.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ChatMessage {
     /// Assigned by the journal, increasing.
+    #[cfg_attr(test, ts(type = "number"))]
     pub id: u64,
     /// Milliseconds since the Unix epoch.
     pub at: f64,

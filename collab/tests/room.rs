@@ -395,7 +395,7 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
     let b = replies(&mut bob);
     assert_eq!(
         a.iter().find(|m| m["type"] == "lock").unwrap()["status"],
-        "granted"
+        "ok"
     );
     let refused = b.iter().find(|m| m["type"] == "lock").unwrap();
     assert_eq!(refused["status"], "refused");
@@ -424,13 +424,70 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_eq!(ask_lock(&room, &mut bob, 3).await, "refused");
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(ask_lock(&room, &mut bob, 4).await, "granted");
+    assert_eq!(ask_lock(&room, &mut bob, 4).await, "ok");
 
     // Bob leaves: his lock goes with him.
     room.send(RoomInput::Leave { conn: bob.conn })
         .await
         .unwrap();
-    assert_eq!(ask_lock(&room, &mut ada, 5).await, "granted");
+    assert_eq!(ask_lock(&room, &mut ada, 5).await, "ok");
+}
+
+/// The replies to lock and unlock are what the browser app reads: `"status": "ok"` when done,
+/// `"refused"` with a reason otherwise, always naming the request and the cell.
+#[tokio::test(start_paused = true)]
+async fn lock_replies_say_ok_when_done_and_a_malformed_request_is_refused_naming_the_field() {
+    use serde_json::json;
+    let config = RoomConfig {
+        lock_lease: Duration::from_secs(30),
+        ..RoomConfig::default()
+    };
+    let (room, _, _, _) = open_room(config);
+    let mut ada = join(&room, "ada").await;
+    let mut bob = join(&room, "bob").await;
+    let answer = |who: &mut Joined, kind: &str| {
+        replies(who)
+            .into_iter()
+            .find(|m| m["type"] == kind)
+            .unwrap()
+    };
+    room.send(lock(&ada, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        answer(&mut ada, "lock"),
+        json!({"type": "lock", "responseTo": 1, "status": "ok", "cell_id": "c",
+               "lease_ms": 30_000})
+    );
+    let unlock = |who: &Joined, id: u64| {
+        request(
+            who,
+            json!({"type": "unlock", "cell_id": "c", "request_id": id}),
+        )
+    };
+    room.send(unlock(&bob, 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        answer(&mut bob, "unlock"),
+        json!({"type": "unlock", "responseTo": 2, "status": "refused", "cell_id": "c",
+               "reason": "you do not hold this cell's lock"})
+    );
+    room.send(unlock(&ada, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        answer(&mut ada, "unlock"),
+        json!({"type": "unlock", "responseTo": 3, "status": "ok", "cell_id": "c"})
+    );
+
+    // A lock without its cell is refused by name, never taken as the cell "".
+    room.send(request(&bob, json!({"type": "lock", "request_id": 4})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        answer(&mut bob, "lock"),
+        json!({"type": "lock", "responseTo": 4, "status": "refused",
+               "reason": "malformed lock request: missing field `cell_id`"})
+    );
 }
 
 /// Asks for the whole document as a client that knows nothing does, and returns its copy.

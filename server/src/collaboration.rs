@@ -11,7 +11,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use collab::protocol::{decode_frame, Frame};
+use collab::protocol::{decode_frame, ClientRequest, CloseCode, Frame, RawText, Reply, Request};
 use collab::{
     Capabilities, CloseReason, ConnectionId, DocumentKind, FileId, Identity, LoadError, Outgoing,
     Room, RoomHandle, RoomInput,
@@ -32,10 +32,10 @@ use crate::AppState;
 const IDLE_READ_BUFFER: usize = 4096;
 
 /// Close codes JupyterLab's provider understands.
-const CLOSE_NOT_FOUND: u16 = 4404;
-const CLOSE_BAD_REQUEST: u16 = 4400;
-const CLOSE_LOAD_FAILURE: u16 = 4500;
-const CLOSE_SESSION: u16 = 1003;
+const CLOSE_NOT_FOUND: CloseCode = CloseCode::NotFound;
+const CLOSE_BAD_REQUEST: CloseCode = CloseCode::BadRequest;
+const CLOSE_LOAD_FAILURE: CloseCode = CloseCode::LoadFailure;
+const CLOSE_SESSION: CloseCode = CloseCode::Session;
 
 /// A room in the registry: its handle, and whether its task has finished (a closing room may
 /// still be writing its final save; its successor must not load the file before that).
@@ -159,7 +159,7 @@ impl Rooms {
             .map(|s| s.clone())
             .unwrap_or_default();
         for (handle, conn) in sockets {
-            let reason = CloseReason::new(collab::CLOSE_REVOKED, "you logged out");
+            let reason = CloseReason::new(CloseCode::Revoked, "you logged out");
             let _ = handle.send(RoomInput::Kick { conn, reason }).await;
         }
     }
@@ -472,7 +472,7 @@ async fn admit(
     };
     if !caps.contains(Capabilities::WATCH) {
         return Err(CloseReason::new(
-            collab::CLOSE_REVOKED,
+            CloseCode::Revoked,
             "you may not join this room",
         ));
     }
@@ -608,7 +608,7 @@ async fn serve_socket(
     let Some((handle, name, file, admitted_caps, joined)) = joined else {
         return close_socket(
             socket,
-            CloseReason::new(1013, "room unavailable, try again"),
+            CloseReason::new(CloseCode::TryAgain, "room unavailable, try again"),
         )
         .await;
     };
@@ -813,23 +813,18 @@ async fn serve_socket(
 }
 
 /// Our client's RAW JSON requests that start or stop kernels (`execute`, `shutdown`): the server
-/// owns kernels, so these are taken here, not in the room.
-struct KernelRequest {
-    kind: &'static str,
-    message: Value,
-}
-
-fn kernel_request(text: &str) -> Option<KernelRequest> {
-    if !text.starts_with('{') {
-        return None;
+/// owns kernels, so these are taken here, not in the room. Anything else (a malformed request
+/// included) goes on to the room, which answers it.
+fn kernel_request(text: &str) -> Option<Request> {
+    match RawText::decode(text) {
+        Ok(RawText::Request(
+            request @ Request {
+                body: ClientRequest::Execute { .. } | ClientRequest::Shutdown,
+                ..
+            },
+        )) => Some(request),
+        _ => None,
     }
-    let message: Value = serde_json::from_str(text).ok()?;
-    let kind = match message.get("type").and_then(Value::as_str)? {
-        "execute" => "execute",
-        "shutdown" => "shutdown",
-        _ => return None,
-    };
-    Some(KernelRequest { kind, message })
 }
 
 /// Answers a kernel request: for `execute`, a run on the notebook's kernel (starting one if the
@@ -842,37 +837,37 @@ async fn take_kernel_request(
     principal: &Principal,
     room: &str,
     conn: ConnectionId,
-    request: KernelRequest,
+    request: Request,
 ) -> RoomInput {
-    let KernelRequest { kind, message } = request;
-    let request_id = message.get("request_id").cloned();
-    let answer = |status: &str, reason: Option<&str>| RoomInput::Reply {
+    let Request { request_id, body } = request;
+    let kind = body.kind();
+    let refuse = |reason: &str| RoomInput::Reply {
         conn,
-        message: json!({"type": kind, "responseTo": request_id, "status": status, "reason": reason}),
+        reply: Reply::refused(kind, request_id, reason),
     };
     let file = match parse_document_id(room) {
         Ok(Some((DocumentKind::Notebook, file, _))) => file,
-        _ => return answer("refused", Some("only notebooks run code")),
+        _ => return refuse("only notebooks run code"),
     };
     if !principal
         .current_caps_for(state, file)
         .contains(Capabilities::EXECUTE)
     {
-        return answer("refused", Some("you may not run code in this notebook"));
+        return refuse("you may not run code in this notebook");
     }
-    if kind == "shutdown" {
+    let ClientRequest::Execute { cell_id } = body else {
         return if state.kernels.shutdown_for_file(file).await {
-            answer("ok", None)
+            RoomInput::Reply {
+                conn,
+                reply: Reply::ok(kind, request_id),
+            }
         } else {
-            answer("refused", Some("no kernel is running for this notebook"))
+            refuse("no kernel is running for this notebook")
         };
-    }
-    let Some(cell_id) = message.get("cell_id").and_then(Value::as_str) else {
-        return answer("refused", Some("an execute request needs a \"cell_id\""));
     };
     match state.kernels.ensure_for_file(state, file).await {
         Ok(kernel) => RoomInput::Execute {
-            cell_id: cell_id.to_string(),
+            cell_id: cell_id.0,
             requester: collab::execution::Requester {
                 identity: principal.identity(state),
                 conn: Some(conn),
@@ -881,6 +876,6 @@ async fn take_kernel_request(
             request_id,
             done: None,
         },
-        Err(e) => answer("refused", Some(&e.message)),
+        Err(e) => refuse(&e.message),
     }
 }

@@ -34,11 +34,14 @@ use crate::execution::{
 };
 use crate::merge;
 use crate::notebook::new_doc;
-use crate::protocol::{self, Frame};
+use crate::protocol::{
+    self, ClientRequest, CloseCode, Frame, RawText, Reply, Request, RequestId, RequestKind,
+    SaveReply, ServerEvent, ServerMessage, Status,
+};
 use crate::storage::{
     content_hash, ChatMessage, FileStamp, History, Journal, NotebookFile, UpdateLog,
 };
-use crate::{ConnectionId, Content, DocumentKind, Identity, NotebookError};
+use crate::{CellId, ConnectionId, Content, DocumentKind, Identity, NotebookError};
 
 /// Tunables; the defaults follow what JupyterLab's clients expect.
 #[derive(Clone, Debug)]
@@ -84,14 +87,15 @@ impl Default for RoomConfig {
 /// Why the server closes a connection, sent as the websocket close frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseReason {
+    /// A [`CloseCode`], as the number the close frame carries.
     pub code: u16,
     pub reason: String,
 }
 
 impl CloseReason {
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+    pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         CloseReason {
-            code,
+            code: code.code(),
             reason: reason.into(),
         }
     }
@@ -113,12 +117,12 @@ pub enum SaveStatus {
 }
 
 impl SaveStatus {
-    fn as_str(&self) -> &'static str {
+    fn wire_status(&self) -> Status {
         match self {
             // JupyterLab's provider treats "skipped" as "a save is already in progress" and shows
             // an error; a file that already holds the document is a successful save.
-            SaveStatus::Success | SaveStatus::Skipped => "success",
-            SaveStatus::Failed(_) => "failed",
+            SaveStatus::Success | SaveStatus::Skipped => Status::Success,
+            SaveStatus::Failed(_) => Status::Failed,
         }
     }
 }
@@ -162,13 +166,13 @@ pub enum RoomInput {
         cell_id: String,
         requester: Requester,
         kernel: KernelRef,
-        request_id: Option<Value>,
+        request_id: Option<RequestId>,
         done: Option<oneshot::Sender<Result<RunSummary, String>>>,
     },
-    /// A RAW JSON message for one connection (an answer the server gives on the room's behalf).
+    /// A reply for one connection (an answer the server gives on the room's behalf).
     Reply {
         conn: ConnectionId,
-        message: Value,
+        reply: Reply,
     },
     /// Show this kernel's status in the document (a session now binds it to this notebook).
     AttachKernel {
@@ -202,9 +206,6 @@ impl Member {
         }
     }
 }
-
-/// Close code for a connection whose access was revoked.
-pub const CLOSE_REVOKED: u16 = 4403;
 
 /// A joined connection: its id, the queue its writer drains, and the signal that it was dropped
 /// out of order (its queue overflowed).
@@ -705,9 +706,9 @@ impl Room {
             self.flush();
         }
         let reason = if self.shutdown_replies.is_empty() {
-            CloseReason::new(1001, "the room closed")
+            CloseReason::new(CloseCode::GoingAway, "the room closed")
         } else {
-            CloseReason::new(1001, "the server is shutting down")
+            CloseReason::new(CloseCode::GoingAway, "the server is shutting down")
         };
         self.close_down(reason).await;
         for reply in self.shutdown_replies.drain(..) {
@@ -874,9 +875,9 @@ impl Room {
                 done,
             } => self.execute(cell_id, requester, kernel, request_id, done),
             RoomInput::AttachKernel { kernel } => self.attach_kernel(kernel),
-            RoomInput::Reply { conn, message } => {
+            RoomInput::Reply { conn, reply } => {
                 if self.connections.contains_key(&conn) {
-                    self.reply_raw(conn, message);
+                    self.send_message(conn, reply);
                 }
             }
             RoomInput::Kernel(event) => self.on_kernel_event(event),
@@ -919,10 +920,7 @@ impl Room {
         // What this connection may do, so a client can show it (the server enforces it anyway).
         if self.document.is_some() {
             let caps = self.connections[&conn].caps;
-            self.reply_raw(
-                conn,
-                json!({"type": "permissions", "capabilities": caps.names()}),
-            );
+            self.send_message(conn, permissions(caps));
         }
         if let Some(all) = self.awareness.encode_all() {
             self.send_to(conn, protocol::encode_awareness(&all));
@@ -935,7 +933,8 @@ impl Room {
             None => Vec::new(),
         };
         if !history.is_empty() {
-            self.reply_raw(conn, json!({"type": "chat_history", "messages": history}));
+            let messages = history;
+            self.send_message(conn, ServerEvent::ChatHistory { messages });
         }
     }
 
@@ -1021,8 +1020,12 @@ impl Room {
     }
 
     fn handle_raw(&mut self, conn: ConnectionId, text: &str, tail: &[u8]) {
-        match text {
-            "save" => {
+        let decoded = match RawText::decode(text) {
+            Ok(decoded) => decoded,
+            Err(invalid) => return self.refuse(conn, invalid.to_string()),
+        };
+        match decoded {
+            RawText::Save => {
                 let Some((save_id, _)) = protocol::read_var_uint(tail) else {
                     return self.refuse(conn, "RAW save without a request id".into());
                 };
@@ -1042,11 +1045,12 @@ impl Room {
                     ),
                 }
             }
-            text if text.starts_with('{') => match serde_json::from_str::<Value>(text) {
-                Ok(message) => self.handle_request(conn, message),
-                Err(e) => self.refuse(conn, format!("malformed RAW message: {e}")),
-            },
-            other => tracing::debug!(%conn, "ignoring RAW message {other:?}"),
+            RawText::Request(request) => self.handle_request(conn, request),
+            RawText::Malformed(malformed) => {
+                tracing::info!(%conn, "refusing a request: {malformed}");
+                self.send_message(conn, malformed.reply());
+            }
+            RawText::Other => tracing::debug!(%conn, "ignoring RAW message {text:?}"),
         }
     }
 
@@ -1054,13 +1058,14 @@ impl Room {
     /// somewhere else. JupyterLab offers to revert or save a copy.
     fn conflict(&mut self, conn: ConnectionId) {
         tracing::info!(%conn, "update cannot be integrated; sending conflict");
-        self.send_to(conn, protocol::encode_raw(r#"{"type":"conflict"}"#));
+        self.send_message(conn, ServerEvent::Conflict);
     }
 
     /// A malformed message closes that one connection with the reason; the room carries on.
     fn refuse(&mut self, conn: ConnectionId, reason: String) {
         tracing::info!(%conn, "closing connection: {reason}");
-        self.remove(conn, Some(CloseReason::new(4400, truncate(&reason, 120))));
+        let reason = CloseReason::new(CloseCode::BadRequest, truncate(&reason, 120));
+        self.remove(conn, Some(reason));
     }
 
     /// A change the room made to its document itself: the update guard's shadow follows it,
@@ -1120,7 +1125,7 @@ impl Room {
                         self.stopping = true;
                         for (_, conn) in self.connections.drain() {
                             let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
-                                1011,
+                                CloseCode::ServerError,
                                 "the server cannot store edits right now",
                             )));
                         }
@@ -1149,8 +1154,10 @@ impl Room {
                 for (conn, queue_full) in failed {
                     if queue_full {
                         tracing::info!(%conn, "outgoing queue full; dropping the connection");
-                        let reason =
-                            CloseReason::new(1013, "client fell behind; reconnect to resync");
+                        let reason = CloseReason::new(
+                            CloseCode::TryAgain,
+                            "client fell behind; reconnect to resync",
+                        );
                         self.remove(conn, Some(reason));
                     } else {
                         self.remove(conn, None);
@@ -1162,6 +1169,11 @@ impl Room {
 
     fn send_to(&mut self, conn: ConnectionId, frame: Bytes) {
         self.outbox.push((Target::One(conn), frame));
+    }
+
+    /// Sends one RAW JSON message to one connection.
+    fn send_message(&mut self, conn: ConnectionId, message: impl Into<ServerMessage>) {
+        self.send_to(conn, protocol::encode_message(&message.into()));
     }
 
     fn broadcast(&mut self, frame: Bytes) {
@@ -1290,9 +1302,11 @@ impl Room {
     fn answer_save(&mut self, waiter: SaveWaiter, status: &SaveStatus) {
         match waiter {
             SaveWaiter::Raw { conn, save_id } => {
-                let reply =
-                    json!({"type": "save", "responseTo": save_id, "status": status.as_str()});
-                self.send_to(conn, protocol::encode_raw(&reply.to_string()));
+                let reply = SaveReply::Save {
+                    response_to: save_id,
+                    status: status.wire_status(),
+                };
+                self.send_message(conn, reply);
             }
             SaveWaiter::Reply(reply) => {
                 let _ = reply.send(status.clone());
@@ -1432,6 +1446,12 @@ impl Room {
             tracing::warn!("cannot record the saved point: {e}");
         }
     }
+}
+
+/// What a connection may do, as it is told.
+fn permissions(caps: Capabilities) -> ServerEvent {
+    let capabilities = caps.names().into_iter().map(String::from).collect();
+    ServerEvent::Permissions { capabilities }
 }
 
 /// Queues a frame for one connection; on failure, says whether its queue was full (a stalled

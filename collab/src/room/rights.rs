@@ -2,6 +2,8 @@
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
+
+use crate::protocol::RefusedAction;
 use yrs::updates::decoder::Decode;
 use yrs::{Map, Transact, Update};
 
@@ -20,9 +22,12 @@ impl Room {
     /// sync again (`resync`).
     pub(super) fn refuse_update(&mut self, conn: ConnectionId, reason: &str) {
         tracing::info!(%conn, "refusing an update: {reason}");
-        let message =
-            json!({"type": "refused", "action": "update", "reason": reason, "resync": true});
-        self.reply_raw(conn, message);
+        let refused = ServerEvent::Refused {
+            action: RefusedAction::Update,
+            reason: reason.to_string(),
+            resync: true,
+        };
+        self.send_message(conn, refused);
     }
 
     /// What `caps` come to in this room: a notebook opened as plain text escapes the notebook's
@@ -57,12 +62,13 @@ impl Room {
                     if let Some(c) = self.connections.get_mut(&conn) {
                         c.caps = caps;
                     }
-                    let message = json!({"type": "permissions", "capabilities": caps.names()});
-                    self.reply_raw(conn, message);
+                    self.send_message(conn, permissions(caps));
                 }
                 _ => {
-                    let reason =
-                        CloseReason::new(CLOSE_REVOKED, "your access to this notebook was revoked");
+                    let reason = CloseReason::new(
+                        CloseCode::Revoked,
+                        "your access to this notebook was revoked",
+                    );
                     self.remove(conn, Some(reason));
                 }
             }
@@ -134,7 +140,8 @@ impl Room {
         }
         let reason = "too many refused updates: reload the notebook to get it as it is";
         tracing::info!(%conn, "closing connection: {reason}");
-        self.remove(conn, Some(CloseReason::new(4429, reason)));
+        let reason = CloseReason::new(CloseCode::TooManyRefusals, reason);
+        self.remove(conn, Some(reason));
         false
     }
 
@@ -177,21 +184,17 @@ impl Room {
     }
 
     /// A chat message: stored, then sent to everyone in the room (the sender included).
-    pub(super) fn chat(&mut self, conn: ConnectionId, message: &Value, request_id: Option<Value>) {
-        let refuse = |reason: &str| json!({"type": "chat", "responseTo": request_id, "status": "refused", "reason": reason});
+    pub(super) fn chat(&mut self, conn: ConnectionId, text: &str, request_id: Option<RequestId>) {
+        let refuse = |reason: &str| Reply::refused(RequestKind::Chat, request_id, reason);
         if !self.may(conn, Capabilities::EDIT) {
-            return self.reply_raw(conn, refuse("you may read the chat, not post to it"));
+            return self.send_message(conn, refuse("you may read the chat, not post to it"));
         }
-        let text = message
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .trim();
+        let text = text.trim();
         if text.is_empty() {
-            return self.reply_raw(conn, refuse("an empty message"));
+            return self.send_message(conn, refuse("an empty message"));
         }
         if text.chars().count() > CHAT_MAX_CHARS {
-            return self.reply_raw(
+            return self.send_message(
                 conn,
                 refuse("the message is too long (4,000 characters at most)"),
             );
@@ -206,22 +209,23 @@ impl Room {
             text: text.to_string(),
         };
         let Some(journal) = &mut self.journal else {
-            return self.reply_raw(conn, refuse("this room keeps no chat"));
+            return self.send_message(conn, refuse("this room keeps no chat"));
         };
         match journal.post(&posted) {
             Ok(id) => posted.id = id,
             Err(e) => {
                 tracing::warn!("cannot store a chat message: {e}");
-                return self.reply_raw(conn, refuse("the server cannot store messages right now"));
+                return self
+                    .send_message(conn, refuse("the server cannot store messages right now"));
             }
         }
-        self.reply_raw(
-            conn,
-            json!({"type": "chat", "responseTo": request_id, "status": "ok", "id": posted.id}),
-        );
-        self.broadcast(protocol::encode_raw(
-            &json!({"type": "chat_message", "message": posted}).to_string(),
-        ));
+        let posted_reply = Reply {
+            id: Some(posted.id),
+            ..Reply::ok(RequestKind::Chat, request_id)
+        };
+        self.send_message(conn, posted_reply);
+        let message = ServerEvent::ChatMessage { message: posted };
+        self.broadcast(protocol::encode_message(&message.into()));
     }
 
     /// The id of the cell held by a Yjs item (read from the room's document, where a cell an
@@ -236,39 +240,39 @@ impl Room {
         }
     }
 
+    /// A lock (`take`) or unlock request. A granted lock answers `"status": "ok"` with the
+    /// lease, like every other request done.
     pub(super) fn lock_request(
         &mut self,
         conn: ConnectionId,
-        kind: &str,
-        message: &Value,
-        request_id: Option<Value>,
+        take: bool,
+        cell: &CellId,
+        request_id: Option<RequestId>,
     ) {
-        let cell_id = message
-            .get("cell_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let refuse = |reason: String| {
-            json!({"type": kind, "responseTo": request_id, "cell_id": cell_id,
-                                              "status": "refused", "reason": reason})
+        let kind = if take {
+            RequestKind::Lock
+        } else {
+            RequestKind::Unlock
         };
+        let cell_id = cell.as_str().to_string();
+        let refuse = |reason: String| Reply::refused(kind, request_id, reason).with_cell(cell);
         if !self.may(conn, Capabilities::EDIT) {
-            return self.reply_raw(conn, refuse("you may not edit this notebook".into()));
+            return self.send_message(conn, refuse("you may not edit this notebook".into()));
         }
         let exists = self
             .document
             .as_ref()
             .is_some_and(|d| execution::find_cell(&d.doc.transact(), &cell_id).is_some());
         if !exists {
-            return self.reply_raw(conn, refuse(format!("no cell with id {cell_id}")));
+            return self.send_message(conn, refuse(format!("no cell with id {cell_id}")));
         }
         let now = Instant::now();
-        match (kind, self.locks.get(&cell_id)) {
-            ("lock", Some(lock)) if lock.holder != conn && lock.expires > now => {
+        match (take, self.locks.get(&cell_id)) {
+            (true, Some(lock)) if lock.holder != conn && lock.expires > now => {
                 let holder = lock.identity.display_name.clone();
-                self.reply_raw(conn, refuse(format!("{holder} is editing this cell")));
+                self.send_message(conn, refuse(format!("{holder} is editing this cell")));
             }
-            ("lock", _) => {
+            (true, _) => {
                 let identity = self.connections[&conn].identity.clone();
                 self.locks.insert(
                     cell_id.clone(),
@@ -279,19 +283,20 @@ impl Room {
                     },
                 );
                 self.publish_lock(&cell_id);
-                let lease_ms = self.config.lock_lease.as_millis() as u64;
-                let reply = json!({"type": "lock", "responseTo": request_id, "cell_id": cell_id,
-                                   "status": "granted", "lease_ms": lease_ms});
-                self.reply_raw(conn, reply);
+                let granted = Reply {
+                    lease_ms: Some(self.config.lock_lease.as_millis() as u64),
+                    ..Reply::ok(kind, request_id).with_cell(cell)
+                };
+                self.send_message(conn, granted);
             }
-            (_, Some(lock)) if lock.holder == conn => {
+            (false, Some(lock)) if lock.holder == conn => {
                 self.locks.remove(&cell_id);
                 self.publish_lock(&cell_id);
-                let reply = json!({"type": "unlock", "responseTo": request_id, "cell_id": cell_id,
-                                   "status": "ok"});
-                self.reply_raw(conn, reply);
+                self.send_message(conn, Reply::ok(kind, request_id).with_cell(cell));
             }
-            _ => self.reply_raw(conn, refuse("you do not hold this cell's lock".into())),
+            (false, _) => {
+                self.send_message(conn, refuse("you do not hold this cell's lock".into()))
+            }
         }
     }
 

@@ -4,70 +4,71 @@ use super::*;
 
 /// Running cells: requests from clients, events from kernels.
 impl Room {
-    pub(super) fn reply_raw(&mut self, conn: ConnectionId, message: Value) {
-        self.send_to(conn, protocol::encode_raw(&message.to_string()));
-    }
-
-    /// JSON requests of our own client, sent as RAW messages.
-    pub(super) fn handle_request(&mut self, conn: ConnectionId, message: Value) {
-        let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
-        let request_id = message.get("request_id").cloned();
-        let needs_execute = matches!(kind, "input_reply" | "interrupt" | "restart");
+    /// A request of our own client (a RAW JSON message). `execute` and `shutdown` reach the
+    /// room only when the server passes them on: it owns the kernels.
+    pub(super) fn handle_request(&mut self, conn: ConnectionId, request: Request) {
+        let Request { request_id, body } = request;
+        let kind = body.kind();
+        let needs_execute = match &body {
+            ClientRequest::Interrupt
+            | ClientRequest::Restart
+            | ClientRequest::InputReply { .. } => true,
+            ClientRequest::Execute { .. }
+            | ClientRequest::Shutdown
+            | ClientRequest::Lock { .. }
+            | ClientRequest::Unlock { .. }
+            | ClientRequest::Chat { .. } => false,
+        };
         if needs_execute && !self.may(conn, Capabilities::EXECUTE) {
-            let reply = json!({"type": kind, "responseTo": request_id, "status": "refused",
-                               "reason": "you may not run code in this notebook"});
-            return self.reply_raw(conn, reply);
+            let reason = "you may not run code in this notebook";
+            return self.send_message(conn, Reply::refused(kind, request_id, reason));
         }
-        if matches!(kind, "lock" | "unlock") {
-            return self.lock_request(conn, kind, &message, request_id);
-        }
-        if kind == "chat" {
-            return self.chat(conn, &message, request_id);
-        }
-        match kind {
-            "input_reply" => {
-                let cell_id = message.get("cell_id").and_then(Value::as_str).unwrap_or("");
-                let value = message
-                    .get("value")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+        match body {
+            ClientRequest::Lock { cell_id } => self.lock_request(conn, true, &cell_id, request_id),
+            ClientRequest::Unlock { cell_id } => {
+                self.lock_request(conn, false, &cell_id, request_id)
+            }
+            ClientRequest::Chat { text } => self.chat(conn, &text, request_id),
+            ClientRequest::InputReply { cell_id, value } => {
                 let waiting = self.exec.runs.iter_mut().find(|(_, run)| {
-                    run.cell_id == cell_id && run.input_pending && run.requester.conn == Some(conn)
+                    run.cell_id == cell_id.as_str()
+                        && run.input_pending
+                        && run.requester.conn == Some(conn)
                 });
-                match waiting {
+                let reply = match waiting {
                     Some((run_id, run)) => {
                         run.input_pending = false;
                         run.kernel.input_reply(run_id, value);
-                        let reply = json!({"type": "input_reply", "responseTo": request_id, "status": "ok"});
-                        self.reply_raw(conn, reply);
+                        Reply::ok(kind, request_id)
                     }
                     None => {
                         let reason = "no prompt of yours is waiting in this cell";
-                        let reply = json!({"type": "input_reply", "responseTo": request_id, "status": "refused", "reason": reason});
-                        self.reply_raw(conn, reply);
+                        Reply::refused(kind, request_id, reason)
                     }
-                }
+                };
+                self.send_message(conn, reply);
             }
-            "interrupt" | "restart" => {
+            ClientRequest::Interrupt | ClientRequest::Restart => {
                 let reply = match &self.exec.kernel {
                     Some(kernel) => {
-                        if kind == "interrupt" {
+                        if kind == RequestKind::Interrupt {
                             kernel.interrupt();
                         } else {
                             kernel.restart();
                         }
-                        json!({"type": kind, "responseTo": request_id, "status": "ok"})
+                        Reply::ok(kind, request_id)
                     }
-                    None => json!({"type": kind, "responseTo": request_id, "status": "refused",
-                                   "reason": "no kernel is running for this notebook"}),
+                    None => {
+                        Reply::refused(kind, request_id, "no kernel is running for this notebook")
+                    }
                 };
-                self.reply_raw(conn, reply);
+                self.send_message(conn, reply);
             }
-            other => {
-                let reply = json!({"type": other, "responseTo": request_id, "status": "refused",
-                                   "reason": format!("unknown request type {other:?}")});
-                self.reply_raw(conn, reply);
+            ClientRequest::Execute { .. } | ClientRequest::Shutdown => {
+                // The server takes these before they reach a room; a room without a server
+                // in front of it (a test) has no kernel to run them on.
+                let reason = "this room does not start or stop kernels";
+                self.send_message(conn, Reply::refused(kind, request_id, reason));
             }
         }
     }
@@ -153,7 +154,7 @@ impl Room {
         cell_id: String,
         requester: Requester,
         kernel: KernelRef,
-        request_id: Option<Value>,
+        request_id: Option<RequestId>,
         done: Option<oneshot::Sender<Result<RunSummary, String>>>,
     ) {
         let allowed = requester
@@ -181,10 +182,9 @@ impl Room {
         let code = match code {
             Ok(code) => code,
             Err(reason) => {
-                if let (Some(conn), Some(_)) = (requester.conn, &request_id) {
-                    let reply = json!({"type": "execute", "responseTo": request_id,
-                                       "status": "refused", "reason": reason});
-                    self.reply_raw(conn, reply);
+                if let (Some(conn), Some(_)) = (requester.conn, request_id) {
+                    let reply = Reply::refused(RequestKind::Execute, request_id, reason.clone());
+                    self.send_message(conn, reply);
                 }
                 if let Some(done) = done {
                     let _ = done.send(Err(reason));
@@ -209,10 +209,13 @@ impl Room {
             list.retain(|(cell, _)| cell != &cell_id);
         }
         let allow_stdin = requester.conn.is_some();
-        if let (Some(conn), Some(_)) = (requester.conn, &request_id) {
-            let reply = json!({"type": "execute", "responseTo": request_id, "status": "queued",
-                               "run": run_id, "cell_id": cell_id});
-            self.reply_raw(conn, reply);
+        if let (Some(conn), Some(_)) = (requester.conn, request_id) {
+            let queued = Reply {
+                run: Some(run_id.clone()),
+                ..Reply::new(RequestKind::Execute, request_id, Status::Queued)
+                    .with_cell(&CellId::from(cell_id.as_str()))
+            };
+            self.send_message(conn, queued);
         }
         self.exec.runs.insert(
             run_id.clone(),
@@ -421,9 +424,13 @@ impl Room {
                 match requester {
                     Some(conn) => {
                         run.input_pending = true;
-                        let message = json!({"type": "input_request", "cell_id": cell_id,
-                                             "run": run_id, "prompt": prompt, "password": password});
-                        self.reply_raw(conn, message);
+                        let message = ServerEvent::InputRequest {
+                            cell_id: CellId::from(cell_id),
+                            run: run_id,
+                            prompt,
+                            password,
+                        };
+                        self.send_message(conn, message);
                     }
                     None => {
                         tracing::info!(cell = %cell_id, "input asked of a requester who left: interrupting");
@@ -464,8 +471,11 @@ impl Room {
         });
         if run.input_pending {
             if let Some(conn) = run.requester.conn {
-                let message = json!({"type": "input_closed", "cell_id": cell_id, "run": run_id});
-                self.reply_raw(conn, message);
+                let message = ServerEvent::InputClosed {
+                    cell_id: CellId::from(cell_id.as_str()),
+                    run: run_id,
+                };
+                self.send_message(conn, message);
             }
         }
         if let Some(done) = run.done.take() {

@@ -12,6 +12,18 @@
 //! The handshake: on connect the server sends its step 1 (a state vector); the client answers with
 //! step 2 (what the server lacks) and sends its own step 1, which the server answers with step 2
 //! to that client only. A client counts itself synced when it receives step 2.
+//!
+//! The RAW messages (JSON both ways, and JupyterLab's `"save"`) are typed in [`messages`]; the
+//! close codes the server ends a connection with are [`CloseCode`].
+
+mod close;
+mod messages;
+
+pub use close::CloseCode;
+pub use messages::{
+    ClientRequest, InvalidRaw, MalformedRequest, RawText, RefusedAction, Reply, Request, RequestId,
+    RequestKind, SaveReply, ServerEvent, ServerMessage, Status,
+};
 
 use bytes::Bytes;
 
@@ -57,10 +69,10 @@ pub enum FrameError {
 
 impl FrameError {
     /// The websocket close code for a connection that sent this frame.
-    pub fn close_code(&self) -> u16 {
+    pub fn close_code(&self) -> CloseCode {
         match self {
-            FrameError::TooLarge { .. } => 1009,
-            _ => 4400,
+            FrameError::TooLarge { .. } => CloseCode::TooLarge,
+            _ => CloseCode::BadRequest,
         }
     }
 }
@@ -189,7 +201,12 @@ pub fn encode_query_awareness() -> Bytes {
     Bytes::from_static(&[MSG_QUERY_AWARENESS as u8])
 }
 
-/// A RAW frame carrying one string (the server sends JSON this way).
+/// A RAW frame carrying one of the server's JSON messages.
+pub fn encode_message(message: &ServerMessage) -> Bytes {
+    encode_raw(&message.to_json())
+}
+
+/// A RAW frame carrying one string.
 pub fn encode_raw(text: &str) -> Bytes {
     let mut out = Vec::with_capacity(text.len() + 8);
     write_var_uint(&mut out, MSG_RAW);
@@ -277,6 +294,66 @@ mod tests {
         assert_eq!(
             decode_frame(&Bytes::from_static(&[2, 2, 0xff, 0xfe]), 1024),
             Err(FrameError::InvalidUtf8)
+        );
+    }
+}
+
+/// The browser app's protocol types (`web/src/generated/protocol.ts`) are generated from the
+/// types above: this test fails when the checked-in file is not what they generate.
+/// `QUIRE_WRITE_GENERATED=1 cargo test -p collab --lib generated_typescript` rewrites it.
+#[cfg(test)]
+mod generated_typescript {
+    use ts_rs::TS;
+
+    use super::*;
+    use crate::storage::ChatMessage;
+    use crate::CellId;
+
+    const PATH: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web/src/generated/protocol.ts"
+    );
+
+    fn generate() -> String {
+        let declarations = [
+            CellId::decl(),
+            RequestKind::decl(),
+            ClientRequest::decl(),
+            Request::decl(),
+            Status::decl(),
+            Reply::decl(),
+            SaveReply::decl(),
+            ChatMessage::decl(),
+            RefusedAction::decl(),
+            ServerEvent::decl(),
+            ServerMessage::decl(),
+            CloseCode::decl(),
+        ];
+        let mut out = String::from(
+            "// Generated from the Rust types of collab/src/protocol (ts-rs); do not edit.\n\
+             // Regenerate: QUIRE_WRITE_GENERATED=1 cargo test -p collab --lib generated_typescript\n\
+             // The messages are described in docs/protocol.md.\n",
+        );
+        for declaration in declarations {
+            out.push_str("\nexport ");
+            out.push_str(&declaration);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_checked_in_file() {
+        let generated = generate();
+        if std::env::var_os("QUIRE_WRITE_GENERATED").is_some() {
+            std::fs::create_dir_all(std::path::Path::new(PATH).parent().unwrap()).unwrap();
+            std::fs::write(PATH, &generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(PATH).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "{PATH} is not what the protocol types generate: run \
+             QUIRE_WRITE_GENERATED=1 cargo test -p collab --lib generated_typescript"
         );
     }
 }
