@@ -11,6 +11,7 @@
 //! A room without a document (a transient room such as JupyterLab's `globalAwareness`) only
 //! relays awareness.
 
+mod locks;
 mod rights;
 mod running;
 
@@ -452,8 +453,7 @@ pub struct Room {
     exec: Execution,
     /// Judges every client update on a shadow copy of the document before the room applies it.
     guard: crate::guard::UpdateGuard,
-    /// Edit locks by cell id.
-    locks: HashMap<String, EditLock>,
+    locks: locks::CellLocks,
     /// Chat and audit trail (none for transient rooms).
     journal: Option<Box<dyn Journal>>,
 }
@@ -462,14 +462,6 @@ pub struct Room {
 const CHAT_HISTORY: usize = 100;
 /// The longest chat message accepted, in characters.
 const CHAT_MAX_CHARS: usize = 4000;
-
-/// "Ada is editing": others may not change the cell until released, Ada leaves, or the lease
-/// lapses.
-struct EditLock {
-    holder: ConnectionId,
-    identity: Identity,
-    expires: Instant,
-}
 
 /// Runs this room asked for, and the kernel whose status it shows.
 #[derive(Default)]
@@ -525,7 +517,7 @@ impl Room {
             save_results_tx,
             exec: Execution::default(),
             guard: crate::guard::UpdateGuard::new(kind),
-            locks: HashMap::new(),
+            locks: locks::CellLocks::default(),
             journal: None,
         }
     }
@@ -787,7 +779,7 @@ impl Room {
         if let Some(expiry) = self.awareness.next_expiry(self.config.awareness_timeout) {
             deadline = deadline.min(expiry);
         }
-        if let Some(lapse) = self.locks.values().map(|l| l.expires).min() {
+        if let Some(lapse) = self.locks.next_expiry() {
             deadline = deadline.min(lapse);
         }
         if let Some(document) = &self.document {
@@ -803,14 +795,7 @@ impl Room {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        let lapsed: Vec<String> = self
-            .locks
-            .iter()
-            .filter(|(_, l)| l.expires <= now)
-            .map(|(cell, _)| cell.clone())
-            .collect();
-        for cell in lapsed {
-            self.locks.remove(&cell);
+        for cell in self.locks.lapse(now) {
             self.publish_lock(&cell);
         }
         if let Some(removal) = self.awareness.expire(now, self.config.awareness_timeout) {
@@ -950,14 +935,7 @@ impl Room {
         if let Some(removal) = self.awareness.remove_connection(conn) {
             self.broadcast(protocol::encode_awareness(&removal));
         }
-        let released: Vec<String> = self
-            .locks
-            .iter()
-            .filter(|(_, l)| l.holder == conn)
-            .map(|(cell, _)| cell.clone())
-            .collect();
-        for cell in released {
-            self.locks.remove(&cell);
+        for cell in self.locks.release_all(conn) {
             self.publish_lock(&cell);
         }
         // Nobody else may answer a prompt: a run waiting on its gone requester is interrupted.

@@ -160,15 +160,8 @@ impl Room {
             let Some(cell) = self.cell_id_of(*item) else {
                 continue;
             };
-            if let Some(lock) = self.locks.get_mut(&cell) {
-                if lock.holder == conn {
-                    lock.expires = Instant::now() + lease;
-                } else {
-                    return Err(format!(
-                        "{} is editing this cell",
-                        lock.identity.display_name
-                    ));
-                }
+            if let Err(holder) = self.locks.touch(&cell, conn, Instant::now(), lease) {
+                return Err(format!("{holder} is editing this cell"));
             }
             if analysis.deleted_cells.contains(item) {
                 let run = self.exec.runs.values().find(|r| r.cell_id == cell);
@@ -267,36 +260,27 @@ impl Room {
             return self.send_message(conn, refuse(format!("no cell with id {cell_id}")));
         }
         let now = Instant::now();
-        match (take, self.locks.get(&cell_id)) {
-            (true, Some(lock)) if lock.holder != conn && lock.expires > now => {
-                let holder = lock.identity.display_name.clone();
-                self.send_message(conn, refuse(format!("{holder} is editing this cell")));
+        if take {
+            let identity = self.connections[&conn].identity.clone();
+            let lease = self.config.lock_lease;
+            match self.locks.take(&cell_id, conn, &identity, now, lease) {
+                Ok(()) => {
+                    self.publish_lock(&cell_id);
+                    let granted = Reply {
+                        lease_ms: Some(lease.as_millis() as u64),
+                        ..Reply::ok(kind, request_id).with_cell(cell)
+                    };
+                    self.send_message(conn, granted);
+                }
+                Err(holder) => {
+                    self.send_message(conn, refuse(format!("{holder} is editing this cell")))
+                }
             }
-            (true, _) => {
-                let identity = self.connections[&conn].identity.clone();
-                self.locks.insert(
-                    cell_id.clone(),
-                    EditLock {
-                        holder: conn,
-                        identity,
-                        expires: now + self.config.lock_lease,
-                    },
-                );
-                self.publish_lock(&cell_id);
-                let granted = Reply {
-                    lease_ms: Some(self.config.lock_lease.as_millis() as u64),
-                    ..Reply::ok(kind, request_id).with_cell(cell)
-                };
-                self.send_message(conn, granted);
-            }
-            (false, Some(lock)) if lock.holder == conn => {
-                self.locks.remove(&cell_id);
-                self.publish_lock(&cell_id);
-                self.send_message(conn, Reply::ok(kind, request_id).with_cell(cell));
-            }
-            (false, _) => {
-                self.send_message(conn, refuse("you do not hold this cell's lock".into()))
-            }
+        } else if self.locks.release(&cell_id, conn) {
+            self.publish_lock(&cell_id);
+            self.send_message(conn, Reply::ok(kind, request_id).with_cell(cell));
+        } else {
+            self.send_message(conn, refuse("you do not hold this cell's lock".into()));
         }
     }
 

@@ -1,0 +1,169 @@
+//! Cell edit locks: "Ada is editing" — others may not change the cell until she releases it,
+//! leaves, or the lease lapses after her idleness.
+//!
+//! Sans-IO: the table takes the time and the lease as arguments and says which cells changed
+//! hands; the room publishes those to `state.locks`.
+
+use std::collections::HashMap;
+
+use tokio::time::{Duration, Instant};
+
+use crate::{ConnectionId, Identity};
+
+/// One cell's edit lock.
+pub(super) struct EditLock {
+    pub(super) holder: ConnectionId,
+    pub(super) identity: Identity,
+    pub(super) expires: Instant,
+}
+
+/// The edit locks of a room, by cell id.
+#[derive(Default)]
+pub(super) struct CellLocks {
+    locks: HashMap<String, EditLock>,
+}
+
+impl CellLocks {
+    pub(super) fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
+    pub(super) fn get(&self, cell: &str) -> Option<&EditLock> {
+        self.locks.get(cell)
+    }
+
+    /// Takes (or renews) `cell`'s lock for `holder`; `Err` names whoever holds it now.
+    pub(super) fn take(
+        &mut self,
+        cell: &str,
+        holder: ConnectionId,
+        identity: &Identity,
+        now: Instant,
+        lease: Duration,
+    ) -> Result<(), String> {
+        if let Some(lock) = self.locks.get(cell) {
+            if lock.holder != holder && lock.expires > now {
+                return Err(lock.identity.display_name.clone());
+            }
+        }
+        let lock = EditLock {
+            holder,
+            identity: identity.clone(),
+            expires: now + lease,
+        };
+        self.locks.insert(cell.to_string(), lock);
+        Ok(())
+    }
+
+    /// Releases `cell`'s lock if `holder` holds it; `false` when it does not.
+    pub(super) fn release(&mut self, cell: &str, holder: ConnectionId) -> bool {
+        let held = self.locks.get(cell).is_some_and(|l| l.holder == holder);
+        if held {
+            self.locks.remove(cell);
+        }
+        held
+    }
+
+    /// A change to `cell` by `conn`: allowed unless someone else holds the cell (the holder's
+    /// own change renews the lease). `Err` names the holder.
+    pub(super) fn touch(
+        &mut self,
+        cell: &str,
+        conn: ConnectionId,
+        now: Instant,
+        lease: Duration,
+    ) -> Result<(), String> {
+        match self.locks.get_mut(cell) {
+            Some(lock) if lock.holder == conn => {
+                lock.expires = now + lease;
+                Ok(())
+            }
+            Some(lock) => Err(lock.identity.display_name.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Releases every lock `holder` holds (it left); returns those cells.
+    pub(super) fn release_all(&mut self, holder: ConnectionId) -> Vec<String> {
+        self.remove_where(|lock| lock.holder == holder)
+    }
+
+    /// Removes the locks whose lease lapsed by `now`; returns those cells.
+    pub(super) fn lapse(&mut self, now: Instant) -> Vec<String> {
+        self.remove_where(|lock| lock.expires <= now)
+    }
+
+    /// When the next lease lapses.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.locks.values().map(|l| l.expires).min()
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&EditLock) -> bool) -> Vec<String> {
+        let cells: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, lock)| gone(lock))
+            .map(|(cell, _)| cell.clone())
+            .collect();
+        for cell in &cells {
+            self.locks.remove(cell);
+        }
+        cells
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn person(name: &str) -> Identity {
+        Identity::from_username(name)
+    }
+
+    #[test]
+    fn one_holder_at_a_time_until_release_or_lapse() {
+        let (ada, bob) = (ConnectionId(1), ConnectionId(2));
+        let start = Instant::now();
+        let mut locks = CellLocks::default();
+        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
+        assert_eq!(
+            locks.take("c", bob, &person("bob"), start, LEASE),
+            Err("ada".to_string())
+        );
+        // Taking it again renews it; only the holder may release it.
+        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
+        assert!(!locks.release("c", bob));
+        assert!(locks.release("c", ada));
+        assert!(locks.is_empty());
+
+        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
+        assert_eq!(locks.next_expiry(), Some(start + LEASE));
+        assert!(locks.lapse(start + LEASE / 2).is_empty());
+        // A lapsed lease is free for the taking even before the timer removes it.
+        assert_eq!(
+            locks.take("c", bob, &person("bob"), start + LEASE, LEASE),
+            Ok(())
+        );
+        assert_eq!(locks.lapse(start + LEASE * 2), vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn the_holders_changes_renew_the_lease_and_others_are_refused() {
+        let (ada, bob) = (ConnectionId(1), ConnectionId(2));
+        let start = Instant::now();
+        let mut locks = CellLocks::default();
+        locks.take("c", ada, &person("ada"), start, LEASE).unwrap();
+        assert_eq!(locks.touch("c", bob, start, LEASE), Err("ada".to_string()));
+        assert_eq!(locks.touch("other", bob, start, LEASE), Ok(()));
+        let later = start + Duration::from_secs(20);
+        assert_eq!(locks.touch("c", ada, later, LEASE), Ok(()));
+        assert_eq!(locks.next_expiry(), Some(later + LEASE));
+        locks.take("d", ada, &person("ada"), start, LEASE).unwrap();
+        let mut released = locks.release_all(ada);
+        released.sort();
+        assert_eq!(released, vec!["c".to_string(), "d".to_string()]);
+        assert!(locks.is_empty());
+    }
+}
