@@ -14,6 +14,9 @@
 mod locks;
 mod rights;
 mod running;
+mod saving;
+
+use saving::{write_snapshot, SaveError, SaveOutcome, SaveState, SaveWaiter};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -349,10 +352,8 @@ struct Document {
     unsaved_since: Option<Instant>,
     last_change: Instant,
     next_poll: Instant,
-    /// Who waits for the save being written right now (`None`: no save in flight).
-    saving: Option<Vec<SaveWaiter>>,
-    /// A save asked for while another was in flight.
-    save_queued: Option<Vec<SaveWaiter>>,
+    /// Whether a save is being written, who waits for it, and whether another is wanted.
+    save: SaveState,
     /// Counts the transactions committed on `doc`, so that a cached encoding knows it is stale.
     changes: Arc<AtomicU64>,
     /// The whole document as a sync step 2 frame, for clients that join knowing nothing (as
@@ -379,58 +380,8 @@ impl Document {
     }
 }
 
-/// Someone waiting for a save's outcome.
-enum SaveWaiter {
-    Raw { conn: ConnectionId, save_id: u64 },
-    Reply(oneshot::Sender<SaveStatus>),
-}
-
-/// What the blocking save task reports: the document state it wrote (as of log sequence
-/// number `seq`) and how it went.
-struct SaveOutcome {
-    seq: u64,
-    snapshot: Vec<u8>,
-    result: Result<(SaveStatus, Option<FileStamp>, String), SaveError>,
-}
-
-enum SaveError {
-    /// The file is no longer what we last read or wrote (an outside edit, a move, a delete
-    /// landed meanwhile): nothing was written; merge it, then save again.
-    ChangedOnDisk,
-    Failed(String),
-}
-
 fn lock(file: &Mutex<Box<dyn NotebookFile>>) -> std::sync::MutexGuard<'_, Box<dyn NotebookFile>> {
     file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Serializes a document state to .ipynb and writes it unless the file already holds it.
-/// Runs on a blocking thread: for a large notebook this is the expensive part of a save.
-fn write_snapshot(
-    kind: DocumentKind,
-    file: &Mutex<Box<dyn NotebookFile>>,
-    snapshot: &[u8],
-    disk_hash: &str,
-    expected: Option<FileStamp>,
-) -> Result<(SaveStatus, Option<FileStamp>, String), SaveError> {
-    let doc = new_doc();
-    apply_update_bytes(&doc, snapshot).map_err(SaveError::Failed)?;
-    let bytes = Content::from_doc(kind, &doc.transact()).to_bytes();
-    let hash = content_hash(&bytes);
-    if hash == disk_hash {
-        return Ok((SaveStatus::Skipped, None, hash));
-    }
-    let mut file = lock(file);
-    // Never write over something we have not seen, nor recreate a file moved or deleted.
-    match file.stat() {
-        Ok(current) if current.is_some() && current == expected => {}
-        Ok(_) => return Err(SaveError::ChangedOnDisk),
-        Err(e) => return Err(SaveError::Failed(format!("cannot read the file: {e}"))),
-    }
-    let stamp = file
-        .write(&bytes)
-        .map_err(|e| SaveError::Failed(format!("cannot write the file: {e}")))?;
-    Ok((SaveStatus::Success, Some(stamp), hash))
 }
 
 pub struct Room {
@@ -594,8 +545,7 @@ impl Room {
             unsaved_since: None,
             last_change: now,
             next_poll: now,
-            saving: None,
-            save_queued: None,
+            save: SaveState::Idle,
             changes,
             full_sync: None,
         };
@@ -714,7 +664,7 @@ impl Room {
         self.inbox.close();
         if self.document.is_some() {
             // Let every save in flight (and any queued behind it) finish and be recorded.
-            while self.doc_mut().saving.is_some() {
+            while self.doc_mut().save.in_flight() {
                 match self.save_results.recv().await {
                     Some(outcome) => self.on_save_finished(outcome),
                     None => break,
@@ -739,14 +689,12 @@ impl Room {
                     &document.disk_hash,
                     document.disk_stamp,
                 );
-                let changed = matches!(result, Err(SaveError::ChangedOnDisk));
-                let seq = document.last_seq;
-                document.saving = Some(Vec::new());
-                if changed {
+                if matches!(result, Err(SaveError::ChangedOnDisk)) {
                     // Merge what landed on disk, then try once more.
-                    document.saving = None;
                     continue;
                 }
+                let seq = document.last_seq;
+                document.save.begin(Vec::new());
                 self.on_save_finished(SaveOutcome {
                     seq,
                     snapshot,
@@ -785,7 +733,7 @@ impl Room {
         if let Some(document) = &self.document {
             deadline = deadline.min(document.next_poll);
             // While a save is in flight its completion is what wakes the room.
-            if let (Some(since), None) = (document.unsaved_since, &document.saving) {
+            if let (Some(since), false) = (document.unsaved_since, document.save.in_flight()) {
                 let debounced = document.last_change + self.config.autosave_delay;
                 deadline = deadline.min(debounced.min(since + self.config.autosave_max_delay));
             }
@@ -810,7 +758,7 @@ impl Room {
             let document = self.doc_mut();
             if let Some(since) = document.unsaved_since {
                 let due = (document.last_change + delay).min(since + max_delay);
-                if now >= due && document.saving.is_none() {
+                if now >= due && !document.save.in_flight() {
                     self.request_save(None);
                 }
             }
@@ -1161,11 +1109,8 @@ impl Room {
     /// Asks for a save: starts one now, or after the one in flight.
     fn request_save(&mut self, waiter: Option<SaveWaiter>) {
         let document = self.doc_mut();
-        if document.saving.is_some() {
-            document
-                .save_queued
-                .get_or_insert_with(Vec::new)
-                .extend(waiter);
+        if document.save.in_flight() {
+            document.save.again(waiter);
             return;
         }
         self.start_save(waiter.into_iter().collect());
@@ -1176,12 +1121,9 @@ impl Room {
     fn start_save(&mut self, waiters: Vec<SaveWaiter>) {
         self.check_disk();
         let document = self.doc_mut();
-        if document.saving.is_some() {
+        if document.save.in_flight() {
             // Merging an outside change started a save of its own: ride along with it.
-            document
-                .save_queued
-                .get_or_insert_with(Vec::new)
-                .extend(waiters);
+            document.save.again(waiters);
             return;
         }
         if let Some(problem) = document.disk_problem.clone() {
@@ -1201,7 +1143,7 @@ impl Room {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         document.unsaved_since = None;
-        document.saving = Some(waiters);
+        document.save.begin(waiters);
         let file = document.file.clone();
         let kind = document.kind;
         let disk_hash = document.disk_hash.clone();
@@ -1219,7 +1161,7 @@ impl Room {
 
     fn on_save_finished(&mut self, outcome: SaveOutcome) {
         let document = self.doc_mut();
-        let waiters = document.saving.take().unwrap_or_default();
+        let (waiters, again) = document.save.finish();
         let status = match outcome.result {
             Ok((status, stamp, hash)) => {
                 if stamp.is_some() {
@@ -1241,15 +1183,17 @@ impl Room {
             }
             Err(SaveError::ChangedOnDisk) => {
                 tracing::info!("the file changed on disk during the save; merging it first");
-                document
-                    .save_queued
-                    .get_or_insert_with(Vec::new)
-                    .splice(0..0, waiters);
+                let retry: Vec<SaveWaiter> = waiters
+                    .into_iter()
+                    .chain(again.into_iter().flatten())
+                    .collect();
                 document.unsaved_since.get_or_insert_with(Instant::now);
                 self.check_disk();
-                if self.doc_mut().saving.is_none() {
-                    let queued = self.doc_mut().save_queued.take().unwrap_or_default();
-                    self.start_save(queued);
+                // Merging may have started a save of its own: then retry after it.
+                if self.doc_mut().save.in_flight() {
+                    self.doc_mut().save.again(retry);
+                } else {
+                    self.start_save(retry);
                 }
                 return;
             }
@@ -1262,7 +1206,7 @@ impl Room {
         for waiter in waiters {
             self.answer_save(waiter, &status);
         }
-        if let Some(queued) = self.doc_mut().save_queued.take() {
+        if let Some(queued) = again {
             self.start_save(queued);
         }
     }
@@ -1320,7 +1264,7 @@ impl Room {
     /// Notices a change made to the file outside Quire and merges it in.
     fn check_disk(&mut self) {
         let document = self.doc_mut();
-        if document.saving.is_some() {
+        if document.save.in_flight() {
             // Our own write is under way: the file is ours until it reports back.
             return;
         }
