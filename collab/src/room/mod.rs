@@ -11,6 +11,7 @@
 //! A room without a document (a transient room such as JupyterLab's `globalAwareness`) only
 //! relays awareness.
 
+mod fanout;
 mod locks;
 mod rights;
 mod running;
@@ -325,11 +326,6 @@ impl RefusalBudget {
     }
 }
 
-enum Target {
-    One(ConnectionId),
-    All,
-}
-
 /// The document side of a room: the doc, its file, its history.
 struct Document {
     kind: DocumentKind,
@@ -393,8 +389,7 @@ pub struct Room {
     awareness: AwarenessTable,
     document: Option<Document>,
     /// Document changes not yet in the log, and frames not yet sent: flushed together.
-    unlogged: Vec<Bytes>,
-    outbox: Vec<(Target, Bytes)>,
+    outbox: fanout::Outbox,
     linger_until: Option<Instant>,
     stopping: bool,
     /// Replies owed once the room has shut down.
@@ -459,8 +454,7 @@ impl Room {
             connections: HashMap::new(),
             awareness: AwarenessTable::default(),
             document,
-            unlogged: Vec::new(),
-            outbox: Vec::new(),
+            outbox: fanout::Outbox::default(),
             linger_until,
             stopping: false,
             shutdown_replies: Vec::new(),
@@ -1003,9 +997,7 @@ impl Room {
 
     /// A change made to the document: logged, then broadcast to everyone (the sender included).
     fn log_and_broadcast(&mut self, delta: Bytes, dirties: bool) {
-        self.outbox
-            .push((Target::All, protocol::encode_sync_update(&delta)));
-        self.unlogged.push(delta);
+        self.outbox.change(delta);
         if dirties {
             let now = Instant::now();
             let document = self.doc_mut();
@@ -1033,60 +1025,47 @@ impl Room {
         // Dropping a connection queues its presence removal, and releasing its locks writes
         // the document: keep going until everything is logged and sent, logging first.
         loop {
-            if !self.unlogged.is_empty() {
-                let document = self.document.as_mut().expect("changes need a document");
-                match document.log.append(&self.unlogged) {
-                    Ok(seq) => {
-                        document.last_seq = seq;
-                        document.log_bytes +=
-                            self.unlogged.iter().map(|u| u.len() as u64).sum::<u64>();
-                        self.unlogged.clear();
+            let document = self.document.as_mut();
+            let committed = self.outbox.commit(|updates| {
+                let document = document.expect("changes need a document");
+                let seq = document.log.append(updates)?;
+                document.last_seq = seq;
+                Ok(seq)
+            });
+            match committed {
+                Ok(Some((_, bytes))) => self.doc_mut().log_bytes += bytes,
+                Ok(None) => {}
+                Err::<_, crate::storage::StoreError>(e) => {
+                    // Nothing unlogged may be acknowledged: close every connection (clients
+                    // reconnect and resync) and unload, saving what we can to the file.
+                    tracing::error!("cannot append to the update log: {e}");
+                    self.stopping = true;
+                    for (_, conn) in self.connections.drain() {
+                        let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
+                            CloseCode::ServerError,
+                            "the server cannot store edits right now",
+                        )));
                     }
-                    Err(e) => {
-                        // Nothing unlogged may be acknowledged: close every connection (clients
-                        // reconnect and resync) and unload, saving what we can to the file.
-                        tracing::error!("cannot append to the update log: {e}");
-                        self.unlogged.clear();
-                        self.outbox.clear();
-                        self.stopping = true;
-                        for (_, conn) in self.connections.drain() {
-                            let _ = conn.out.try_send(Outgoing::Close(CloseReason::new(
-                                CloseCode::ServerError,
-                                "the server cannot store edits right now",
-                            )));
-                        }
-                        return;
-                    }
+                    return;
                 }
             }
-            if self.outbox.is_empty() {
+            let frames = self.outbox.take_frames();
+            if frames.is_empty() {
                 return;
             }
-            let outbox = std::mem::take(&mut self.outbox);
-            for (target, frame) in outbox {
-                let failed: Vec<(ConnectionId, bool)> = match target {
-                    Target::One(conn) => self
-                        .connections
-                        .get(&conn)
-                        .and_then(|c| try_deliver(conn, c, frame))
-                        .into_iter()
-                        .collect(),
-                    Target::All => self
-                        .connections
-                        .iter()
-                        .filter_map(|(conn, c)| try_deliver(*conn, c, frame.clone()))
-                        .collect(),
-                };
-                for (conn, queue_full) in failed {
-                    if queue_full {
-                        tracing::info!(%conn, "outgoing queue full; dropping the connection");
-                        let reason = CloseReason::new(
-                            CloseCode::TryAgain,
-                            "client fell behind; reconnect to resync",
-                        );
-                        self.remove(conn, Some(reason));
-                    } else {
-                        self.remove(conn, None);
+            for (target, frame) in frames {
+                let undelivered = fanout::deliver(target, frame, &self.connections, |c| &c.out);
+                for (conn, why) in undelivered {
+                    match why {
+                        fanout::Undelivered::QueueFull => {
+                            tracing::info!(%conn, "outgoing queue full; dropping the connection");
+                            let reason = CloseReason::new(
+                                CloseCode::TryAgain,
+                                "client fell behind; reconnect to resync",
+                            );
+                            self.remove(conn, Some(reason));
+                        }
+                        fanout::Undelivered::Gone => self.remove(conn, None),
                     }
                 }
             }
@@ -1094,7 +1073,7 @@ impl Room {
     }
 
     fn send_to(&mut self, conn: ConnectionId, frame: Bytes) {
-        self.outbox.push((Target::One(conn), frame));
+        self.outbox.send_to(conn, frame);
     }
 
     /// Sends one RAW JSON message to one connection.
@@ -1103,7 +1082,7 @@ impl Room {
     }
 
     fn broadcast(&mut self, frame: Bytes) {
-        self.outbox.push((Target::All, frame));
+        self.outbox.broadcast(frame);
     }
 
     /// Asks for a save: starts one now, or after the one in flight.
@@ -1374,20 +1353,6 @@ impl Room {
 fn permissions(caps: Capabilities) -> ServerEvent {
     let capabilities = caps.names().into_iter().map(String::from).collect();
     ServerEvent::Permissions { capabilities }
-}
-
-/// Queues a frame for one connection; on failure, says whether its queue was full (a stalled
-/// client) rather than closed (a client already gone).
-fn try_deliver(
-    conn: ConnectionId,
-    connection: &Connection,
-    frame: Bytes,
-) -> Option<(ConnectionId, bool)> {
-    match connection.out.try_send(Outgoing::Frame(frame)) {
-        Ok(()) => None,
-        Err(mpsc::error::TrySendError::Full(_)) => Some((conn, true)),
-        Err(mpsc::error::TrySendError::Closed(_)) => Some((conn, false)),
-    }
 }
 
 /// Rebuilds a document from its history; the merge base is the state as of the saved point.
