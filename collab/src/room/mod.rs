@@ -15,6 +15,7 @@ mod fanout;
 mod locks;
 mod rights;
 mod running;
+mod runs;
 mod saving;
 
 use saving::{write_snapshot, SaveError, SaveOutcome, SaveState, SaveWaiter};
@@ -35,7 +36,7 @@ use crate::awareness::AwarenessTable;
 use crate::capabilities::{Capabilities, GrantSource};
 use crate::execution::{
     self, EventSink, ExecuteJob, KernelEvent, KernelRef, KernelStatus, Requester, RunEvent, RunId,
-    RunOutcome, StreamTail,
+    RunOutcome,
 };
 use crate::merge;
 use crate::notebook::new_doc;
@@ -396,7 +397,7 @@ pub struct Room {
     shutdown_replies: Vec<oneshot::Sender<()>>,
     save_results: mpsc::UnboundedReceiver<SaveOutcome>,
     save_results_tx: mpsc::UnboundedSender<SaveOutcome>,
-    exec: Execution,
+    exec: runs::Execution,
     /// Judges every client update on a shadow copy of the document before the room applies it.
     guard: crate::guard::UpdateGuard,
     locks: locks::CellLocks,
@@ -408,34 +409,6 @@ pub struct Room {
 const CHAT_HISTORY: usize = 100;
 /// The longest chat message accepted, in characters.
 const CHAT_MAX_CHARS: usize = 4000;
-
-/// Runs this room asked for, and the kernel whose status it shows.
-#[derive(Default)]
-struct Execution {
-    kernel: Option<KernelRef>,
-    runs: HashMap<RunId, Run>,
-    /// Queued and running runs, oldest first.
-    order: Vec<RunId>,
-    /// Outputs shown under a display id (cell id, output map), for `update_display_data`.
-    displays: HashMap<String, Vec<(String, yrs::MapRef)>>,
-}
-
-struct Run {
-    cell_id: String,
-    requester: Requester,
-    kernel: KernelRef,
-    queued_at: f64,
-    started_at: Option<f64>,
-    execution_count: Option<i64>,
-    /// Net bytes of output this run has written since its outputs were last cleared.
-    output_bytes: usize,
-    truncated: bool,
-    /// `clear_output(wait=True)` seen: clear when the next output arrives.
-    clear_pending: bool,
-    stream_tail: Option<StreamTail>,
-    input_pending: bool,
-    done: Option<oneshot::Sender<Result<RunSummary, String>>>,
-}
 
 /// Origin of the room's own writes to the `state` map: they do not make the notebook unsaved.
 const SERVER_STATE_ORIGIN: &str = "quire-server-state";
@@ -460,7 +433,7 @@ impl Room {
             shutdown_replies: Vec::new(),
             save_results,
             save_results_tx,
-            exec: Execution::default(),
+            exec: runs::Execution::default(),
             guard: crate::guard::UpdateGuard::new(kind),
             locks: locks::CellLocks::default(),
             journal: None,

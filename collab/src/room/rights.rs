@@ -164,7 +164,7 @@ impl Room {
                 return Err(format!("{holder} is editing this cell"));
             }
             if analysis.deleted_cells.contains(item) {
-                let run = self.exec.runs.values().find(|r| r.cell_id == cell);
+                let run = self.exec.run_of_cell(&cell);
                 if let Some(run) = run.filter(|r| r.requester.conn != Some(conn)) {
                     return Err(format!(
                         "this cell is running or queued, started by {}",
@@ -291,7 +291,7 @@ impl Room {
         if let Some(lock) = self.locks.get(cell_id) {
             entry.insert("edit".into(), json!({"by": who(&lock.identity)}));
         }
-        if let Some(run) = self.exec.runs.values().find(|r| r.cell_id == cell_id) {
+        if let Some(run) = self.exec.run_of_cell(cell_id) {
             entry.insert(
                 "execute".into(),
                 json!({"by": who(&run.requester.identity)}),

@@ -30,12 +30,7 @@ impl Room {
             }
             ClientRequest::Chat { text } => self.chat(conn, &text, request_id),
             ClientRequest::InputReply { cell_id, value } => {
-                let waiting = self.exec.runs.iter_mut().find(|(_, run)| {
-                    run.cell_id == cell_id.as_str()
-                        && run.input_pending
-                        && run.requester.conn == Some(conn)
-                });
-                let reply = match waiting {
+                let reply = match self.exec.prompt_of(cell_id.as_str(), conn) {
                     Some((run_id, run)) => {
                         run.input_pending = false;
                         run.kernel.input_reply(run_id, value);
@@ -164,7 +159,7 @@ impl Room {
             Some("you may not run code in this notebook".to_string())
         } else if self.document.is_none() {
             Some("this room has no notebook".to_string())
-        } else if self.exec.runs.values().any(|r| r.cell_id == cell_id) {
+        } else if self.exec.run_of_cell(&cell_id).is_some() {
             Some("this cell is already queued or running".to_string())
         } else {
             None
@@ -205,9 +200,6 @@ impl Room {
         self.write_state(|txn, state| {
             executions_map(txn, state).insert(txn, cell_id.as_str(), entry);
         });
-        for list in self.exec.displays.values_mut() {
-            list.retain(|(cell, _)| cell != &cell_id);
-        }
         let allow_stdin = requester.conn.is_some();
         if let (Some(conn), Some(_)) = (requester.conn, request_id) {
             let queued = Reply {
@@ -217,24 +209,20 @@ impl Room {
             };
             self.send_message(conn, queued);
         }
-        self.exec.runs.insert(
+        self.exec.start(
             run_id.clone(),
-            Run {
+            runs::Run {
                 cell_id: cell_id.clone(),
                 requester,
                 kernel: kernel.clone(),
                 queued_at,
                 started_at: None,
                 execution_count: None,
-                output_bytes: 0,
-                truncated: false,
-                clear_pending: false,
-                stream_tail: None,
+                output: runs::OutputBudget::default(),
                 input_pending: false,
                 done,
             },
         );
-        self.exec.order.push(run_id.clone());
         self.linger_until = None;
         self.publish_lock(&cell_id);
         let requester_identity = self.exec.runs[&run_id].requester.identity.clone();
@@ -343,29 +331,14 @@ impl Room {
                 });
             }
             RunEvent::ExecutionCount(count) => run.execution_count = Some(count),
-            RunEvent::ClearOutput { wait: true } => run.clear_pending = true,
+            RunEvent::ClearOutput { wait: true } => run.output.clear_later(),
             RunEvent::ClearOutput { wait: false } => {
-                run.clear_pending = false;
-                run.output_bytes = 0;
-                run.truncated = false;
-                run.stream_tail = None;
+                run.output.cleared();
                 self.write_cell(&cell_id, execution::clear_outputs);
             }
             RunEvent::Output { output, display_id } => {
-                let size = output.to_string().len();
-                let clear = std::mem::take(&mut run.clear_pending);
-                if clear {
-                    run.output_bytes = 0;
-                    run.truncated = false;
-                    run.stream_tail = None;
-                }
-                let fits = run.output_bytes + size <= max;
-                let note = !fits && !run.truncated;
-                if fits {
-                    run.output_bytes += size;
-                } else {
-                    run.truncated = true;
-                }
+                let clear = run.output.take_pending_clear();
+                let runs::Admitted { fits, note } = run.output.admit(output.to_string().len(), max);
                 let map = self.write_cell(&cell_id, |txn, cell| {
                     if clear {
                         execution::clear_outputs(txn, cell);
@@ -384,17 +357,12 @@ impl Room {
                 }
             }
             RunEvent::Stream { name, text } => {
-                let clear = std::mem::take(&mut run.clear_pending);
-                if clear {
-                    run.output_bytes = 0;
-                    run.truncated = false;
-                    run.stream_tail = None;
-                }
-                if run.truncated {
+                let clear = run.output.take_pending_clear();
+                if run.output.truncated() {
                     return;
                 }
-                let mut tail = run.stream_tail.take();
-                let room_left = max.saturating_sub(run.output_bytes);
+                let mut tail = run.output.take_tail();
+                let room_left = run.output.room_left(max);
                 let (text, cut) = if text.len() > room_left {
                     (cut_at_char(&text, room_left), true)
                 } else {
@@ -411,9 +379,7 @@ impl Room {
                     grown
                 });
                 if let Some(run) = self.exec.runs.get_mut(&run_id) {
-                    run.output_bytes += grown.unwrap_or(0);
-                    run.truncated |= cut;
-                    run.stream_tail = if cut { None } else { tail };
+                    run.output.streamed(grown.unwrap_or(0), cut, tail);
                 }
             }
             RunEvent::InputRequest { prompt, password } => {
@@ -449,7 +415,6 @@ impl Room {
         let Some(mut run) = self.exec.runs.remove(&run_id) else {
             return;
         };
-        self.exec.order.retain(|r| r != &run_id);
         let count = count.or(run.execution_count);
         let cell_id = run.cell_id.clone();
         let mut extra = vec![
