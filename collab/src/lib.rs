@@ -25,7 +25,7 @@ mod storage;
 /// [`notebook::FILE_ENVELOPE_DEPTH`]).
 pub const MAX_JSON_DEPTH: usize = 128;
 
-pub use capabilities::{Capabilities, GrantSource};
+pub use capabilities::{Capabilities, Capability, GrantSource, Role, UnknownCapability};
 pub use content::{Content, DocumentKind};
 pub use ids::{CellId, ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};

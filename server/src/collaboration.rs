@@ -849,11 +849,12 @@ async fn take_kernel_request(
         Ok(Some((DocumentKind::Notebook, file, _))) => file,
         _ => return refuse("only notebooks run code"),
     };
+    let (needed, refusal) = body.needs();
     if !principal
         .current_caps_for(state, file)
-        .contains(Capabilities::EXECUTE)
+        .contains(Capabilities::of(needed))
     {
-        return refuse("you may not run code in this notebook");
+        return refuse(refusal);
     }
     let ClientRequest::Execute { cell_id } = body else {
         return if state.kernels.shutdown_for_file(file).await {

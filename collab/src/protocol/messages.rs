@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::capabilities::Capability;
 use crate::execution::RunId;
 use crate::ids::CellId;
 use crate::storage::ChatMessage;
@@ -64,6 +65,24 @@ pub enum ClientRequest {
 }
 
 impl ClientRequest {
+    /// The capability the request needs, and the refusal of someone without it.
+    pub fn needs(&self) -> (Capability, &'static str) {
+        const RUN: &str = "you may not run code in this notebook";
+        match self {
+            ClientRequest::Execute { .. }
+            | ClientRequest::Interrupt
+            | ClientRequest::Restart
+            | ClientRequest::Shutdown
+            | ClientRequest::InputReply { .. } => (Capability::Execute, RUN),
+            ClientRequest::Lock { .. } | ClientRequest::Unlock { .. } => {
+                (Capability::Edit, "you may not edit this notebook")
+            }
+            ClientRequest::Chat { .. } => {
+                (Capability::Edit, "you may read the chat, not post to it")
+            }
+        }
+    }
+
     pub fn kind(&self) -> RequestKind {
         match self {
             ClientRequest::Execute { .. } => RequestKind::Execute,

@@ -40,9 +40,7 @@ impl Room {
                 && lock(&d.file).api_path().ends_with(".ipynb")
         });
         if notebook_as_text && !caps.contains(Capabilities::EXECUTE) {
-            Capabilities::from_bits(
-                caps.bits() & !(Capabilities::EDIT.bits() | Capabilities::SAVE.bits()),
-            )
+            caps.without(Capabilities::EDIT.union(Capabilities::SAVE))
         } else {
             caps
         }
@@ -176,12 +174,10 @@ impl Room {
         Ok(())
     }
 
-    /// A chat message: stored, then sent to everyone in the room (the sender included).
+    /// A chat message: stored, then sent to everyone in the room (the sender included). The
+    /// sender holds `edit` (`handle_request` checked it).
     pub(super) fn chat(&mut self, conn: ConnectionId, text: &str, request_id: Option<RequestId>) {
         let refuse = |reason: &str| Reply::refused(RequestKind::Chat, request_id, reason);
-        if !self.may(conn, Capabilities::EDIT) {
-            return self.send_message(conn, refuse("you may read the chat, not post to it"));
-        }
         let text = text.trim();
         if text.is_empty() {
             return self.send_message(conn, refuse("an empty message"));
@@ -233,8 +229,8 @@ impl Room {
         }
     }
 
-    /// A lock (`take`) or unlock request. A granted lock answers `"status": "ok"` with the
-    /// lease, like every other request done.
+    /// A lock (`take`) or unlock request of someone holding `edit` (`handle_request` checked
+    /// it). A granted lock answers `"status": "ok"` with the lease, like every other request done.
     pub(super) fn lock_request(
         &mut self,
         conn: ConnectionId,
@@ -249,9 +245,6 @@ impl Room {
         };
         let cell_id = cell.as_str().to_string();
         let refuse = |reason: String| Reply::refused(kind, request_id, reason).with_cell(cell);
-        if !self.may(conn, Capabilities::EDIT) {
-            return self.send_message(conn, refuse("you may not edit this notebook".into()));
-        }
         let exists = self
             .document
             .as_ref()

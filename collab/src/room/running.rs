@@ -9,19 +9,9 @@ impl Room {
     pub(super) fn handle_request(&mut self, conn: ConnectionId, request: Request) {
         let Request { request_id, body } = request;
         let kind = body.kind();
-        let needs_execute = match &body {
-            ClientRequest::Interrupt
-            | ClientRequest::Restart
-            | ClientRequest::InputReply { .. } => true,
-            ClientRequest::Execute { .. }
-            | ClientRequest::Shutdown
-            | ClientRequest::Lock { .. }
-            | ClientRequest::Unlock { .. }
-            | ClientRequest::Chat { .. } => false,
-        };
-        if needs_execute && !self.may(conn, Capabilities::EXECUTE) {
-            let reason = "you may not run code in this notebook";
-            return self.send_message(conn, Reply::refused(kind, request_id, reason));
+        let (needed, refusal) = body.needs();
+        if !self.may(conn, Capabilities::of(needed)) {
+            return self.send_message(conn, Reply::refused(kind, request_id, refusal));
         }
         match body {
             ClientRequest::Lock { cell_id } => self.lock_request(conn, true, &cell_id, request_id),
