@@ -670,7 +670,7 @@ async fn a_locked_cell_shows_who_holds_it_and_refuses_others() {
         .wait_raw(Duration::from_secs(5), |m| m["type"] == "lock")
         .await
         .unwrap();
-    assert_eq!(granted["status"], "granted");
+    assert_eq!(granted["status"], "ok");
     assert!(
         ed.pump_until(Duration::from_secs(5), |c| c.state()["locks"]["cell-0"]
             ["edit"]["by"]["username"]
