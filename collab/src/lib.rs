@@ -30,8 +30,8 @@ pub use content::{Content, DocumentKind};
 pub use ids::{CellId, ConnectionId, FileId, Identity};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
-    CloseReason, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig, RoomHandle,
-    RoomInput, RunSummary, SaveStatus,
+    CloseReason, HistoryError, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig,
+    RoomHandle, RoomInput, RunRefused, RunSummary, SaveStatus,
 };
 pub use storage::{
     content_hash, ChatMessage, FileStamp, History, Journal, NotebookFile, StoreError, UpdateLog,

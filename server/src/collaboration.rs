@@ -868,7 +868,7 @@ async fn take_kernel_request(
     };
     match state.kernels.ensure_for_file(state, file).await {
         Ok(kernel) => RoomInput::Execute {
-            cell_id: cell_id.0,
+            cell_id,
             requester: collab::execution::Requester {
                 identity: principal.identity(state),
                 conn: Some(conn),

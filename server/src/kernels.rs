@@ -507,7 +507,7 @@ pub async fn execute(
     let (done, outcome) = tokio::sync::oneshot::channel();
     let kernel: Arc<dyn Kernel> = kernel;
     room.send(RoomInput::Execute {
-        cell_id,
+        cell_id: cell_id.into(),
         requester: Requester {
             identity: seen.principal.identity(&state),
             conn: None,
@@ -532,7 +532,7 @@ pub async fn execute(
                 _ => Value::Null,
             },
         }))),
-        Ok(Err(reason)) => Err(ApiError::bad_request(reason)),
+        Ok(Err(refused)) => Err(ApiError::bad_request(refused.to_string())),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the notebook closed during the run",

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tokio::time::{Duration, Instant};
 
-use crate::{ConnectionId, Identity};
+use crate::{CellId, ConnectionId, Identity};
 
 /// One cell's edit lock.
 pub(super) struct EditLock {
@@ -20,7 +20,7 @@ pub(super) struct EditLock {
 /// The edit locks of a room, by cell id.
 #[derive(Default)]
 pub(super) struct CellLocks {
-    locks: HashMap<String, EditLock>,
+    locks: HashMap<CellId, EditLock>,
 }
 
 impl CellLocks {
@@ -28,14 +28,14 @@ impl CellLocks {
         self.locks.is_empty()
     }
 
-    pub(super) fn get(&self, cell: &str) -> Option<&EditLock> {
+    pub(super) fn get(&self, cell: &CellId) -> Option<&EditLock> {
         self.locks.get(cell)
     }
 
     /// Takes (or renews) `cell`'s lock for `holder`; `Err` names whoever holds it now.
     pub(super) fn take(
         &mut self,
-        cell: &str,
+        cell: &CellId,
         holder: ConnectionId,
         identity: &Identity,
         now: Instant,
@@ -51,12 +51,12 @@ impl CellLocks {
             identity: identity.clone(),
             expires: now + lease,
         };
-        self.locks.insert(cell.to_string(), lock);
+        self.locks.insert(cell.clone(), lock);
         Ok(())
     }
 
     /// Releases `cell`'s lock if `holder` holds it; `false` when it does not.
-    pub(super) fn release(&mut self, cell: &str, holder: ConnectionId) -> bool {
+    pub(super) fn release(&mut self, cell: &CellId, holder: ConnectionId) -> bool {
         let held = self.locks.get(cell).is_some_and(|l| l.holder == holder);
         if held {
             self.locks.remove(cell);
@@ -68,7 +68,7 @@ impl CellLocks {
     /// own change renews the lease). `Err` names the holder.
     pub(super) fn touch(
         &mut self,
-        cell: &str,
+        cell: &CellId,
         conn: ConnectionId,
         now: Instant,
         lease: Duration,
@@ -84,12 +84,12 @@ impl CellLocks {
     }
 
     /// Releases every lock `holder` holds (it left); returns those cells.
-    pub(super) fn release_all(&mut self, holder: ConnectionId) -> Vec<String> {
+    pub(super) fn release_all(&mut self, holder: ConnectionId) -> Vec<CellId> {
         self.remove_where(|lock| lock.holder == holder)
     }
 
     /// Removes the locks whose lease lapsed by `now`; returns those cells.
-    pub(super) fn lapse(&mut self, now: Instant) -> Vec<String> {
+    pub(super) fn lapse(&mut self, now: Instant) -> Vec<CellId> {
         self.remove_where(|lock| lock.expires <= now)
     }
 
@@ -98,8 +98,8 @@ impl CellLocks {
         self.locks.values().map(|l| l.expires).min()
     }
 
-    fn remove_where(&mut self, gone: impl Fn(&EditLock) -> bool) -> Vec<String> {
-        let cells: Vec<String> = self
+    fn remove_where(&mut self, gone: impl Fn(&EditLock) -> bool) -> Vec<CellId> {
+        let cells: Vec<CellId> = self
             .locks
             .iter()
             .filter(|(_, lock)| gone(lock))
@@ -118,6 +118,10 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(30);
 
+    fn cell(id: &str) -> CellId {
+        CellId::from(id)
+    }
+
     fn person(name: &str) -> Identity {
         Identity::from_username(name)
     }
@@ -127,26 +131,35 @@ mod tests {
         let (ada, bob) = (ConnectionId(1), ConnectionId(2));
         let start = Instant::now();
         let mut locks = CellLocks::default();
-        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
         assert_eq!(
-            locks.take("c", bob, &person("bob"), start, LEASE),
+            locks.take(&cell("c"), ada, &person("ada"), start, LEASE),
+            Ok(())
+        );
+        assert_eq!(
+            locks.take(&cell("c"), bob, &person("bob"), start, LEASE),
             Err("ada".to_string())
         );
         // Taking it again renews it; only the holder may release it.
-        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
-        assert!(!locks.release("c", bob));
-        assert!(locks.release("c", ada));
+        assert_eq!(
+            locks.take(&cell("c"), ada, &person("ada"), start, LEASE),
+            Ok(())
+        );
+        assert!(!locks.release(&cell("c"), bob));
+        assert!(locks.release(&cell("c"), ada));
         assert!(locks.is_empty());
 
-        assert_eq!(locks.take("c", ada, &person("ada"), start, LEASE), Ok(()));
+        assert_eq!(
+            locks.take(&cell("c"), ada, &person("ada"), start, LEASE),
+            Ok(())
+        );
         assert_eq!(locks.next_expiry(), Some(start + LEASE));
         assert!(locks.lapse(start + LEASE / 2).is_empty());
         // A lapsed lease is free for the taking even before the timer removes it.
         assert_eq!(
-            locks.take("c", bob, &person("bob"), start + LEASE, LEASE),
+            locks.take(&cell("c"), bob, &person("bob"), start + LEASE, LEASE),
             Ok(())
         );
-        assert_eq!(locks.lapse(start + LEASE * 2), vec!["c".to_string()]);
+        assert_eq!(locks.lapse(start + LEASE * 2), vec![cell("c")]);
     }
 
     #[test]
@@ -154,16 +167,23 @@ mod tests {
         let (ada, bob) = (ConnectionId(1), ConnectionId(2));
         let start = Instant::now();
         let mut locks = CellLocks::default();
-        locks.take("c", ada, &person("ada"), start, LEASE).unwrap();
-        assert_eq!(locks.touch("c", bob, start, LEASE), Err("ada".to_string()));
-        assert_eq!(locks.touch("other", bob, start, LEASE), Ok(()));
+        locks
+            .take(&cell("c"), ada, &person("ada"), start, LEASE)
+            .unwrap();
+        assert_eq!(
+            locks.touch(&cell("c"), bob, start, LEASE),
+            Err("ada".to_string())
+        );
+        assert_eq!(locks.touch(&cell("other"), bob, start, LEASE), Ok(()));
         let later = start + Duration::from_secs(20);
-        assert_eq!(locks.touch("c", ada, later, LEASE), Ok(()));
+        assert_eq!(locks.touch(&cell("c"), ada, later, LEASE), Ok(()));
         assert_eq!(locks.next_expiry(), Some(later + LEASE));
-        locks.take("d", ada, &person("ada"), start, LEASE).unwrap();
+        locks
+            .take(&cell("d"), ada, &person("ada"), start, LEASE)
+            .unwrap();
         let mut released = locks.release_all(ada);
         released.sort();
-        assert_eq!(released, vec!["c".to_string(), "d".to_string()]);
+        assert_eq!(released, vec![cell("c"), cell("d")]);
         assert!(locks.is_empty());
     }
 }

@@ -169,11 +169,11 @@ pub enum RoomInput {
     /// Run a code cell on `kernel`, with the code as the document holds it now. A request made
     /// over the websocket (`request_id`) is answered there; `done` hears how the run ended.
     Execute {
-        cell_id: String,
+        cell_id: CellId,
         requester: Requester,
         kernel: KernelRef,
         request_id: Option<RequestId>,
-        done: Option<oneshot::Sender<Result<RunSummary, String>>>,
+        done: Option<oneshot::Sender<Result<RunSummary, RunRefused>>>,
     },
     /// A reply for one connection (an answer the server gives on the room's behalf).
     Reply {
@@ -185,6 +185,23 @@ pub enum RoomInput {
         kernel: KernelRef,
     },
     Kernel(KernelEvent),
+}
+
+/// Why a run did not happen, or did not finish.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RunRefused {
+    #[error("you may not run code in this notebook")]
+    NotAllowed,
+    #[error("this room has no notebook")]
+    NoNotebook,
+    #[error("this cell is already queued or running")]
+    AlreadyQueued,
+    #[error("cell {0} is not a code cell")]
+    NotCode(CellId),
+    #[error("no cell with id {0} in this notebook")]
+    NoCell(CellId),
+    #[error("the notebook closed before the run ended")]
+    Closed,
 }
 
 /// How a run ended, for whoever waits on it.
@@ -233,6 +250,17 @@ pub enum LoadError {
     Io(#[from] std::io::Error),
     #[error("cannot read the document history: {0}")]
     Store(String),
+    #[error("cannot read the document history: {0}")]
+    History(#[from] HistoryError),
+}
+
+/// A stored history that does not rebuild the document.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("corrupt stored update: {0}")]
+    Corrupt(#[from] yrs::encoding::read::Error),
+    #[error("stored update does not apply: {0}")]
+    DoesNotApply(#[from] yrs::error::UpdateError),
 }
 
 /// The handle the server keeps; cheap to clone.
@@ -475,7 +503,7 @@ impl Room {
         match history {
             Some(history) => {
                 let saved_hash = history.saved_hash.clone();
-                restore(&mut document, &history).map_err(LoadError::Store)?;
+                restore(&mut document, &history)?;
                 outside_edit = saved_hash != disk_hash;
                 // The file still holds the last saved state; anything logged after it is unsaved.
                 document.disk_hash = saved_hash;
@@ -488,7 +516,7 @@ impl Room {
                     .to_doc()
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
-                apply_update_bytes(&document.doc, &initial).map_err(LoadError::Store)?;
+                apply_update_bytes(&document.doc, &initial)?;
                 tracing::debug!(room = name, elapsed = ?started.elapsed(), "document built");
                 document
                     .log
@@ -626,7 +654,7 @@ impl Room {
         }
         for (_, mut run) in self.exec.runs.drain() {
             if let Some(done) = run.done.take() {
-                let _ = done.send(Err("the notebook closed before the run ended".into()));
+                let _ = done.send(Err(RunRefused::Closed));
             }
         }
         self.flush();

@@ -12,7 +12,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, Map, ReadTxn, StateVector, Transact, Update};
 
 use super::saving::{write_snapshot, SaveError, SaveOutcome, SaveState, SaveWaiter};
-use super::{lock, Room, SaveStatus};
+use super::{lock, HistoryError, Room, SaveStatus};
 use crate::merge;
 use crate::protocol::{self, SaveReply};
 use crate::storage::{content_hash, FileStamp, History, NotebookFile, UpdateLog};
@@ -69,7 +69,7 @@ impl Document {
 }
 
 /// Rebuilds a document from its history; the merge base is the state as of the saved point.
-pub(super) fn restore(document: &mut Document, history: &History) -> Result<(), String> {
+pub(super) fn restore(document: &mut Document, history: &History) -> Result<(), HistoryError> {
     apply_update_bytes(&document.doc, &history.snapshot)?;
     document.snapshot_len = history.snapshot.len() as u64;
     let mut base_taken = false;
@@ -95,11 +95,10 @@ pub(super) fn restore(document: &mut Document, history: &History) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn apply_update_bytes(doc: &Doc, bytes: &[u8]) -> Result<(), String> {
-    let update = Update::decode_v1(bytes).map_err(|e| format!("corrupt stored update: {e}"))?;
-    doc.transact_mut()
-        .apply_update(update)
-        .map_err(|e| format!("stored update does not apply: {e}"))
+pub(super) fn apply_update_bytes(doc: &Doc, bytes: &[u8]) -> Result<(), HistoryError> {
+    let update = Update::decode_v1(bytes)?;
+    doc.transact_mut().apply_update(update)?;
+    Ok(())
 }
 
 impl Room {

@@ -219,12 +219,12 @@ impl Room {
 
     /// The id of the cell held by a Yjs item (read from the room's document, where a cell an
     /// update deletes is still present while the update is judged).
-    pub(super) fn cell_id_of(&self, item: crate::guard::CellItem) -> Option<String> {
+    pub(super) fn cell_id_of(&self, item: crate::guard::CellItem) -> Option<CellId> {
         let document = self.document.as_ref()?;
         let txn = document.doc.transact();
         let cell = crate::guard::cell_map(&txn, item)?;
         match cell.get(&txn, "id") {
-            Some(yrs::Out::Any(yrs::Any::String(id))) => Some(id.to_string()),
+            Some(yrs::Out::Any(yrs::Any::String(id))) => Some(CellId::from(id.as_ref())),
             _ => None,
         }
     }
@@ -243,22 +243,21 @@ impl Room {
         } else {
             RequestKind::Unlock
         };
-        let cell_id = cell.as_str().to_string();
         let refuse = |reason: String| Reply::refused(kind, request_id, reason).with_cell(cell);
         let exists = self
             .document
             .as_ref()
-            .is_some_and(|d| execution::find_cell(&d.doc.transact(), &cell_id).is_some());
+            .is_some_and(|d| execution::find_cell(&d.doc.transact(), cell.as_str()).is_some());
         if !exists {
-            return self.send_message(conn, refuse(format!("no cell with id {cell_id}")));
+            return self.send_message(conn, refuse(format!("no cell with id {cell}")));
         }
         let now = Instant::now();
         if take {
             let identity = self.connections[&conn].identity.clone();
             let lease = self.config.lock_lease;
-            match self.locks.take(&cell_id, conn, &identity, now, lease) {
+            match self.locks.take(cell, conn, &identity, now, lease) {
                 Ok(()) => {
-                    self.publish_lock(&cell_id);
+                    self.publish_lock(cell);
                     let granted = Reply {
                         lease_ms: Some(lease.as_millis() as u64),
                         ..Reply::ok(kind, request_id).with_cell(cell)
@@ -269,8 +268,8 @@ impl Room {
                     self.send_message(conn, refuse(format!("{holder} is editing this cell")))
                 }
             }
-        } else if self.locks.release(&cell_id, conn) {
-            self.publish_lock(&cell_id);
+        } else if self.locks.release(cell, conn) {
+            self.publish_lock(cell);
             self.send_message(conn, Reply::ok(kind, request_id).with_cell(cell));
         } else {
             self.send_message(conn, refuse("you do not hold this cell's lock".into()));
@@ -278,7 +277,7 @@ impl Room {
     }
 
     /// Writes a cell's locks (edit, and execute while a run holds it) to `state.locks`.
-    pub(super) fn publish_lock(&mut self, cell_id: &str) {
+    pub(super) fn publish_lock(&mut self, cell_id: &CellId) {
         let who = |identity: &Identity| json!({"username": identity.username, "name": identity.display_name, "color": identity.color});
         let mut entry = serde_json::Map::new();
         if let Some(lock) = self.locks.get(cell_id) {
@@ -290,14 +289,13 @@ impl Room {
                 json!({"by": who(&run.requester.identity)}),
             );
         }
-        let cell_id = cell_id.to_string();
         self.write_state(|txn, state| {
             let locks = match state.get(txn, "locks") {
                 Some(yrs::Out::YMap(map)) => map,
                 _ => state.insert(txn, "locks", yrs::MapPrelim::default()),
             };
             if entry.is_empty() {
-                locks.remove(txn, &cell_id);
+                locks.remove(txn, cell_id.as_str());
             } else {
                 locks.insert(
                     txn,

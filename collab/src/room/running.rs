@@ -20,7 +20,7 @@ impl Room {
             }
             ClientRequest::Chat { text } => self.chat(conn, &text, request_id),
             ClientRequest::InputReply { cell_id, value } => {
-                let reply = match self.exec.prompt_of(cell_id.as_str(), conn) {
+                let reply = match self.exec.prompt_of(&cell_id, conn) {
                     Some((run_id, run)) => {
                         run.input_pending = false;
                         run.kernel.input_reply(run_id, value);
@@ -136,39 +136,40 @@ impl Room {
 
     pub(super) fn execute(
         &mut self,
-        cell_id: String,
+        cell_id: CellId,
         requester: Requester,
         kernel: KernelRef,
         request_id: Option<RequestId>,
-        done: Option<oneshot::Sender<Result<RunSummary, String>>>,
+        done: Option<oneshot::Sender<Result<RunSummary, RunRefused>>>,
     ) {
         let allowed = requester
             .conn
             .is_none_or(|c| self.may(c, Capabilities::EXECUTE));
         let refusal = if !allowed {
-            Some("you may not run code in this notebook".to_string())
+            Some(RunRefused::NotAllowed)
         } else if self.document.is_none() {
-            Some("this room has no notebook".to_string())
+            Some(RunRefused::NoNotebook)
         } else if self.exec.run_of_cell(&cell_id).is_some() {
-            Some("this cell is already queued or running".to_string())
+            Some(RunRefused::AlreadyQueued)
         } else {
             None
         };
         let code = refusal.is_none().then(|| {
             let txn = self.doc_mut().doc.transact();
-            execution::find_cell(&txn, &cell_id).map(|cell| execution::code_of(&txn, &cell))
+            execution::find_cell(&txn, cell_id.as_str()).map(|cell| execution::code_of(&txn, &cell))
         });
         let code = match (refusal, code) {
             (Some(reason), _) => Err(reason),
             (None, Some(Some(Some(code)))) => Ok(code),
-            (None, Some(Some(None))) => Err(format!("cell {cell_id} is not a code cell")),
-            _ => Err(format!("no cell with id {cell_id} in this notebook")),
+            (None, Some(Some(None))) => Err(RunRefused::NotCode(cell_id.clone())),
+            _ => Err(RunRefused::NoCell(cell_id.clone())),
         };
         let code = match code {
             Ok(code) => code,
             Err(reason) => {
                 if let (Some(conn), Some(_)) = (requester.conn, request_id) {
-                    let reply = Reply::refused(RequestKind::Execute, request_id, reason.clone());
+                    let reply =
+                        Reply::refused(RequestKind::Execute, request_id, reason.to_string());
                     self.send_message(conn, reply);
                 }
                 if let Some(done) = done {
@@ -194,8 +195,7 @@ impl Room {
         if let (Some(conn), Some(_)) = (requester.conn, request_id) {
             let queued = Reply {
                 run: Some(run_id.clone()),
-                ..Reply::new(RequestKind::Execute, request_id, Status::Queued)
-                    .with_cell(&CellId::from(cell_id.as_str()))
+                ..Reply::new(RequestKind::Execute, request_id, Status::Queued).with_cell(&cell_id)
             };
             self.send_message(conn, queued);
         }
@@ -224,7 +224,7 @@ impl Room {
         );
         kernel.execute(ExecuteJob {
             run: run_id,
-            cell_id,
+            cell_id: cell_id.0,
             code,
             allow_stdin,
             events: self.handle.events(),
@@ -235,13 +235,13 @@ impl Room {
     /// Returns `None` when the cell is gone (deleted while it ran).
     pub(super) fn write_cell<R>(
         &mut self,
-        cell_id: &str,
+        cell_id: &CellId,
         f: impl FnOnce(&mut TransactionMut, &yrs::MapRef) -> R,
     ) -> Option<R> {
         let document = self.doc_mut();
         let (result, delta) = {
             let mut txn = document.doc.transact_mut();
-            let cell = execution::find_cell(&txn, cell_id)?;
+            let cell = execution::find_cell(&txn, cell_id.as_str())?;
             let result = f(&mut txn, &cell);
             (result, txn.encode_update_v1())
         };
@@ -381,7 +381,7 @@ impl Room {
                     Some(conn) => {
                         run.input_pending = true;
                         let message = ServerEvent::InputRequest {
-                            cell_id: CellId::from(cell_id),
+                            cell_id,
                             run: run_id,
                             prompt,
                             password,
@@ -427,7 +427,7 @@ impl Room {
         if run.input_pending {
             if let Some(conn) = run.requester.conn {
                 let message = ServerEvent::InputClosed {
-                    cell_id: CellId::from(cell_id.as_str()),
+                    cell_id: cell_id.clone(),
                     run: run_id,
                 };
                 self.send_message(conn, message);

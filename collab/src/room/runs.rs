@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use super::RunSummary;
+use super::{RunRefused, RunSummary};
 use crate::execution::{KernelRef, Requester, RunId, StreamTail};
-use crate::ConnectionId;
+use crate::{CellId, ConnectionId};
 
 /// Runs this room asked for, and the kernel whose status it shows.
 #[derive(Default)]
@@ -15,23 +15,23 @@ pub(super) struct Execution {
     pub(super) kernel: Option<KernelRef>,
     pub(super) runs: HashMap<RunId, Run>,
     /// Outputs shown under a display id (cell id, output map), for `update_display_data`.
-    pub(super) displays: HashMap<String, Vec<(String, yrs::MapRef)>>,
+    pub(super) displays: HashMap<String, Vec<(CellId, yrs::MapRef)>>,
 }
 
 impl Execution {
     /// The run queued or running in `cell` (a cell has at most one).
-    pub(super) fn run_of_cell(&self, cell: &str) -> Option<&Run> {
-        self.runs.values().find(|r| r.cell_id == cell)
+    pub(super) fn run_of_cell(&self, cell: &CellId) -> Option<&Run> {
+        self.runs.values().find(|r| &r.cell_id == cell)
     }
 
     /// The run of `cell` whose prompt waits for an answer from `conn`, its requester.
     pub(super) fn prompt_of(
         &mut self,
-        cell: &str,
+        cell: &CellId,
         conn: ConnectionId,
     ) -> Option<(&RunId, &mut Run)> {
         self.runs.iter_mut().find(|(_, run)| {
-            run.cell_id == cell && run.input_pending && run.requester.conn == Some(conn)
+            &run.cell_id == cell && run.input_pending && run.requester.conn == Some(conn)
         })
     }
 
@@ -45,7 +45,7 @@ impl Execution {
 }
 
 pub(super) struct Run {
-    pub(super) cell_id: String,
+    pub(super) cell_id: CellId,
     pub(super) requester: Requester,
     pub(super) kernel: KernelRef,
     pub(super) queued_at: f64,
@@ -53,7 +53,7 @@ pub(super) struct Run {
     pub(super) execution_count: Option<i64>,
     pub(super) output: OutputBudget,
     pub(super) input_pending: bool,
-    pub(super) done: Option<oneshot::Sender<Result<RunSummary, String>>>,
+    pub(super) done: Option<oneshot::Sender<Result<RunSummary, RunRefused>>>,
 }
 
 /// What a run has written since its outputs were last cleared, against the limit of
@@ -220,7 +220,7 @@ mod tests {
 
     fn run(cell: &str, conn: u64) -> Run {
         Run {
-            cell_id: cell.into(),
+            cell_id: CellId::from(cell),
             requester: Requester {
                 identity: Identity::from_username("ada"),
                 conn: Some(ConnectionId(conn)),
@@ -240,17 +240,26 @@ mod tests {
         let mut exec = Execution::default();
         exec.start("r1".into(), run("a", 1));
         exec.start("r2".into(), run("b", 2));
-        assert_eq!(exec.run_of_cell("b").map(|r| r.cell_id.as_str()), Some("b"));
-        assert!(exec.run_of_cell("c").is_none());
+        assert_eq!(
+            exec.run_of_cell(&CellId::from("b"))
+                .map(|r| r.cell_id.as_str()),
+            Some("b")
+        );
+        assert!(exec.run_of_cell(&CellId::from("c")).is_none());
         assert!(
-            exec.prompt_of("a", ConnectionId(1)).is_none(),
+            exec.prompt_of(&CellId::from("a"), ConnectionId(1))
+                .is_none(),
             "no prompt yet"
         );
         exec.runs.get_mut("r1").unwrap().input_pending = true;
-        assert!(exec.prompt_of("a", ConnectionId(2)).is_none());
-        assert!(exec.prompt_of("b", ConnectionId(1)).is_none());
+        assert!(exec
+            .prompt_of(&CellId::from("a"), ConnectionId(2))
+            .is_none());
+        assert!(exec
+            .prompt_of(&CellId::from("b"), ConnectionId(1))
+            .is_none());
         assert_eq!(
-            exec.prompt_of("a", ConnectionId(1))
+            exec.prompt_of(&CellId::from("a"), ConnectionId(1))
                 .map(|(id, _)| id.clone()),
             Some("r1".into())
         );

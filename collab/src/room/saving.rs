@@ -93,7 +93,7 @@ pub(super) fn write_snapshot(
     expected: Option<FileStamp>,
 ) -> Result<(SaveStatus, Option<FileStamp>, String), SaveError> {
     let doc = new_doc();
-    apply_update_bytes(&doc, snapshot).map_err(SaveError::Failed)?;
+    apply_update_bytes(&doc, snapshot).map_err(|e| SaveError::Failed(e.to_string()))?;
     let bytes = Content::from_doc(kind, &doc.transact()).to_bytes();
     let hash = content_hash(&bytes);
     if hash == disk_hash {
