@@ -21,8 +21,7 @@ use yrs::{
 use crate::notebook::{insert_output, json_to_any};
 use crate::{ConnectionId, Identity};
 
-/// One execution of one cell; the kernel uses it as the execute_request's msg_id.
-pub type RunId = String;
+pub use crate::ids::RunId;
 
 /// Who asked for a run: a person, and the connection they asked through (none for REST).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -121,3 +121,33 @@ impl fmt::Display for CellId {
         f.write_str(&self.0)
     }
 }
+
+/// One execution of one cell; the kernel uses it as the execute_request's `msg_id`.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl RunId {
+    pub fn new_random() -> Self {
+        RunId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RunId {
+    fn from(id: &str) -> Self {
+        RunId(id.to_string())
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -537,7 +537,7 @@ impl Actor {
                 },
                 None,
             );
-            request.header.msg_id = job.run.clone();
+            request.header.msg_id = job.run.to_string();
             request.header.username = "quire".into();
             match wire.send(Channel::Shell, request).await {
                 Ok(()) => {

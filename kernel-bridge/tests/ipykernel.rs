@@ -42,7 +42,7 @@ async fn start(transport: TransportKind, cwd: &std::path::Path) -> std::sync::Ar
 /// Runs `code` and collects the run's events until it finishes.
 async fn run(kernel: &KernelHandle, code: &str) -> Vec<RunEvent> {
     let (tx, mut rx) = mpsc::channel(1024);
-    let run = uuid::Uuid::new_v4().to_string();
+    let run = collab::RunId::new_random();
     kernel.execute(ExecuteJob {
         run: run.clone(),
         cell_id: "c".into(),

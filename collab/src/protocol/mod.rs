@@ -307,7 +307,7 @@ mod generated_typescript {
 
     use super::*;
     use crate::storage::ChatMessage;
-    use crate::CellId;
+    use crate::{CellId, RunId};
 
     const PATH: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -317,6 +317,7 @@ mod generated_typescript {
     fn generate() -> String {
         let declarations = [
             CellId::decl(),
+            RunId::decl(),
             RequestKind::decl(),
             ClientRequest::decl(),
             Request::decl(),

@@ -179,7 +179,7 @@ impl Room {
             }
         };
         self.attach_kernel(kernel.clone());
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = RunId::new_random();
         let queued_at = execution::now_ms();
         let entry = execution::execution_entry(
             "queued",

@@ -251,7 +251,7 @@ mod tests {
                 .is_none(),
             "no prompt yet"
         );
-        exec.runs.get_mut("r1").unwrap().input_pending = true;
+        exec.runs.get_mut(&RunId::from("r1")).unwrap().input_pending = true;
         assert!(exec
             .prompt_of(&CellId::from("a"), ConnectionId(2))
             .is_none());

@@ -4,6 +4,8 @@
 
 export type CellId = string;
 
+export type RunId = string;
+
 export type RequestKind = "execute" | "interrupt" | "restart" | "shutdown" | "input_reply" | "lock" | "unlock" | "chat";
 
 export type ClientRequest = { "type": "execute", cell_id: CellId, } | { "type": "interrupt" } | { "type": "restart" } | { "type": "shutdown" } | { "type": "input_reply", cell_id: CellId, value: string, } | { "type": "lock", cell_id: CellId, } | { "type": "unlock", cell_id: CellId, } | { "type": "chat", text: string, };
@@ -16,7 +18,7 @@ export type Reply = { type: RequestKind,
 /**
  * The request's `request_id` (`null` when it gave none).
  */
-responseTo: number | null, status: Status, reason?: string, cell_id?: CellId, run?: string, 
+responseTo: number | null, status: Status, reason?: string, cell_id?: CellId, run?: RunId, 
 /**
  * How long a granted lock lasts without its holder touching the cell, in milliseconds.
  */
@@ -44,7 +46,7 @@ at: number, username: string, name: string, color: string, text: string, };
 
 export type RefusedAction = "update";
 
-export type ServerEvent = { "type": "permissions", capabilities: Array<string>, } | { "type": "refused", action: RefusedAction, reason: string, resync: boolean, } | { "type": "input_request", cell_id: CellId, run: string, prompt: string, password: boolean, } | { "type": "input_closed", cell_id: CellId, run: string, } | { "type": "chat_history", messages: Array<ChatMessage>, } | { "type": "chat_message", message: ChatMessage, } | { "type": "conflict" };
+export type ServerEvent = { "type": "permissions", capabilities: Array<string>, } | { "type": "refused", action: RefusedAction, reason: string, resync: boolean, } | { "type": "input_request", cell_id: CellId, run: RunId, prompt: string, password: boolean, } | { "type": "input_closed", cell_id: CellId, run: RunId, } | { "type": "chat_history", messages: Array<ChatMessage>, } | { "type": "chat_message", message: ChatMessage, } | { "type": "conflict" };
 
 export type ServerMessage = ServerEvent | Reply | SaveReply;
 
