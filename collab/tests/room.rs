@@ -378,8 +378,8 @@ async fn ask_lock(room: &RoomHandle, who: &mut Joined, id: u64) -> String {
     answer["status"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
+/// A room whose cell locks last 30 s, and two people in it.
+async fn ada_and_bob_with_a_30s_lease() -> (RoomHandle, Joined, Joined) {
     let config = RoomConfig {
         lock_lease: Duration::from_secs(30),
         ..RoomConfig::default()
@@ -387,6 +387,12 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
     let (room, _, _, _) = open_room(config);
     let mut ada = join(&room, "ada").await;
     let mut bob = join(&room, "bob").await;
+    (room, ada, bob)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
+    let (room, mut ada, mut bob) = ada_and_bob_with_a_30s_lease().await;
     // Both ask at once: the room takes them in order, exactly one wins.
     room.send(lock(&ada, 1)).await.unwrap();
     room.send(lock(&bob, 2)).await.unwrap();
@@ -438,13 +444,7 @@ async fn a_cell_lock_is_exclusive_and_lapses_or_goes_with_its_holder() {
 #[tokio::test(start_paused = true)]
 async fn lock_replies_say_ok_when_done_and_a_malformed_request_is_refused_naming_the_field() {
     use serde_json::json;
-    let config = RoomConfig {
-        lock_lease: Duration::from_secs(30),
-        ..RoomConfig::default()
-    };
-    let (room, _, _, _) = open_room(config);
-    let mut ada = join(&room, "ada").await;
-    let mut bob = join(&room, "bob").await;
+    let (room, mut ada, mut bob) = ada_and_bob_with_a_30s_lease().await;
     let answer = |who: &mut Joined, kind: &str| {
         replies(who)
             .into_iter()
