@@ -385,8 +385,8 @@ async fn ada_and_bob_with_a_30s_lease() -> (RoomHandle, Joined, Joined) {
         ..RoomConfig::default()
     };
     let (room, _, _, _) = open_room(config);
-    let mut ada = join(&room, "ada").await;
-    let mut bob = join(&room, "bob").await;
+    let ada = join(&room, "ada").await;
+    let bob = join(&room, "bob").await;
     (room, ada, bob)
 }
 

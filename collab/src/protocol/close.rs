@@ -40,9 +40,3 @@ impl CloseCode {
         self as u16
     }
 }
-
-impl From<CloseCode> for u16 {
-    fn from(code: CloseCode) -> u16 {
-        code.code()
-    }
-}
