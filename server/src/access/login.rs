@@ -19,10 +19,10 @@ use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::cookie;
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::pam::LoginError;
-use crate::store::{now_secs, Store};
+use crate::access::auth::cookie;
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::access::pam::LoginError;
+use crate::storage::{now_secs, Store};
 use crate::AppState;
 
 pub const USER_COOKIE: &str = "quire-user";
@@ -38,7 +38,7 @@ pub struct User {
     pub login: String,
     /// A live-share link they opened while logged in: it adds to what they may do with its
     /// notebook, under their own name.
-    pub link: Option<crate::sharing::Guest>,
+    pub link: Option<crate::api::sharing::Guest>,
 }
 
 /// Failed logins, by account and by address: after a few, each further attempt must wait
@@ -178,7 +178,7 @@ pub fn user_of(state: &AppState, headers: &HeaderMap) -> Option<User> {
 fn live_login(state: &AppState, login: &str) -> Option<String> {
     let (username, mark) = state.store.user_session(login).ok()??;
     // (Accounts with no shadow entry we can read, LDAP ones for instance, have no mark.)
-    (crate::pam::password_mark(&username).unwrap_or_default() == mark).then_some(username)
+    (crate::access::pam::password_mark(&username).unwrap_or_default() == mark).then_some(username)
 }
 
 /// Closes the sockets of logins that ended since they were opened (their password changed,
@@ -244,7 +244,7 @@ async fn password_login(
             let mut secret = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut secret);
             let value = hex::encode(secret);
-            let mark = crate::pam::password_mark(&user.name).unwrap_or_default();
+            let mark = crate::access::pam::password_mark(&user.name).unwrap_or_default();
             state
                 .store
                 .add_user_session(&value, &user.name, &mark)
@@ -285,7 +285,7 @@ pub async fn login(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Response {
-    if !crate::auth::same_site(&headers) {
+    if !crate::access::auth::same_site(&headers) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let address = peer.ip().to_string();
@@ -338,8 +338,8 @@ pub async fn login_page(
     cookies_only.remove(header::AUTHORIZATION);
     let logged_in = user_of(&state, &headers).is_some()
         || matches!(
-            crate::auth::check(&state, &cookies_only, None),
-            crate::auth::Authenticated::Yes
+            crate::access::auth::check(&state, &cookies_only, None),
+            crate::access::auth::Authenticated::Yes
         );
     if logged_in {
         return see_other(&next, None);
@@ -355,13 +355,13 @@ fn login_form(state: &AppState, next: &str, error: Option<&str>) -> Response {
         r#"<label>Token <input name="token" type="password" autocomplete="off" required autofocus></label>"#
     };
     let error = error
-        .map(|e| format!("<p role=\"alert\">{}</p>", crate::view::escape(e)))
+        .map(|e| format!("<p role=\"alert\">{}</p>", crate::api::view::escape(e)))
         .unwrap_or_default();
     let page = format!(
         r#"<!doctype html><meta charset="utf-8"><title>Log in — Quire</title>
 <form method="post" action="/login">{error}{fields}
 <input type="hidden" name="next" value="{}"><button>Log in</button></form>"#,
-        crate::view::escape(next)
+        crate::api::view::escape(next)
     );
     let status = if error.is_empty() {
         StatusCode::OK
@@ -397,17 +397,17 @@ pub async fn login_form_post(
     headers: HeaderMap,
     axum::extract::Form(form): axum::extract::Form<LoginForm>,
 ) -> Response {
-    if !crate::auth::same_site(&headers) {
+    if !crate::access::auth::same_site(&headers) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let next = safe_next(form.next.as_deref());
     if state.pam.is_none() {
         // The right token is never refused; wrong ones are throttled per address.
         let token = form.token.unwrap_or_default();
-        if !crate::auth::constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) {
+        if !crate::access::auth::constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) {
             let now = Instant::now();
             if let Some(wait) = state.token_failures.wait(peer.ip(), now) {
-                return crate::auth::too_many_wrong_tokens(wait);
+                return crate::access::auth::too_many_wrong_tokens(wait);
             }
             state.token_failures.failed(peer.ip(), now);
             return login_form(&state, &next, Some("that is not this server's token"));
@@ -418,7 +418,7 @@ pub async fn login_form_post(
             "server",
             "with the token",
         );
-        return see_other(&next, crate::auth::login_cookie(&state));
+        return see_other(&next, crate::access::auth::login_cookie(&state));
     }
     let address = peer.ip().to_string();
     let username = form.username.unwrap_or_default();
@@ -433,7 +433,7 @@ pub async fn login_form_post(
 }
 
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !crate::auth::same_site(&headers) {
+    if !crate::access::auth::same_site(&headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "cross-site request refused",

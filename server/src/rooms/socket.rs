@@ -22,10 +22,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::files::LocalNotebook;
-use crate::sharing::Principal;
-use crate::space::Space;
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::fs::files::LocalNotebook;
+use crate::api::sharing::Principal;
+use crate::fs::space::Space;
 use crate::AppState;
 
 /// Bytes read from a websocket at a time (larger frames are read in several chunks).
@@ -309,7 +309,7 @@ pub async fn put_session(
     JsonBody(body): JsonBody<Option<SessionBody>>,
 ) -> ApiResult<Response> {
     let body = body.unwrap_or_default();
-    let api_path = crate::paths::Root::normalize(&api_path)?;
+    let api_path = crate::fs::paths::Root::normalize(&api_path)?;
     if let Principal::Guest(guest) = &principal {
         // A guest may not give ids to files; only their notebook's is theirs to learn.
         let theirs = state
@@ -351,7 +351,7 @@ pub fn file_id_of(state: &AppState, space: &Space, api_path: &str) -> ApiResult<
         .id_for_path(
             state.root.path(),
             &space.store_path(api_path),
-            crate::store::DiskIdentity::of(&meta),
+            crate::storage::DiskIdentity::of(&meta),
         )
         .map_err(|e| ApiError::internal("cannot index the file", e))
 }
@@ -371,7 +371,7 @@ pub async fn room_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !crate::auth::origin_allowed(&headers) {
+    if !crate::access::auth::origin_allowed(&headers) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross-origin websocket refused")
             .into_response();
     }

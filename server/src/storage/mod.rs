@@ -330,7 +330,7 @@ impl Store {
             return Ok(Some(path));
         }
         let scope = if self.homes {
-            match crate::space::home_account_of(root, &path) {
+            match crate::fs::space::home_account_of(root, &path) {
                 Some(account) => account.home,
                 None => return Ok(None),
             }
@@ -581,7 +581,7 @@ fn parse_id(text: &str) -> FileId {
 /// folders skipped).
 /// Whether two store paths are in the same person's home (multi-user mode).
 fn same_home(root: &Path, a: &str, b: &str) -> bool {
-    let owner = |path: &str| crate::space::home_account_of(root, path).map(|account| account.uid);
+    let owner = |path: &str| crate::fs::space::home_account_of(root, path).map(|account| account.uid);
     owner(a) == owner(b)
 }
 

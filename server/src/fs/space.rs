@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use kernel_bridge::Account;
 
-use crate::paths::{PathError, Root};
+use crate::fs::paths::{PathError, Root};
 
 /// The least uid of a person's account (below it: root and system accounts).
 pub const FIRST_PERSON_UID: u32 = 1000;

@@ -13,8 +13,8 @@ use collab::{Capabilities, CellType, FileId, Notebook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
-use crate::sharing::Principal;
+use crate::http::error::{ApiError, ApiResult};
+use crate::api::sharing::Principal;
 use crate::AppState;
 
 /// The saved notebook a principal may view: its path and bytes.

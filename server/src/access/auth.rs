@@ -10,9 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 
-use crate::error::ApiError;
-use crate::sharing::Principal;
-use crate::space::Space;
+use crate::http::error::ApiError;
+use crate::api::sharing::Principal;
+use crate::fs::space::Space;
 use crate::AppState;
 
 pub const COOKIE_NAME: &str = "quire-session";
@@ -210,7 +210,7 @@ fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
 
 /// The answer to a wrong token from an address that sent too many.
 pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Response {
-    crate::login::too_many_because(
+    crate::access::login::too_many_because(
         wait,
         "too many wrong tokens from your address (the right token is still accepted)",
     )
@@ -219,9 +219,9 @@ pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Response {
 /// A logged-in person (with the link they opened, if any: opening a link never changes who
 /// someone is), or a live-share guest (on the guest routes only).
 fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> {
-    let guest = crate::sharing::guest_cookie(request.headers())
+    let guest = crate::api::sharing::guest_cookie(request.headers())
         .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
-    if let Some(mut user) = crate::login::user_of(state, request.headers()) {
+    if let Some(mut user) = crate::access::login::user_of(state, request.headers()) {
         user.link = guest;
         return Ok(Principal::User(user));
     }

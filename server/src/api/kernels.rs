@@ -28,9 +28,9 @@ use kernel_bridge::{kernelspec, Account, KernelHandle, KernelOptions, KernelSpec
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::sharing::Principal;
-use crate::space::Space;
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::api::sharing::Principal;
+use crate::fs::space::Space;
 use crate::AppState;
 
 /// A notebook bound to a kernel.
@@ -386,7 +386,7 @@ pub async fn start_kernel(
         .unwrap_or_else(|| state.config.default_kernel.clone());
     let cwd = match body.path.as_deref() {
         Some(path) => {
-            let dir = space.resolve(&crate::paths::Root::normalize(path)?)?;
+            let dir = space.resolve(&crate::fs::paths::Root::normalize(path)?)?;
             if space.io(|| dir.is_dir()) {
                 dir
             } else {
@@ -501,7 +501,7 @@ pub async fn execute(
             "this kernel is not the notebook's: start the notebook's session first",
         ));
     }
-    let room = crate::collaboration::open_document(&state, &document_id)
+    let room = crate::rooms::socket::open_document(&state, &document_id)
         .await
         .map_err(|reason| ApiError::not_found(reason.reason))?;
     let (done, outcome) = tokio::sync::oneshot::channel();
@@ -572,12 +572,12 @@ pub async fn create_session(
     seen: Seen,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult<Response> {
-    let api_path = crate::paths::Root::normalize(
+    let api_path = crate::fs::paths::Root::normalize(
         body.path
             .as_deref()
             .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
-    let (file, _) = crate::collaboration::file_id_of(&state, &seen.space, &api_path)?;
+    let (file, _) = crate::rooms::socket::file_id_of(&state, &seen.space, &api_path)?;
     let _starting = state.kernels.starting.lock().await;
     if let Some(existing) = state
         .kernels

@@ -17,9 +17,9 @@ use collab::{content_hash, Notebook, RoomInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::paths::Root;
-use crate::space::Space;
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::fs::paths::Root;
+use crate::fs::space::Space;
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -195,7 +195,7 @@ pub fn model(
 }
 
 fn resolve(space: &Space, api_path: &str) -> ApiResult<(String, std::path::PathBuf)> {
-    let normalized = crate::paths::Root::normalize(api_path)?;
+    let normalized = crate::fs::paths::Root::normalize(api_path)?;
     if is_hidden(&normalized) {
         return Err(ApiError::not_found(format!(
             "no such file or directory: {api_path}"
@@ -219,7 +219,7 @@ fn io_error(context: &str, e: std::io::Error) -> ApiError {
 
 pub async fn get_root(
     state: State<AppState>,
-    principal: Extension<crate::sharing::Principal>,
+    principal: Extension<crate::api::sharing::Principal>,
     space: Extension<Space>,
     query: Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -228,12 +228,12 @@ pub async fn get_root(
 
 pub async fn get(
     State(state): State<AppState>,
-    Extension(principal): Extension<crate::sharing::Principal>,
+    Extension(principal): Extension<crate::api::sharing::Principal>,
     Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     Query(query): Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
-    if let crate::sharing::Principal::Guest(guest) = &principal {
+    if let crate::api::sharing::Principal::Guest(guest) = &principal {
         // A guest reads their own notebook's saved content (with `view`), nothing else.
         let theirs = state
             .store
@@ -241,7 +241,7 @@ pub async fn get(
             .ok()
             .flatten()
             .and_then(|path| space.api_path(&path));
-        let asked = crate::paths::Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
+        let asked = crate::fs::paths::Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
         if theirs.is_none()
             || theirs != asked
             || !principal
@@ -329,7 +329,7 @@ fn create_checkpoint(space: &Space, file: &str) -> ApiResult<Response> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io_error("cannot make the checkpoint folder", e))?;
     }
-    crate::files::write_atomically(&checkpoint, &bytes)
+    crate::fs::files::write_atomically(&checkpoint, &bytes)
         .map_err(|e| io_error("cannot write the checkpoint", e))?;
     let model = checkpoint_model(&path).unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(model)).into_response())
@@ -345,7 +345,7 @@ fn restore_checkpoint(space: &Space, file: &str, id: &str) -> ApiResult<Response
     }
     let bytes =
         std::fs::read(&checkpoint).map_err(|e| io_error("cannot read the checkpoint", e))?;
-    crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot restore", e))?;
+    crate::fs::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot restore", e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -530,7 +530,7 @@ fn put_in(space: &Space, api_path: String, body: SaveBody) -> ApiResult<Response
         }
     };
     if let Some(bytes) = bytes {
-        crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot save", e))?;
+        crate::fs::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot save", e))?;
     }
     let model = model(&api_path, &path, false, false, None)?;
     let status = if existed {
@@ -606,9 +606,9 @@ pub async fn delete(
         .map_err(|e| ApiError::internal("cannot forget the deleted file", e))?;
     for (file, links) in forgotten {
         for link in links {
-            crate::sharing::announce(&state, file, &link, None).await;
+            crate::api::sharing::announce(&state, file, &link, None).await;
         }
-        crate::people::recheck(&state, Some(file), None).await;
+        crate::api::people::recheck(&state, Some(file), None).await;
     }
     Ok(status)
 }

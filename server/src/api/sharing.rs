@@ -18,9 +18,9 @@ use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::people::{check_within, manager_caps};
-use crate::store::{now_secs, Store};
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::api::people::{check_within, manager_caps};
+use crate::storage::{now_secs, Store};
 use crate::AppState;
 
 pub const GUEST_COOKIE: &str = "quire-guest";
@@ -41,7 +41,7 @@ pub enum Principal {
     Owner,
     Guest(Guest),
     /// A person logged in with their account (multi-user mode).
-    User(crate::login::User),
+    User(crate::access::login::User),
 }
 
 impl Principal {
@@ -52,7 +52,7 @@ impl Principal {
             Principal::Owner => Capabilities::ALL,
             Principal::Guest(g) => link_caps_for(state, g, file),
             Principal::User(u) => {
-                let own = crate::people::person_caps(state, &u.username, file);
+                let own = crate::api::people::person_caps(state, &u.username, file);
                 match &u.link {
                     Some(link) if !own.contains(Capabilities::WATCH) => {
                         own.union(link_caps_for(state, link, file))
@@ -86,7 +86,7 @@ impl Principal {
             Principal::User(u) => match &u.link {
                 Some(link)
                     if link.file == file
-                        && !crate::people::person_caps(state, &u.username, file)
+                        && !crate::api::people::person_caps(state, &u.username, file)
                             .contains(Capabilities::WATCH) =>
                 {
                     GrantSource::Link(link.link_id.clone())
@@ -479,7 +479,7 @@ fn name_of_an_account(state: &AppState, name: &str) -> bool {
 
 /// The guest cookie's value in a request, if any.
 pub fn guest_cookie(headers: &HeaderMap) -> Option<String> {
-    crate::auth::cookie(headers, GUEST_COOKIE)
+    crate::access::auth::cookie(headers, GUEST_COOKIE)
 }
 
 /// Capabilities from a request body: a role name, or a list of capability names.
@@ -682,7 +682,7 @@ pub async fn redeem(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Redeem>,
 ) -> ApiResult<Response> {
-    if !crate::auth::same_site(&headers) {
+    if !crate::access::auth::same_site(&headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "cross-site request refused",
@@ -736,7 +736,7 @@ pub async fn redeem(
         .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
     let path = state.space_of(&path)?.api_path(&path).unwrap_or(path);
     // Someone logged in who opens a link stays who they are.
-    let identity = match crate::login::user_of(&state, &headers) {
+    let identity = match crate::access::login::user_of(&state, &headers) {
         Some(user) => user.identity,
         None => guest_identity(&name, &hash(&cookie)),
     };

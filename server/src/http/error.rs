@@ -33,11 +33,11 @@ impl ApiError {
     }
 }
 
-impl From<crate::paths::PathError> for ApiError {
-    fn from(e: crate::paths::PathError) -> Self {
+impl From<crate::fs::paths::PathError> for ApiError {
+    fn from(e: crate::fs::paths::PathError) -> Self {
         match e {
-            crate::paths::PathError::Invalid(..) => ApiError::bad_request(e.to_string()),
-            crate::paths::PathError::Outside(..) => ApiError::not_found(e.to_string()),
+            crate::fs::paths::PathError::Invalid(..) => ApiError::bad_request(e.to_string()),
+            crate::fs::paths::PathError::Outside(..) => ApiError::not_found(e.to_string()),
         }
     }
 }

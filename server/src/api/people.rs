@@ -19,10 +19,10 @@ use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::sharing::{CapsSpec, Principal};
-use crate::space::FIRST_PERSON_UID;
-use crate::store::{now_secs, Store};
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::api::sharing::{CapsSpec, Principal};
+use crate::fs::space::FIRST_PERSON_UID;
+use crate::storage::{now_secs, Store};
 use crate::AppState;
 
 /// Whom a grant names.
@@ -334,7 +334,7 @@ pub async fn list_people(
     Extension(principal): Extension<Principal>,
     UrlPath(file_id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let file = crate::sharing::file_of(&state, &file_id)?;
+    let file = crate::api::sharing::file_of(&state, &file_id)?;
     manager_caps(&state, &principal, file)?;
     let grants = state
         .store
@@ -350,7 +350,7 @@ pub async fn set_person(
     UrlPath((file_id, kind, name)): UrlPath<(String, String, String)>,
     JsonBody(body): JsonBody<CapsSpec>,
 ) -> ApiResult<Response> {
-    let file = crate::sharing::file_of(&state, &file_id)?;
+    let file = crate::api::sharing::file_of(&state, &file_id)?;
     let kind = Grantee::parse(&kind)?;
     let granter = manager_caps(&state, &principal, file)?;
     let caps = body.resolve()?;
@@ -409,7 +409,7 @@ pub async fn revoke_person(
     Extension(principal): Extension<Principal>,
     UrlPath((file_id, kind, name)): UrlPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let file = crate::sharing::file_of(&state, &file_id)?;
+    let file = crate::api::sharing::file_of(&state, &file_id)?;
     let kind = Grantee::parse(&kind)?;
     let granter = manager_caps(&state, &principal, file)?;
     let Some(previous) = grant_of(&state, file, kind, &name)? else {

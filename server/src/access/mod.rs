@@ -1,0 +1,4 @@
+//! Who is asking.
+pub mod auth;
+pub mod login;
+pub mod pam;

@@ -1,0 +1,4 @@
+//! Files.
+pub mod files;
+pub mod paths;
+pub mod space;

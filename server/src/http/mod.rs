@@ -1,0 +1,3 @@
+//! The HTTP edge: the error type, JSON bodies, and connection limits.
+pub mod error;
+pub mod limits;

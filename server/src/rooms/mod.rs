@@ -1,0 +1,2 @@
+//! Rooms.
+pub mod socket;
