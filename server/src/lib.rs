@@ -17,43 +17,34 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
-use collab::Identity;
 
-pub use rooms::socket::Rooms;
 pub use config::Config;
-pub use api::kernels::Kernels;
+pub use rooms::kernels::Kernels;
+pub use rooms::registry::Rooms;
 
+/// The server's state: every layer's handles, wired together. The route handlers and the
+/// rooms take it; the layers below (`access`, `storage`, `fs`, `http`) take only their part.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// What store paths are relative to: the served root (single-user) or `/` (multi-user).
-    pub root: fs::paths::Root,
-    /// The served root as a space: the token holder's files.
-    pub admin_space: fs::space::Space,
+    /// Whose files are where.
+    pub spaces: fs::space::Spaces,
     pub store: storage::Store,
+    /// Who is asking.
+    pub access: access::Access,
     pub rooms: Rooms,
     pub kernels: Kernels,
-    /// Multi-user mode: PAM, and failed logins remembered.
-    pub pam: Option<access::pam::Pam>,
-    pub throttle: Arc<access::login::Throttle>,
-    /// Wrong tokens per address.
-    pub token_failures: Arc<http::limits::FailureBucket>,
-    pub token: Arc<str>,
-    pub identity: Identity,
 }
 
 impl AppState {
     pub fn new(config: Config, token: String) -> anyhow::Result<AppState> {
         use anyhow::Context;
-        let served = fs::paths::Root::new(&config.root)
+        let spaces = fs::space::Spaces::new(&config.root, config.multi_user)
             .with_context(|| format!("cannot serve {}", config.root.display()))?;
-        let root = if config.multi_user {
-            fs::paths::Root::new(std::path::Path::new("/"))?
-        } else {
-            served.clone()
-        };
-        let admin_space = fs::space::Space::new(&root, served.path(), None)?;
-        let store = storage::Store::open(&config.state_dir)?.with_homes(config.multi_user);
+        let homes = config
+            .multi_user
+            .then_some(fs::space::home_dir_of as storage::HomeOf);
+        let store = storage::Store::open(&config.state_dir)?.with_homes(homes);
         let kernels = Kernels::new(
             &config.state_dir,
             config.kernel_user.as_deref(),
@@ -68,38 +59,23 @@ impl AppState {
         } else {
             None
         };
-        Ok(AppState {
+        let access = access::Access {
+            store: store.clone(),
+            spaces: spaces.clone(),
+            token: token.into(),
+            identity: access::accounts::owner_identity(),
             pam,
             throttle: Arc::default(),
             token_failures: Arc::default(),
-            kernels,
+        };
+        Ok(AppState {
             config: Arc::new(config),
-            root,
-            admin_space,
+            spaces,
             store,
+            access,
             rooms: Rooms::default(),
-            token: token.into(),
-            identity: rooms::socket::owner_identity(),
+            kernels,
         })
-    }
-}
-
-impl AppState {
-    /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
-    /// (A person's home wins over the served root, which may hold homes.)
-    pub fn space_of(&self, store_path: &str) -> Result<fs::space::Space, http::error::ApiError> {
-        if !self.config.multi_user {
-            return Ok(self.admin_space.clone());
-        }
-        match fs::space::home_account_of(self.root.path(), store_path) {
-            Some(account) => fs::space::Space::home_of(&self.root, account).map_err(|e| {
-                http::error::ApiError::internal("cannot open the owner's home directory", e)
-            }),
-            None if self.admin_space.api_path(store_path).is_some() => Ok(self.admin_space.clone()),
-            None => Err(http::error::ApiError::not_found(
-                "this file is in no one's home directory",
-            )),
-        }
     }
 }
 
@@ -121,14 +97,14 @@ pub fn app(state: AppState) -> Router {
                 .patch(api::contents::patch)
                 .delete(api::contents::delete),
         )
-        .route("/api/me", get(rooms::socket::me))
+        .route("/api/me", get(api::collaboration::me))
         .route(
             "/api/collaboration/session/{*path}",
-            put(rooms::socket::put_session),
+            put(api::collaboration::put_session),
         )
         .route(
             "/api/collaboration/room/{room}",
-            get(rooms::socket::room_socket),
+            get(api::collaboration::room_socket),
         )
         .route("/api/kernelspecs", get(api::kernels::list_kernelspecs))
         .route("/api/kernelspecs/{name}", get(api::kernels::get_kernelspec))
@@ -144,7 +120,10 @@ pub fn app(state: AppState) -> Router {
             "/api/kernels/{id}/interrupt",
             post(api::kernels::interrupt_kernel),
         )
-        .route("/api/kernels/{id}/restart", post(api::kernels::restart_kernel))
+        .route(
+            "/api/kernels/{id}/restart",
+            post(api::kernels::restart_kernel),
+        )
         .route("/api/kernels/{id}/execute", post(api::kernels::execute))
         .route(
             "/api/sessions",
@@ -158,7 +137,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/audit", get(api::sharing::audit_log))
         .route("/api/notebooks/{file_id}", get(api::people::notebook))
-        .route("/api/notebooks/{file_id}/download", get(api::view::download))
+        .route(
+            "/api/notebooks/{file_id}/download",
+            get(api::view::download),
+        )
         .route("/api/shared", get(api::people::shared_with_me))
         .route("/view/{file_id}", get(api::view::page))
         .route(
@@ -169,7 +151,10 @@ pub fn app(state: AppState) -> Router {
             "/api/sharing/{file_id}/links/{link_id}",
             axum::routing::patch(api::sharing::change_link).delete(api::sharing::revoke_link),
         )
-        .route("/api/sharing/{file_id}/people", get(api::people::list_people))
+        .route(
+            "/api/sharing/{file_id}/people",
+            get(api::people::list_people),
+        )
         .route(
             "/api/sharing/{file_id}/people/{kind}/{name}",
             put(api::people::set_person).delete(api::people::revoke_person),
@@ -187,7 +172,7 @@ pub fn app(state: AppState) -> Router {
             put(api::people::add_member).delete(api::people::remove_member),
         )
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.access.clone(),
             access::auth::require_auth,
         ));
     let routes = Router::new()
@@ -205,10 +190,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/share/{token}", post(api::sharing::redeem))
         .route(
             "/login",
-            get(access::login::login_page).post(access::login::login_form_post),
+            get(api::login::login_page).post(api::login::login_form_post),
         )
-        .route("/api/login", post(access::login::login))
-        .route("/api/logout", post(access::login::logout))
+        .route("/api/login", post(api::login::login))
+        .route("/api/logout", post(api::login::logout))
         .merge(api)
         .with_state(state);
     // `/projects/{name}/…` is the whole API again, working in the project's home: JupyterLab
@@ -218,7 +203,9 @@ pub fn app(state: AppState) -> Router {
     let scoped = routes.clone();
     routes
         .fallback(move |request| in_project(scoped.clone(), request))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(
+            http::headers::security_headers,
+        ))
 }
 
 /// Serves `/projects/{name}/{rest}` as `/{rest}` in the project's space; anything else that
@@ -246,39 +233,13 @@ async fn in_project(
         return http::error::ApiError::bad_request("malformed address").into_response();
     };
     *request.uri_mut() = uri;
-    request.extensions_mut().insert(access::auth::ProjectScope(name));
+    request
+        .extensions_mut()
+        .insert(access::auth::ProjectScope(name));
     match routes.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
-}
-
-/// Headers every response carries: no MIME sniffing, no framing by other sites, no referrer
-/// leaking share tokens; pages that set no policy of their own get a strict one.
-async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
-    use axum::http::{header, HeaderValue};
-    let headers = response.headers_mut();
-    headers
-        .entry(header::X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
-    headers
-        .entry(header::REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("no-referrer"));
-    let is_html = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    if is_html {
-        headers
-            .entry(header::CONTENT_SECURITY_POLICY)
-            .or_insert(HeaderValue::from_static(
-                "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            ));
-        headers
-            .entry(header::X_FRAME_OPTIONS)
-            .or_insert(HeaderValue::from_static("DENY"));
-    }
-    response
 }
 
 async fn api_version() -> axum::Json<serde_json::Value> {
@@ -301,8 +262,8 @@ pub async fn serve(
     let kernels = state.kernels.clone();
     let header_read_timeout = state.config.header_read_timeout;
     let limits = http::limits::ConnectionLimits::new(state.config.max_connections_per_address);
-    let expiry = tokio::spawn(api::sharing::expire_links(state.clone()));
-    let stale_logins = tokio::spawn(access::login::end_stale_logins(state.clone()));
+    let expiry = tokio::spawn(rooms::rights::expire_links(state.clone()));
+    let stale_logins = tokio::spawn(rooms::rights::end_stale_logins(state.clone()));
     let app = app(state);
     // Dropped to ask every connection to finish; each holds a receiver while it runs.
     let (stop, stopping) = tokio::sync::watch::channel(());

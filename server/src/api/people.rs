@@ -13,288 +13,38 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use collab::{Capabilities, FileId, GrantSource, RoomInput};
+use collab::{Capabilities, FileId};
 use kernel_bridge::Account;
-use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::sharing::{file_of, CapsSpec};
+use crate::access::accounts::{group_names, person_account};
+use crate::access::policy::grant_applies;
+use crate::access::principal::Principal;
 use crate::http::error::{ApiError, ApiResult, JsonBody};
-use crate::api::sharing::{CapsSpec, Principal};
-use crate::fs::space::FIRST_PERSON_UID;
-use crate::storage::{now_secs, Store};
+use crate::rooms::rights::recheck;
+use crate::storage::{Grant, Grantee};
 use crate::AppState;
 
-/// Whom a grant names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grantee {
-    User,
-    Group,
+/// The grantee a URL names.
+fn grantee(kind: &str) -> ApiResult<Grantee> {
+    Grantee::parse(kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "a grant names a \"user\" or a \"group\", not {kind:?}"
+        ))
+    })
 }
 
-impl Grantee {
-    fn parse(kind: &str) -> ApiResult<Grantee> {
-        match kind {
-            "user" => Ok(Grantee::User),
-            "group" => Ok(Grantee::Group),
-            other => Err(ApiError::bad_request(format!(
-                "a grant names a \"user\" or a \"group\", not {other:?}"
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Grantee::User => "user",
-            Grantee::Group => "group",
-        }
-    }
-}
-
-impl Store {
-    /// Gives (or changes) a grant; whether it is new.
-    pub fn set_grant(
-        &self,
-        file: FileId,
-        kind: Grantee,
-        name: &str,
-        caps: Capabilities,
-        by: &str,
-    ) -> rusqlite::Result<bool> {
-        let db = self.db();
-        let changed = db.execute(
-            "UPDATE grants SET caps = ?1, granted_by = ?2 WHERE file_id = ?3 AND kind = ?4 AND name = ?5",
-            params![caps.bits(), by, file.to_string(), kind.as_str(), name],
-        )?;
-        if changed == 1 {
-            return Ok(false);
-        }
-        db.execute(
-            "INSERT INTO grants (file_id, kind, name, caps, granted_by, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                file.to_string(),
-                kind.as_str(),
-                name,
-                caps.bits(),
-                by,
-                now_secs()
-            ],
-        )?;
-        Ok(true)
-    }
-
-    pub fn grant(
-        &self,
-        file: FileId,
-        kind: Grantee,
-        name: &str,
-    ) -> rusqlite::Result<Option<Capabilities>> {
-        self.db()
-            .query_row(
-                "SELECT caps FROM grants WHERE file_id = ?1 AND kind = ?2 AND name = ?3",
-                params![file.to_string(), kind.as_str(), name],
-                |row| row.get::<_, u8>(0),
-            )
-            .optional()
-            .map(|caps| caps.map(Capabilities::from_bits))
-    }
-
-    pub fn remove_grant(&self, file: FileId, kind: Grantee, name: &str) -> rusqlite::Result<bool> {
-        let removed = self.db().execute(
-            "DELETE FROM grants WHERE file_id = ?1 AND kind = ?2 AND name = ?3",
-            params![file.to_string(), kind.as_str(), name],
-        )?;
-        Ok(removed == 1)
-    }
-
-    pub fn grants_of(&self, file: FileId) -> rusqlite::Result<Vec<Value>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT kind, name, caps, granted_by, created_at FROM grants WHERE file_id = ?1
-             ORDER BY kind DESC, name",
-        )?;
-        let rows = stmt.query_map([file.to_string()], |row| {
-            let caps = Capabilities::from_bits(row.get::<_, u8>(2)?);
-            Ok(json!({
-                "kind": row.get::<_, String>(0)?,
-                "name": row.get::<_, String>(1)?,
-                "capabilities": caps.names(),
-                "granted_by": row.get::<_, String>(3)?,
-                "created_at": row.get::<_, i64>(4)?,
-            }))
-        })?;
-        rows.collect()
-    }
-
-    /// What a person is granted on a notebook, by name and through their groups.
-    pub fn granted_caps(
-        &self,
-        file: FileId,
-        username: &str,
-        groups: &[String],
-    ) -> rusqlite::Result<Capabilities> {
-        let db = self.db();
-        let mut stmt =
-            db.prepare_cached("SELECT kind, name, caps FROM grants WHERE file_id = ?1")?;
-        let rows = stmt.query_map([file.to_string()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, u8>(2)?,
-            ))
-        })?;
-        let mut caps = Capabilities::NONE;
-        for row in rows {
-            let (kind, name, bits) = row?;
-            if grant_applies(&kind, &name, username, groups) {
-                caps = caps.union(Capabilities::from_bits(bits));
-            }
-        }
-        Ok(caps)
-    }
-
-    pub fn add_project(&self, name: &str) -> rusqlite::Result<bool> {
-        let added = self.db().execute(
-            "INSERT OR IGNORE INTO projects (name, created_at) VALUES (?1, ?2)",
-            params![name, now_secs()],
-        )?;
-        Ok(added == 1)
-    }
-
-    pub fn remove_project(&self, name: &str) -> rusqlite::Result<Vec<String>> {
-        let members = self.members(name)?;
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        tx.execute("DELETE FROM project_members WHERE project = ?1", [name])?;
-        let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name])?;
-        tx.commit()?;
-        Ok(if removed == 1 { members } else { Vec::new() })
-    }
-
-    pub fn is_project(&self, name: &str) -> rusqlite::Result<bool> {
-        self.db()
-            .query_row("SELECT 1 FROM projects WHERE name = ?1", [name], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
-    }
-
-    pub fn projects(&self) -> rusqlite::Result<Vec<String>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT name FROM projects ORDER BY name")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        rows.collect()
-    }
-
-    pub fn members(&self, project: &str) -> rusqlite::Result<Vec<String>> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare("SELECT username FROM project_members WHERE project = ?1 ORDER BY username")?;
-        let rows = stmt.query_map([project], |row| row.get(0))?;
-        rows.collect()
-    }
-
-    pub fn is_member(&self, project: &str, username: &str) -> rusqlite::Result<bool> {
-        self.db()
-            .query_row(
-                "SELECT 1 FROM project_members WHERE project = ?1 AND username = ?2",
-                [project, username],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|found| found.is_some())
-    }
-
-    pub fn set_member(
-        &self,
-        project: &str,
-        username: &str,
-        member: bool,
-    ) -> rusqlite::Result<bool> {
-        let changed = if member {
-            self.db().execute(
-                "INSERT OR IGNORE INTO project_members (project, username, added_at) VALUES (?1, ?2, ?3)",
-                params![project, username, now_secs()],
-            )?
-        } else {
-            self.db().execute(
-                "DELETE FROM project_members WHERE project = ?1 AND username = ?2",
-                [project, username],
-            )?
-        };
-        Ok(changed == 1)
-    }
-}
-
-/// Whether a grant row (`kind`, `name`) names this person, directly or through a group.
-fn grant_applies(kind: &str, name: &str, username: &str, groups: &[String]) -> bool {
-    match kind {
-        "user" => name == username,
-        "group" => groups.iter().any(|g| g == name),
-        _ => false,
-    }
-}
-
-/// The names of an account's groups (for group grants).
-pub fn group_names(account: &Account) -> Vec<String> {
-    account
-        .groups
-        .iter()
-        .filter_map(|gid| nix::unistd::Group::from_gid((*gid).into()).ok().flatten())
-        .map(|g| g.name)
-        .collect()
-}
-
-/// A person's local account, if `name` is one (not root, not a system account).
-fn person_account(name: &str) -> ApiResult<Account> {
-    match Account::lookup(name) {
-        Ok(account) if account.uid >= FIRST_PERSON_UID => Ok(account),
-        _ => Err(ApiError::not_found(format!(
-            "no person's account named {name:?}"
-        ))),
-    }
-}
-
-/// What a logged-in person may do with a notebook (at this moment).
-pub fn person_caps(state: &AppState, username: &str, file: FileId) -> Capabilities {
-    let Ok(Some(path)) = state.store.path_for_id(state.root.path(), file) else {
-        return Capabilities::NONE;
-    };
-    if let Some(owner) = state
-        .space_of(&path)
-        .ok()
-        .and_then(|s| s.owner_name().map(String::from))
-    {
-        // Their own notebook, or their project's: everything.
-        if owner == username || state.store.is_member(&owner, username).unwrap_or(false) {
-            return Capabilities::ALL;
-        }
-    }
-    let groups = Account::lookup(username)
-        .map(|a| group_names(&a))
-        .unwrap_or_default();
-    state
-        .store
-        .granted_caps(file, username, &groups)
-        .unwrap_or(Capabilities::NONE)
-        .effective()
-}
-
-/// Works out afresh the rights of the people connected to rooms (of `file`, or all files; or
-/// only `username`'s) and tells the rooms: lowered rights refuse the next write, and a person who
-/// may no longer watch is disconnected.
-pub async fn recheck(state: &AppState, file: Option<FileId>, username: Option<&str>) {
-    for (f, user) in state.rooms.people() {
-        if file.is_some_and(|x| x != f) || username.is_some_and(|u| u != user) {
-            continue;
-        }
-        let caps = person_caps(state, &user, f);
-        let caps = caps.contains(Capabilities::WATCH).then_some(caps);
-        for room in state.rooms.of_file(f) {
-            let source = GrantSource::Person(user.clone());
-            let _ = room.send(RoomInput::Permissions { source, caps }).await;
-        }
-    }
+/// A grant as the API lists it.
+fn grant_json(grant: &Grant) -> Value {
+    json!({
+        "kind": grant.grantee.as_str(),
+        "name": grant.name,
+        "capabilities": grant.caps.names(),
+        "granted_by": grant.granted_by,
+        "created_at": grant.created_at,
+    })
 }
 
 /// The requester's capabilities on a notebook; refuses those without `manage`.
@@ -303,7 +53,7 @@ pub fn manager_caps(
     principal: &Principal,
     file: FileId,
 ) -> ApiResult<Capabilities> {
-    let caps = principal.current_caps_for(state, file);
+    let caps = principal.current_caps_for(&state.access, file);
     if !caps.contains(Capabilities::MANAGE) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -334,13 +84,13 @@ pub async fn list_people(
     Extension(principal): Extension<Principal>,
     UrlPath(file_id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let file = crate::api::sharing::file_of(&state, &file_id)?;
+    let file = file_of(&state, &file_id)?;
     manager_caps(&state, &principal, file)?;
     let grants = state
         .store
-        .grants_of(file)
+        .grants_on(file)
         .map_err(|e| ApiError::internal("cannot list the people", e))?;
-    Ok(Json(Value::Array(grants)))
+    Ok(Json(Value::Array(grants.iter().map(grant_json).collect())))
 }
 
 /// Invites a person or group, or changes their capabilities.
@@ -350,8 +100,8 @@ pub async fn set_person(
     UrlPath((file_id, kind, name)): UrlPath<(String, String, String)>,
     JsonBody(body): JsonBody<CapsSpec>,
 ) -> ApiResult<Response> {
-    let file = crate::api::sharing::file_of(&state, &file_id)?;
-    let kind = Grantee::parse(&kind)?;
+    let file = file_of(&state, &file_id)?;
+    let kind = grantee(&kind)?;
     let granter = manager_caps(&state, &principal, file)?;
     let caps = body.resolve()?;
     check_within(granter, caps)?;
@@ -370,7 +120,7 @@ pub async fn set_person(
     if let Some(previous) = grant_of(&state, file, kind, &name)? {
         check_within(granter, previous)?;
     }
-    let by = principal.username(&state);
+    let by = principal.username(&state.access);
     let created = state
         .store
         .set_grant(file, kind, &name, caps, &by)
@@ -409,8 +159,8 @@ pub async fn revoke_person(
     Extension(principal): Extension<Principal>,
     UrlPath((file_id, kind, name)): UrlPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let file = crate::api::sharing::file_of(&state, &file_id)?;
-    let kind = Grantee::parse(&kind)?;
+    let file = file_of(&state, &file_id)?;
+    let kind = grantee(&kind)?;
     let granter = manager_caps(&state, &principal, file)?;
     let Some(previous) = grant_of(&state, file, kind, &name)? else {
         return Err(ApiError::not_found(format!(
@@ -424,7 +174,7 @@ pub async fn revoke_person(
         .remove_grant(file, kind, &name)
         .map_err(|e| ApiError::internal("cannot remove the grant", e))?;
     state.store.audit(
-        &principal.username(&state),
+        &principal.username(&state.access),
         "revoked",
         &file.to_string(),
         &format!("{} {name}", kind.as_str()),
@@ -443,7 +193,7 @@ fn admin_only(principal: &Principal) -> ApiResult<()> {
     }
 }
 
-fn db_error(e: rusqlite::Error) -> ApiError {
+fn db_error(e: crate::storage::Error) -> ApiError {
     ApiError::internal("cannot read or change the projects", e)
 }
 
@@ -495,7 +245,7 @@ pub async fn create_project(
     }
     let created = state.store.add_project(&body.name).map_err(db_error)?;
     state.store.audit(
-        &principal.username(&state),
+        &principal.username(&state.access),
         "project_created",
         &body.name,
         "",
@@ -524,9 +274,12 @@ pub async fn delete_project(
     admin_only(&principal)?;
     existing_project(&state, &name)?;
     let members = state.store.remove_project(&name).map_err(db_error)?;
-    state
-        .store
-        .audit(&principal.username(&state), "project_removed", &name, "");
+    state.store.audit(
+        &principal.username(&state.access),
+        "project_removed",
+        &name,
+        "",
+    );
     for member in members {
         recheck(&state, None, Some(&member)).await;
     }
@@ -580,50 +333,23 @@ async fn set_membership(
     };
     state
         .store
-        .audit(&principal.username(&state), action, &name, &username);
+        .audit(&principal.username(&state.access), action, &name, &username);
     recheck(&state, None, Some(&username)).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-impl Store {
-    /// The notebooks granted to a person, by name or through their groups.
-    pub fn granted_files(
-        &self,
-        username: &str,
-        groups: &[String],
-    ) -> rusqlite::Result<Vec<FileId>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT DISTINCT file_id, kind, name FROM grants")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut files = Vec::new();
-        for row in rows {
-            let (file, kind, name) = row?;
-            let applies = grant_applies(&kind, &name, username, groups);
-            if let (true, Some(file)) = (applies, FileId::parse(&file)) {
-                if !files.contains(&file) {
-                    files.push(file);
-                }
-            }
-        }
-        Ok(files)
-    }
 }
 
 /// A notebook as the app lists it: its id, name, path in its owner's space, its owner, and what
 /// the requester may do with it.
 pub fn notebook_info(state: &AppState, principal: &Principal, file: FileId) -> Option<Value> {
-    let caps = principal.current_caps_for(state, file);
+    let caps = principal.current_caps_for(&state.access, file);
     if !caps.contains(Capabilities::VIEW) {
         return None;
     }
-    let store_path = state.store.path_for_id(state.root.path(), file).ok()??;
-    let space = state.space_of(&store_path).ok()?;
+    let store_path = state
+        .store
+        .path_for_id(state.spaces.store_root(), file)
+        .ok()??;
+    let space = state.spaces.space_of(&store_path).ok()?;
     let path = space.api_path(&store_path).unwrap_or(store_path);
     Some(json!({
         "file_id": file.to_string(),
@@ -645,10 +371,16 @@ pub async fn shared_with_me(
     let groups = Account::lookup(&user.username)
         .map(|a| group_names(&a))
         .unwrap_or_default();
-    let files = state
+    let grants = state
         .store
-        .granted_files(&user.username, &groups)
+        .all_grants()
         .map_err(|e| ApiError::internal("cannot list what is shared with you", e))?;
+    let mut files: Vec<FileId> = Vec::new();
+    for grant in grants {
+        if grant_applies(&grant, &user.username, &groups) && !files.contains(&grant.file) {
+            files.push(grant.file);
+        }
+    }
     let listed = files
         .into_iter()
         .filter_map(|file| notebook_info(&state, &principal, file))

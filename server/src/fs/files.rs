@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use collab::{FileId, FileStamp, NotebookFile};
 
-use crate::fs::space::Space;
+use super::space::Space;
 use crate::storage::Store;
 
 /// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a mix:
