@@ -11,6 +11,11 @@ mod http;
 mod rooms;
 mod storage;
 
+#[cfg(test)]
+mod app_tests;
+#[cfg(test)]
+mod layering;
+
 use std::future::Future;
 use std::sync::Arc;
 
