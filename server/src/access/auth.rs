@@ -156,7 +156,7 @@ pub async fn require_auth(
             if presented {
                 // A wrong token. Whoever it may be, a request that is let in by something
                 // else (a person's or a guest's cookie) is not refused for it; the rest wait
-                // once their address has sent too many (see `limits::FailureBucket`).
+                // once their address has sent too many (see `throttle::FailureBucket`).
                 if let Some(ip) = peer_ip(&request) {
                     let now = std::time::Instant::now();
                     if other.is_err() {

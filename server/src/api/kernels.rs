@@ -62,11 +62,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Seen {
 impl Seen {
     fn kernel(&self, state: &AppState, id: &str) -> bool {
         matches!(self.principal, Principal::Owner)
-            || state
-                .kernels
-                .spaces
-                .get(id)
-                .is_some_and(|root| root.as_path() == self.space.root())
+            || state.kernels.started_in(id, self.space.root())
     }
 
     fn session(&self, state: &AppState, session: &Session) -> bool {
@@ -132,10 +128,10 @@ pub async fn get_kernelspec(
 pub async fn list_kernels(State(state): State<AppState>, seen: Seen) -> Json<Value> {
     let models: Vec<Value> = state
         .kernels
-        .kernels
+        .all()
         .iter()
-        .filter(|k| seen.kernel(&state, k.key()))
-        .map(|k| kernel_model(&k))
+        .filter(|k| seen.kernel(&state, k.id()))
+        .map(|k| kernel_model(k))
         .collect();
     Json(Value::Array(models))
 }
@@ -261,11 +257,7 @@ pub async fn execute(
     let notebook_space = state.spaces.space_of(&file_path(&state, file)?)?;
     let own = match state.kernels.for_file(file) {
         Some(current) => current.id() == kernel.id(),
-        None => state
-            .kernels
-            .spaces
-            .get(kernel.id())
-            .is_some_and(|root| root.as_path() == notebook_space.root()),
+        None => state.kernels.started_in(kernel.id(), notebook_space.root()),
     };
     if !own {
         return Err(ApiError::bad_request(
@@ -312,7 +304,7 @@ pub async fn execute(
 }
 
 pub async fn list_sessions(State(state): State<AppState>, seen: Seen) -> Json<Value> {
-    let sessions: Vec<Session> = state.kernels.sessions.iter().map(|s| s.clone()).collect();
+    let sessions = state.kernels.sessions();
     Json(Value::Array(
         sessions
             .iter()
@@ -349,19 +341,13 @@ pub async fn create_session(
             .ok_or_else(|| ApiError::bad_request("missing \"path\""))?,
     )?;
     let (file, _) = super::collaboration::file_id_of(&state, &seen.space, &api_path)?;
-    let _starting = state.kernels.starting.lock(file).await;
-    if let Some(existing) = state
-        .kernels
-        .sessions
-        .iter()
-        .find(|s| s.file == file)
-        .map(|s| s.clone())
-    {
+    let starting = state.kernels.starting(file).await;
+    if let Some(existing) = state.kernels.session_of(file) {
         if state.kernels.get(&existing.kernel).is_some() {
             let model = session_model(&state, &seen.space, &existing);
             return Ok((StatusCode::CREATED, Json(model)).into_response());
         }
-        state.kernels.sessions.remove(&existing.id);
+        state.kernels.forget_session(&existing.id);
     }
     let choice = body.kernel.unwrap_or_default();
     let kernel = match choice.id {
@@ -383,11 +369,8 @@ pub async fn create_session(
         kind: body.kind.unwrap_or_else(|| "notebook".into()),
         kernel: kernel.id().to_string(),
     };
-    state
-        .kernels
-        .sessions
-        .insert(session.id.clone(), session.clone());
-    drop(_starting);
+    state.kernels.put_session(session.clone());
+    drop(starting);
     attach(&state, file, &kernel).await;
     let model = session_model(&state, &seen.space, &session);
     Ok((StatusCode::CREATED, Json(model)).into_response())
@@ -396,9 +379,7 @@ pub async fn create_session(
 fn session_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Session> {
     state
         .kernels
-        .sessions
-        .get(id)
-        .map(|s| s.clone())
+        .session(id)
         .filter(|s| seen.session(state, s))
         .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))
 }
@@ -437,21 +418,12 @@ pub async fn patch_session(
         };
         if kernel.id() != session.kernel {
             let old = std::mem::replace(&mut session.kernel, kernel.id().to_string());
-            state
-                .kernels
-                .sessions
-                .insert(session.id.clone(), session.clone());
-            let still_used = state.kernels.sessions.iter().any(|s| s.kernel == old);
-            if !still_used {
-                state.kernels.remove_kernel(&old).await;
-            }
+            state.kernels.put_session(session.clone());
+            state.kernels.stop_if_unused(&old).await;
             attach(&state, session.file, &kernel).await;
         }
     }
-    state
-        .kernels
-        .sessions
-        .insert(session.id.clone(), session.clone());
+    state.kernels.put_session(session.clone());
     Ok(Json(session_model(&state, &seen.space, &session)))
 }
 
@@ -461,18 +433,10 @@ pub async fn delete_session(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
     session_or_404(&state, &seen, &id)?;
-    let (_, session) = state
+    state
         .kernels
-        .sessions
-        .remove(&id)
+        .end_session(&id)
+        .await
         .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))?;
-    let still_used = state
-        .kernels
-        .sessions
-        .iter()
-        .any(|s| s.kernel == session.kernel);
-    if !still_used {
-        state.kernels.remove_kernel(&session.kernel).await;
-    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@
 //! notebook is in (multi-user mode: the person, or the project), else as the configured account
 //! when Quire runs as root. A kernel belongs to the space it was started in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use kernel_bridge::{kernelspec, Account, KernelHandle, KernelOptions, KernelSpec
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keyed::KeyedLocks;
+use super::keyed::{KeyGuard, KeyedLocks};
 use crate::fs::space::Space;
 use crate::http::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -36,17 +36,17 @@ pub struct Session {
 /// The kernels and sessions of this server.
 #[derive(Clone)]
 pub struct Kernels {
-    pub(crate) kernels: Arc<DashMap<String, Arc<KernelHandle>>>,
-    pub(crate) sessions: Arc<DashMap<String, Session>>,
+    kernels: Arc<DashMap<String, Arc<KernelHandle>>>,
+    sessions: Arc<DashMap<String, Session>>,
     /// Serializes session creation per notebook, so one notebook never gets two kernels by a
     /// race, while other notebooks' kernels start meanwhile (a kernel takes seconds to start).
-    pub(crate) starting: Arc<KeyedLocks<FileId>>,
+    starting: Arc<KeyedLocks<FileId>>,
     runtime_dir: PathBuf,
     /// The runtime directory is ours alone to remove at shutdown.
     temporary_runtime_dir: bool,
     account: Option<Account>,
     /// The space (its root directory) each kernel was started in.
-    pub(crate) spaces: Arc<DashMap<String, PathBuf>>,
+    spaces: Arc<DashMap<String, PathBuf>>,
 }
 
 impl Kernels {
@@ -90,14 +90,68 @@ impl Kernels {
         self.kernels.get(id).map(|k| k.clone())
     }
 
+    /// Every kernel.
+    pub fn all(&self) -> Vec<Arc<KernelHandle>> {
+        self.kernels.iter().map(|k| k.clone()).collect()
+    }
+
+    /// Whether a kernel was started in the space whose root is `root`.
+    pub fn started_in(&self, id: &str, root: &Path) -> bool {
+        self.spaces
+            .get(id)
+            .is_some_and(|started| started.as_path() == root)
+    }
+
     /// The kernel of the session bound to this notebook, if any.
     pub fn for_file(&self, file: FileId) -> Option<Arc<KernelHandle>> {
-        let kernel = self
-            .sessions
+        self.get(&self.session_of(file)?.kernel)
+    }
+
+    /// Every session.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.sessions.iter().map(|s| s.clone()).collect()
+    }
+
+    pub fn session(&self, id: &str) -> Option<Session> {
+        self.sessions.get(id).map(|s| s.clone())
+    }
+
+    /// The session bound to this notebook, if any.
+    pub fn session_of(&self, file: FileId) -> Option<Session> {
+        self.sessions
             .iter()
             .find(|s| s.file == file)
-            .map(|s| s.kernel.clone())?;
-        self.get(&kernel)
+            .map(|s| s.clone())
+    }
+
+    /// Adds a session, or changes it.
+    pub fn put_session(&self, session: Session) {
+        self.sessions.insert(session.id.clone(), session);
+    }
+
+    /// Forgets a session (its kernel is left alone).
+    pub fn forget_session(&self, id: &str) -> Option<Session> {
+        self.sessions.remove(id).map(|(_, session)| session)
+    }
+
+    /// Ends a session, and its kernel if no other session uses it.
+    pub async fn end_session(&self, id: &str) -> Option<Session> {
+        let session = self.forget_session(id)?;
+        self.stop_if_unused(&session.kernel).await;
+        Some(session)
+    }
+
+    /// Stops a kernel no session uses any more.
+    pub async fn stop_if_unused(&self, id: &str) {
+        if !self.sessions.iter().any(|s| s.kernel == id) {
+            self.remove_kernel(id).await;
+        }
+    }
+
+    /// Holds the start of this notebook's kernel (and its session's creation): one notebook
+    /// never gets two kernels by a race, and other notebooks' kernels start meanwhile.
+    pub async fn starting(&self, file: FileId) -> KeyGuard<'_, FileId> {
+        self.starting.lock(file).await
     }
 
     /// Starts a kernel in a space: as its owner, in `cwd`.
@@ -136,7 +190,7 @@ impl Kernels {
         if let Some(kernel) = self.for_file(file) {
             return Ok(kernel);
         }
-        let _starting = self.starting.lock(file).await;
+        let _starting = self.starting(file).await;
         if let Some(kernel) = self.for_file(file) {
             return Ok(kernel);
         }
@@ -155,7 +209,7 @@ impl Kernels {
             kind: "notebook".into(),
             kernel: kernel.id().to_string(),
         };
-        self.sessions.insert(session.id.clone(), session);
+        self.put_session(session);
         attach(state, file, &kernel).await;
         Ok(kernel)
     }

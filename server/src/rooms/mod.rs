@@ -7,7 +7,7 @@
 
 pub mod admission;
 pub mod kernels;
-mod keyed;
+pub mod keyed;
 pub mod registry;
 pub mod rights;
 pub mod socket;

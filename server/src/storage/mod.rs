@@ -1,9 +1,12 @@
-//! The embedded store: one SQLite file under the state directory.
+//! The embedded store: one SQLite file under the state directory, and every SQL statement of
+//! the server (no other module uses SQLite).
 //!
 //! It holds file ids (uuid ↔ path, following renames and moves), the server sessions a client's
-//! `sessionId` refers to, login cookies, and each document's Yjs history (a snapshot plus the
-//! updates after it). WAL mode with `synchronous=NORMAL`: a committed transaction survives the
-//! process being killed (it is in the WAL file the OS holds), and commits cost no fsync.
+//! `sessionId` refers to, each document's Yjs history (a snapshot plus the updates after it),
+//! chat and the audit log (here); logins (`logins.rs`); live-share links and guest sessions
+//! (`links.rs`); grants and projects (`grants.rs`). WAL mode with `synchronous=NORMAL`: a
+//! committed transaction survives the process being killed (it is in the WAL file the OS
+//! holds), and commits cost no fsync. Uses no other layer.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
