@@ -399,3 +399,54 @@ pub async fn notebook(
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no notebook with this id"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(names: &[&str]) -> Capabilities {
+        Capabilities::parse(names).unwrap()
+    }
+
+    #[test]
+    fn a_grant_gives_only_what_the_granter_holds() {
+        let role = |name| Capabilities::role(name).unwrap();
+        let table = [
+            // (the granter holds, the grant gives, allowed)
+            (Capabilities::ALL, role("runner"), true),
+            (Capabilities::ALL, Capabilities::ALL, true),
+            (
+                role("editor").union(caps(&["manage"])),
+                role("viewer"),
+                true,
+            ),
+            (
+                role("editor").union(caps(&["manage"])),
+                role("editor"),
+                true,
+            ),
+            (
+                role("editor").union(caps(&["manage"])),
+                role("runner"),
+                false,
+            ),
+            // What a grant implies counts: `edit` alone gives `watch` and `view` too.
+            (caps(&["edit", "manage"]), caps(&["edit"]), false),
+            (
+                caps(&["view", "watch", "edit", "manage"]),
+                caps(&["edit"]),
+                true,
+            ),
+        ];
+        for (granter, given, allowed) in table {
+            let verdict = check_within(granter, given);
+            assert_eq!(verdict.is_ok(), allowed, "{granter:?} giving {given:?}");
+            if let Err(refusal) = verdict {
+                assert_eq!(refusal.status, StatusCode::FORBIDDEN);
+                assert!(refusal
+                    .message
+                    .starts_with("you cannot give more than you hold"));
+            }
+        }
+    }
+}
