@@ -3,23 +3,18 @@
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a listener the caller
 //! bound, until a shutdown signal, then saves every open room before returning.
 
-mod auth;
-mod collaboration;
+mod access;
+mod api;
 pub mod config;
-mod contents;
-mod error;
-mod files;
-mod kernels;
-pub mod limits;
-mod login;
-mod pam;
-pub mod paths;
-mod people;
-mod sharing;
-pub mod space;
-pub mod store;
-pub(crate) mod view;
-mod web;
+mod fs;
+mod http;
+mod rooms;
+mod storage;
+
+#[cfg(test)]
+mod app_tests;
+#[cfg(test)]
+mod layering;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,43 +22,34 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
-use collab::Identity;
 
-pub use collaboration::Rooms;
 pub use config::Config;
-pub use kernels::Kernels;
+pub use rooms::kernels::Kernels;
+pub use rooms::registry::Rooms;
 
+/// The server's state: every layer's handles, wired together. The route handlers and the
+/// rooms take it; the layers below (`access`, `storage`, `fs`, `http`) take only their part.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// What store paths are relative to: the served root (single-user) or `/` (multi-user).
-    pub root: paths::Root,
-    /// The served root as a space: the token holder's files.
-    pub admin_space: space::Space,
-    pub store: store::Store,
+    /// Whose files are where.
+    pub spaces: fs::space::Spaces,
+    pub store: storage::Store,
+    /// Who is asking.
+    pub access: access::Access,
     pub rooms: Rooms,
     pub kernels: Kernels,
-    /// Multi-user mode: PAM, and failed logins remembered.
-    pub pam: Option<pam::Pam>,
-    pub throttle: Arc<login::Throttle>,
-    /// Wrong tokens per address.
-    pub token_failures: Arc<limits::FailureBucket>,
-    pub token: Arc<str>,
-    pub identity: Identity,
 }
 
 impl AppState {
     pub fn new(config: Config, token: String) -> anyhow::Result<AppState> {
         use anyhow::Context;
-        let served = paths::Root::new(&config.root)
+        let spaces = fs::space::Spaces::new(&config.root, config.multi_user)
             .with_context(|| format!("cannot serve {}", config.root.display()))?;
-        let root = if config.multi_user {
-            paths::Root::new(std::path::Path::new("/"))?
-        } else {
-            served.clone()
-        };
-        let admin_space = space::Space::new(&root, served.path(), None)?;
-        let store = store::Store::open(&config.state_dir)?.with_homes(config.multi_user);
+        let homes = config
+            .multi_user
+            .then_some(fs::space::home_dir_of as storage::HomeOf);
+        let store = storage::Store::open(&config.state_dir)?.with_homes(homes);
         let kernels = Kernels::new(
             &config.state_dir,
             config.kernel_user.as_deref(),
@@ -74,42 +60,27 @@ impl AppState {
             if !nix::unistd::geteuid().is_root() {
                 anyhow::bail!("multi-user mode needs Quire to run as root (to check passwords and run kernels as their owners)");
             }
-            Some(pam::Pam::new(&config.pam_service, 4)?)
+            Some(access::pam::Pam::new(&config.pam_service, 4)?)
         } else {
             None
         };
-        Ok(AppState {
+        let access = access::Access {
+            store: store.clone(),
+            spaces: spaces.clone(),
+            token: token.into(),
+            identity: access::accounts::owner_identity(),
             pam,
             throttle: Arc::default(),
             token_failures: Arc::default(),
-            kernels,
+        };
+        Ok(AppState {
             config: Arc::new(config),
-            root,
-            admin_space,
+            spaces,
             store,
+            access,
             rooms: Rooms::default(),
-            token: token.into(),
-            identity: collaboration::owner_identity(),
+            kernels,
         })
-    }
-}
-
-impl AppState {
-    /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
-    /// (A person's home wins over the served root, which may hold homes.)
-    pub fn space_of(&self, store_path: &str) -> Result<space::Space, error::ApiError> {
-        if !self.config.multi_user {
-            return Ok(self.admin_space.clone());
-        }
-        match space::home_account_of(self.root.path(), store_path) {
-            Some(account) => space::Space::home_of(&self.root, account).map_err(|e| {
-                error::ApiError::internal("cannot open the owner's home directory", e)
-            }),
-            None if self.admin_space.api_path(store_path).is_some() => Ok(self.admin_space.clone()),
-            None => Err(error::ApiError::not_found(
-                "this file is in no one's home directory",
-            )),
-        }
     }
 }
 
@@ -117,108 +88,117 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/api/contents",
-            get(contents::get_root).post(contents::post_root),
+            get(api::contents::get_root).post(api::contents::post_root),
         )
         .route(
             "/api/contents/",
-            get(contents::get_root).post(contents::post_root),
+            get(api::contents::get_root).post(api::contents::post_root),
         )
         .route(
             "/api/contents/{*path}",
-            get(contents::get)
-                .post(contents::post)
-                .put(contents::put)
-                .patch(contents::patch)
-                .delete(contents::delete),
+            get(api::contents::get)
+                .post(api::contents::post)
+                .put(api::contents::put)
+                .patch(api::contents::patch)
+                .delete(api::contents::delete),
         )
-        .route("/api/me", get(collaboration::me))
+        .route("/api/me", get(api::collaboration::me))
         .route(
             "/api/collaboration/session/{*path}",
-            put(collaboration::put_session),
+            put(api::collaboration::put_session),
         )
         .route(
             "/api/collaboration/room/{room}",
-            get(collaboration::room_socket),
+            get(api::collaboration::room_socket),
         )
-        .route("/api/kernelspecs", get(kernels::list_kernelspecs))
-        .route("/api/kernelspecs/{name}", get(kernels::get_kernelspec))
+        .route("/api/kernelspecs", get(api::kernels::list_kernelspecs))
+        .route("/api/kernelspecs/{name}", get(api::kernels::get_kernelspec))
         .route(
             "/api/kernels",
-            get(kernels::list_kernels).post(kernels::start_kernel),
+            get(api::kernels::list_kernels).post(api::kernels::start_kernel),
         )
         .route(
             "/api/kernels/{id}",
-            get(kernels::get_kernel).delete(kernels::delete_kernel),
+            get(api::kernels::get_kernel).delete(api::kernels::delete_kernel),
         )
         .route(
             "/api/kernels/{id}/interrupt",
-            post(kernels::interrupt_kernel),
+            post(api::kernels::interrupt_kernel),
         )
-        .route("/api/kernels/{id}/restart", post(kernels::restart_kernel))
-        .route("/api/kernels/{id}/execute", post(kernels::execute))
+        .route(
+            "/api/kernels/{id}/restart",
+            post(api::kernels::restart_kernel),
+        )
+        .route("/api/kernels/{id}/execute", post(api::kernels::execute))
         .route(
             "/api/sessions",
-            get(kernels::list_sessions).post(kernels::create_session),
+            get(api::kernels::list_sessions).post(api::kernels::create_session),
         )
         .route(
             "/api/sessions/{id}",
-            get(kernels::get_session)
-                .patch(kernels::patch_session)
-                .delete(kernels::delete_session),
+            get(api::kernels::get_session)
+                .patch(api::kernels::patch_session)
+                .delete(api::kernels::delete_session),
         )
-        .route("/api/audit", get(sharing::audit_log))
-        .route("/api/notebooks/{file_id}", get(people::notebook))
-        .route("/api/notebooks/{file_id}/download", get(view::download))
-        .route("/api/shared", get(people::shared_with_me))
-        .route("/view/{file_id}", get(view::page))
+        .route("/api/audit", get(api::sharing::audit_log))
+        .route("/api/notebooks/{file_id}", get(api::people::notebook))
+        .route(
+            "/api/notebooks/{file_id}/download",
+            get(api::view::download),
+        )
+        .route("/api/shared", get(api::people::shared_with_me))
+        .route("/view/{file_id}", get(api::view::page))
         .route(
             "/api/sharing/{file_id}/links",
-            get(sharing::list_links).post(sharing::create_link),
+            get(api::sharing::list_links).post(api::sharing::create_link),
         )
         .route(
             "/api/sharing/{file_id}/links/{link_id}",
-            axum::routing::patch(sharing::change_link).delete(sharing::revoke_link),
+            axum::routing::patch(api::sharing::change_link).delete(api::sharing::revoke_link),
         )
-        .route("/api/sharing/{file_id}/people", get(people::list_people))
+        .route(
+            "/api/sharing/{file_id}/people",
+            get(api::people::list_people),
+        )
         .route(
             "/api/sharing/{file_id}/people/{kind}/{name}",
-            put(people::set_person).delete(people::revoke_person),
+            put(api::people::set_person).delete(api::people::revoke_person),
         )
         .route(
             "/api/projects",
-            get(people::list_projects).post(people::create_project),
+            get(api::people::list_projects).post(api::people::create_project),
         )
         .route(
             "/api/projects/{name}",
-            axum::routing::delete(people::delete_project),
+            axum::routing::delete(api::people::delete_project),
         )
         .route(
             "/api/projects/{name}/members/{username}",
-            put(people::add_member).delete(people::remove_member),
+            put(api::people::add_member).delete(api::people::remove_member),
         )
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_auth,
+            state.access.clone(),
+            access::auth::require_auth,
         ));
     let routes = Router::new()
-        .route("/", get(web::page))
-        .route("/tree", get(web::page))
-        .route("/tree/{*path}", get(web::page))
-        .route("/notebooks/{*path}", get(web::page))
-        .route("/shared/{file_id}", get(web::page))
-        .route("/sandbox", get(web::sandbox))
-        .route("/static/app.js", get(web::app_js))
-        .route("/static/app.css", get(web::app_css))
+        .route("/", get(api::web::page))
+        .route("/tree", get(api::web::page))
+        .route("/tree/{*path}", get(api::web::page))
+        .route("/notebooks/{*path}", get(api::web::page))
+        .route("/shared/{file_id}", get(api::web::page))
+        .route("/sandbox", get(api::web::sandbox))
+        .route("/static/app.js", get(api::web::app_js))
+        .route("/static/app.css", get(api::web::app_css))
         .route("/api", get(api_version))
         // Opening a live-share link needs no login: the link is the credential.
-        .route("/share/{token}", get(sharing::share_page))
-        .route("/api/share/{token}", post(sharing::redeem))
+        .route("/share/{token}", get(api::sharing::share_page))
+        .route("/api/share/{token}", post(api::sharing::redeem))
         .route(
             "/login",
-            get(login::login_page).post(login::login_form_post),
+            get(api::login::login_page).post(api::login::login_form_post),
         )
-        .route("/api/login", post(login::login))
-        .route("/api/logout", post(login::logout))
+        .route("/api/login", post(api::login::login))
+        .route("/api/logout", post(api::login::logout))
         .merge(api)
         .with_state(state);
     // `/projects/{name}/…` is the whole API again, working in the project's home: JupyterLab
@@ -228,7 +208,9 @@ pub fn app(state: AppState) -> Router {
     let scoped = routes.clone();
     routes
         .fallback(move |request| in_project(scoped.clone(), request))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(
+            http::headers::security_headers,
+        ))
 }
 
 /// Serves `/projects/{name}/{rest}` as `/{rest}` in the project's space; anything else that
@@ -243,7 +225,7 @@ async fn in_project(
         .strip_prefix("/projects/")
         .and_then(|p| p.split_once('/'))
     else {
-        return error::ApiError::not_found("no such page").into_response();
+        return http::error::ApiError::not_found("no such page").into_response();
     };
     let name = percent_encoding::percent_decode_str(name)
         .decode_utf8_lossy()
@@ -253,42 +235,16 @@ async fn in_project(
         None => format!("/{rest}"),
     };
     let Ok(uri) = rest.parse() else {
-        return error::ApiError::bad_request("malformed address").into_response();
+        return http::error::ApiError::bad_request("malformed address").into_response();
     };
     *request.uri_mut() = uri;
-    request.extensions_mut().insert(auth::ProjectScope(name));
+    request
+        .extensions_mut()
+        .insert(access::auth::ProjectScope(name));
     match routes.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
-}
-
-/// Headers every response carries: no MIME sniffing, no framing by other sites, no referrer
-/// leaking share tokens; pages that set no policy of their own get a strict one.
-async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
-    use axum::http::{header, HeaderValue};
-    let headers = response.headers_mut();
-    headers
-        .entry(header::X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
-    headers
-        .entry(header::REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("no-referrer"));
-    let is_html = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    if is_html {
-        headers
-            .entry(header::CONTENT_SECURITY_POLICY)
-            .or_insert(HeaderValue::from_static(
-                "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            ));
-        headers
-            .entry(header::X_FRAME_OPTIONS)
-            .or_insert(HeaderValue::from_static("DENY"));
-    }
-    response
 }
 
 async fn api_version() -> axum::Json<serde_json::Value> {
@@ -310,9 +266,9 @@ pub async fn serve(
     let rooms = state.rooms.clone();
     let kernels = state.kernels.clone();
     let header_read_timeout = state.config.header_read_timeout;
-    let limits = limits::ConnectionLimits::new(state.config.max_connections_per_address);
-    let expiry = tokio::spawn(sharing::expire_links(state.clone()));
-    let stale_logins = tokio::spawn(login::end_stale_logins(state.clone()));
+    let limits = http::limits::ConnectionLimits::new(state.config.max_connections_per_address);
+    let expiry = tokio::spawn(rooms::rights::expire_links(state.clone()));
+    let stale_logins = tokio::spawn(rooms::rights::end_stale_logins(state.clone()));
     let app = app(state);
     // Dropped to ask every connection to finish; each holds a receiver while it runs.
     let (stop, stopping) = tokio::sync::watch::channel(());
@@ -330,7 +286,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Some(slot) = limits.admit(peer.ip()) else {
-            limits::refuse(tcp, limits.per_address());
+            http::limits::refuse(tcp, limits.per_address());
             continue;
         };
         // Edits are small frames: without TCP_NODELAY, Nagle's algorithm meeting the peer's
@@ -339,7 +295,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let io = hyper_util::rt::TokioIo::new(limits::CountedStream::new(tcp, slot));
+        let io = hyper_util::rt::TokioIo::new(http::limits::CountedStream::new(tcp, slot));
         let app = app.clone();
         let service = hyper::service::service_fn(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {

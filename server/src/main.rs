@@ -38,7 +38,10 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}/?token={token}");
-    println!("Quire is serving {} at {url}", state.root.path().display());
+    println!(
+        "Quire is serving {} at {url}",
+        state.spaces.store_root().display()
+    );
     std::io::stdout().flush()?;
     if open_browser {
         // Best effort, like `jupyter lab`: no browser is not an error.

@@ -5,15 +5,19 @@
 //! the same way before the upgrade completes, and must come from our own origin.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::RngCore;
 
-use crate::error::ApiError;
-use crate::sharing::Principal;
-use crate::space::Space;
-use crate::AppState;
+use super::login::user_of;
+use super::principal::{guest_cookie, Guest, Principal};
+use super::Access;
+use crate::fs::space::Space;
+use crate::http::cookies::{cookie, session_cookie};
+use crate::http::error::ApiError;
+use crate::http::headers::too_many_because;
+use crate::http::origin::same_site;
+use crate::storage::{random_secret, LOGIN_LIFETIME_SECS};
 
 pub const COOKIE_NAME: &str = "quire-session";
 
@@ -43,19 +47,6 @@ fn header_token(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-/// The value of the cookie `name` in a request, if any.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (n, value) = pair.trim().split_once('=')?;
-            (n == name).then(|| value.to_string())
-        })
-}
-
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
     cookie(headers, COOKIE_NAME)
 }
@@ -68,17 +59,17 @@ pub enum Authenticated {
     No,
 }
 
-pub fn check(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Authenticated {
-    let token = state.token.as_bytes();
+pub fn check(access: &Access, headers: &HeaderMap, query: Option<&str>) -> Authenticated {
+    let token = access.token.as_bytes();
     if header_token(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token)) {
         return Authenticated::Yes;
     }
     if let Some(cookie) = cookie_value(headers) {
-        if state
+        if access
             .store
             .has_login(
                 &collab::content_hash(cookie.as_bytes()),
-                &token_fingerprint(state),
+                &token_fingerprint(access),
             )
             .unwrap_or(false)
         {
@@ -92,27 +83,34 @@ pub fn check(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Auth
 }
 
 /// What ties a login to the token it was made with (never the token itself).
-fn token_fingerprint(state: &AppState) -> String {
-    collab::content_hash(format!("quire-login:{}", state.token).as_bytes())
+fn token_fingerprint(access: &Access) -> String {
+    collab::content_hash(format!("quire-login:{}", access.token).as_bytes())
 }
 
 /// A fresh login cookie, remembered (hashed) in the store, valid for 30 days.
-pub fn login_cookie(state: &AppState) -> Option<HeaderValue> {
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut secret);
-    let value = hex::encode(secret);
-    state
+pub fn login_cookie(access: &Access) -> Option<HeaderValue> {
+    let value = random_secret();
+    access
         .store
         .add_login(
             &collab::content_hash(value.as_bytes()),
-            &token_fingerprint(state),
+            &token_fingerprint(access),
         )
         .map_err(|e| tracing::error!("cannot store a login: {e}"))
         .ok()?;
-    HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"
-    ))
-    .ok()
+    session_cookie(COOKIE_NAME, &value, LOGIN_LIFETIME_SECS)
+}
+
+/// A login with the token (by `?token=` or the login form): remembered in the audit log, and
+/// its cookie.
+pub fn token_login(access: &Access) -> Option<HeaderValue> {
+    access.store.audit(
+        &access.identity.username,
+        "login",
+        "server",
+        "with the token",
+    );
+    login_cookie(access)
 }
 
 /// What a live-share guest may reach: their notebook's session, room and saved content, and
@@ -137,7 +135,7 @@ pub struct ProjectScope(pub String);
 /// project's, under `/projects/{name}/`); a live-share guest cookie admits its holder to the
 /// guest routes of one notebook. The `Principal` and the `Space` go into the request.
 pub async fn require_auth(
-    State(state): State<AppState>,
+    State(access): State<Access>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -146,27 +144,27 @@ pub async fn require_auth(
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if changes_state && !same_site(request.headers()) {
-        return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+        return ApiError::forbidden("cross-site request refused").into_response();
     }
     let presented =
         header_token(request.headers()).is_some() || query_token(request.uri().query()).is_some();
-    let verdict = check(&state, request.headers(), request.uri().query());
+    let verdict = check(&access, request.headers(), request.uri().query());
     let principal = match verdict {
         Authenticated::Yes | Authenticated::ByQueryToken => Principal::Owner,
         Authenticated::No => {
-            let other = who_else(&state, &request);
+            let other = who_else(&access, &request);
             if presented {
                 // A wrong token. Whoever it may be, a request that is let in by something
                 // else (a person's or a guest's cookie) is not refused for it; the rest wait
-                // once their address has sent too many (see `limits::FailureBucket`).
+                // once their address has sent too many (see `throttle::FailureBucket`).
                 if let Some(ip) = peer_ip(&request) {
                     let now = std::time::Instant::now();
                     if other.is_err() {
-                        if let Some(wait) = state.token_failures.wait(ip, now) {
+                        if let Some(wait) = access.token_failures.wait(ip, now) {
                             return too_many_wrong_tokens(wait);
                         }
                     }
-                    state.token_failures.failed(ip, now);
+                    access.token_failures.failed(ip, now);
                 }
             }
             match other {
@@ -176,7 +174,7 @@ pub async fn require_auth(
         }
     };
     let project = request.extensions().get::<ProjectScope>().cloned();
-    let space = match space_for(&state, &principal, project.as_ref()) {
+    let space = match space_for(&access, &principal, project.as_ref()) {
         Ok(space) => space,
         Err(refusal) => return refusal.into_response(),
     };
@@ -184,14 +182,9 @@ pub async fn require_auth(
     request.extensions_mut().insert(space);
     match verdict {
         Authenticated::ByQueryToken => {
-            state.store.audit(
-                &state.identity.username,
-                "login",
-                "server",
-                "with the token",
-            );
+            let cookie = token_login(&access);
             let mut response = next.run(request).await;
-            if let Some(cookie) = login_cookie(&state) {
+            if let Some(cookie) = cookie {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             response
@@ -210,7 +203,7 @@ fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
 
 /// The answer to a wrong token from an address that sent too many.
 pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Response {
-    crate::login::too_many_because(
+    too_many_because(
         wait,
         "too many wrong tokens from your address (the right token is still accepted)",
     )
@@ -218,10 +211,11 @@ pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Response {
 
 /// A logged-in person (with the link they opened, if any: opening a link never changes who
 /// someone is), or a live-share guest (on the guest routes only).
-fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> {
-    let guest = crate::sharing::guest_cookie(request.headers())
-        .and_then(|cookie| state.store.guest(&cookie).ok().flatten());
-    if let Some(mut user) = crate::login::user_of(state, request.headers()) {
+fn who_else(access: &Access, request: &Request) -> Result<Principal, ApiError> {
+    let guest = guest_cookie(request.headers())
+        .and_then(|cookie| access.store.guest(&cookie).ok().flatten())
+        .map(Guest::from_session);
+    if let Some(mut user) = user_of(access, request.headers()) {
         user.link = guest;
         return Ok(Principal::User(user));
     }
@@ -229,12 +223,10 @@ fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> 
         Some(guest) if guest_route(request.method(), request.uri().path()) => {
             Ok(Principal::Guest(guest))
         }
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        Some(_) => Err(ApiError::forbidden(
             "a live-share guest may only open the notebook shared with them",
         )),
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        None => Err(ApiError::forbidden(
             "authentication required: pass the token, or log in",
         )),
     }
@@ -242,70 +234,48 @@ fn who_else(state: &AppState, request: &Request) -> Result<Principal, ApiError> 
 
 /// The files a request works on.
 fn space_for(
-    state: &AppState,
+    access: &Access,
     principal: &Principal,
     project: Option<&ProjectScope>,
 ) -> Result<Space, ApiError> {
     if let Some(ProjectScope(name)) = project {
         let member = match principal {
             Principal::Owner => true,
-            Principal::User(user) => state.store.is_member(name, &user.username).unwrap_or(false),
+            Principal::User(user) => access
+                .store
+                .is_member(name, &user.username)
+                .unwrap_or(false),
             Principal::Guest(_) => false,
         };
-        if !member || !state.store.is_project(name).unwrap_or(false) {
+        if !member || !access.store.is_project(name).unwrap_or(false) {
             return Err(ApiError::not_found(format!(
                 "no project named {name:?} that you are a member of"
             )));
         }
-        return home_space(state, name);
+        return home_space(access, name);
     }
     match principal {
-        Principal::Owner => Ok(state.admin_space.clone()),
-        Principal::User(user) => home_space(state, &user.username),
+        Principal::Owner => Ok(access.spaces.admin().clone()),
+        Principal::User(user) => home_space(access, &user.username),
         Principal::Guest(guest) => {
-            let path = state
+            let path = access
                 .store
-                .path_for_id(state.root.path(), guest.file)
+                .path_for_id(access.spaces.store_root(), guest.file)
                 .ok()
                 .flatten()
                 .ok_or_else(|| ApiError::not_found("the shared notebook no longer exists"))?;
-            state.space_of(&path)
+            Ok(access.spaces.space_of(&path)?)
         }
     }
 }
 
-fn home_space(state: &AppState, name: &str) -> Result<Space, ApiError> {
+fn home_space(access: &Access, name: &str) -> Result<Space, ApiError> {
     let account =
         kernel_bridge::Account::lookup(name).map_err(|e| ApiError::not_found(e.to_string()))?;
-    Space::home_of(&state.root, account)
+    access
+        .spaces
+        .home_of(account)
         .map_err(|e| ApiError::internal("cannot open the home directory", e))
-}
-
-/// A state-changing request must not come from another site riding on our cookie: browsers
-/// say where a request comes from in `Sec-Fetch-Site` and `Origin`. (Clients that are not
-/// browsers send neither and authenticate with the token.)
-pub fn same_site(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site") | Some("same-site")) {
-        return false;
-    }
-    origin_allowed(headers)
-}
-
-/// A browser's cross-site websocket must not ride on our cookie: the Origin, when sent, must
-/// name the host the request was sent to.
-pub fn origin_allowed(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(origin);
-    origin_host.eq_ignore_ascii_case(host)
 }
 
 #[cfg(test)]
@@ -328,39 +298,5 @@ mod tests {
         assert_eq!(cookie_value(&headers), Some("v".into()));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
-    }
-
-    #[test]
-    fn cross_site_writes_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8888"));
-        assert!(same_site(&headers));
-        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(same_site(&headers));
-        headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(!same_site(&headers));
-        headers.remove("sec-fetch-site");
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://evil.example"),
-        );
-        assert!(!same_site(&headers));
-    }
-
-    #[test]
-    fn foreign_origins_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8888"));
-        assert!(origin_allowed(&headers));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:8888"),
-        );
-        assert!(origin_allowed(&headers));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(!origin_allowed(&headers));
     }
 }

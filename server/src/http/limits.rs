@@ -1,5 +1,5 @@
-//! Limits that hold under attack: wrong tokens are throttled per address without ever locking
-//! the right token out; each address may hold only so many connections at once.
+//! Connection limits that hold under attack: each address may hold only so many connections
+//! at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,8 +7,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -24,73 +22,6 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
                 IpAddr::V6(bits.into())
             }
         },
-    }
-}
-
-/// Wrong tokens, counted per address in a leaky bucket: each failure adds one, and one drains
-/// away every `leak` (so an address that stops guessing is soon forgotten). While the bucket
-/// holds more than `capacity`, further wrong tokens from that address are answered 429.
-///
-/// Only wrong tokens are ever refused: a request carrying the right token (by header, query or
-/// login cookie) is let in whatever its address did before, so a page that makes a visitor's
-/// browser send wrong `?token=`s (an `<img>` is enough) cannot lock the visitor out. The
-/// throttle therefore does not stop a guesser from learning that a guess was right: what
-/// protects the token is its length (a generated one has 192 random bits).
-pub struct FailureBucket {
-    capacity: f64,
-    leak: Duration,
-    levels: DashMap<IpAddr, (f64, Instant)>,
-}
-
-/// Wrong tokens an address may send before it must wait.
-pub const TOKEN_FAILURES_ALLOWED: u32 = 20;
-/// How often one wrong token is forgiven.
-pub const TOKEN_FAILURE_LEAK: Duration = Duration::from_secs(3);
-
-impl Default for FailureBucket {
-    fn default() -> Self {
-        FailureBucket::new(TOKEN_FAILURES_ALLOWED, TOKEN_FAILURE_LEAK)
-    }
-}
-
-impl FailureBucket {
-    pub fn new(capacity: u32, leak: Duration) -> FailureBucket {
-        FailureBucket {
-            capacity: capacity as f64,
-            leak,
-            levels: DashMap::new(),
-        }
-    }
-
-    fn level_at(&self, key: IpAddr, now: Instant) -> f64 {
-        self.levels.get(&key).map_or(0.0, |entry| {
-            let (level, at) = *entry;
-            let drained = now.saturating_duration_since(at).as_secs_f64() / self.leak.as_secs_f64();
-            (level - drained).max(0.0)
-        })
-    }
-
-    /// How long `ip` must wait before another wrong token is looked at, if at all.
-    pub fn wait(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let level = self.level_at(address_key(ip), now);
-        (level >= self.capacity).then(|| {
-            self.leak
-                .mul_f64(level - self.capacity + 1.0)
-                .max(Duration::from_secs(1))
-        })
-    }
-
-    /// A wrong token from `ip`.
-    pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let key = address_key(ip);
-        // The map is keyed by whoever connects: forget drained addresses now and then.
-        if self.levels.len() > 10_000 {
-            let full_drain = self.leak.mul_f64(self.capacity + 1.0);
-            self.levels
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < full_drain);
-        }
-        let level = self.level_at(key, now) + 1.0;
-        self.levels.insert(key, (level, now));
     }
 }
 
@@ -241,32 +172,6 @@ pub fn refuse(tcp: TcpStream, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failures_leak_away() {
-        let bucket = FailureBucket::new(3, Duration::from_secs(2));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(bucket.wait(ip, t0), None);
-            bucket.failed(ip, t0);
-        }
-        let wait = bucket.wait(ip, t0).expect("the fourth wrong token waits");
-        assert_eq!(wait, Duration::from_secs(2));
-        assert_eq!(
-            bucket.wait(other, t0),
-            None,
-            "other addresses are not slowed"
-        );
-        // One failure drains away every 2 s: after the wait, one more try; after 6 s, all.
-        assert_eq!(bucket.wait(ip, t0 + wait), None);
-        bucket.failed(ip, t0 + wait);
-        assert!(bucket.wait(ip, t0 + wait).is_some());
-        assert_eq!(bucket.wait(ip, t0 + Duration::from_secs(20)), None);
-        bucket.failed(ip, t0 + Duration::from_secs(20));
-        assert_eq!(bucket.wait(ip, t0 + Duration::from_secs(20)), None);
-    }
 
     #[test]
     fn connections_are_capped_per_address() {

@@ -17,9 +17,12 @@ use collab::{content_hash, Notebook, RoomInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, JsonBody};
-use crate::paths::Root;
-use crate::space::Space;
+use crate::access::principal::Principal;
+use crate::fs::files::write_atomically;
+use crate::fs::paths::Root;
+use crate::fs::space::Space;
+use crate::http::error::{ApiError, ApiResult, JsonBody};
+use crate::rooms::rights::{announce_link, recheck};
 use crate::AppState;
 
 #[derive(Deserialize, Default)]
@@ -195,7 +198,7 @@ pub fn model(
 }
 
 fn resolve(space: &Space, api_path: &str) -> ApiResult<(String, std::path::PathBuf)> {
-    let normalized = crate::paths::Root::normalize(api_path)?;
+    let normalized = Root::normalize(api_path)?;
     if is_hidden(&normalized) {
         return Err(ApiError::not_found(format!(
             "no such file or directory: {api_path}"
@@ -219,7 +222,7 @@ fn io_error(context: &str, e: std::io::Error) -> ApiError {
 
 pub async fn get_root(
     state: State<AppState>,
-    principal: Extension<crate::sharing::Principal>,
+    principal: Extension<Principal>,
     space: Extension<Space>,
     query: Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -228,24 +231,24 @@ pub async fn get_root(
 
 pub async fn get(
     State(state): State<AppState>,
-    Extension(principal): Extension<crate::sharing::Principal>,
+    Extension(principal): Extension<Principal>,
     Extension(space): Extension<Space>,
     UrlPath(api_path): UrlPath<String>,
     Query(query): Query<ContentsQuery>,
 ) -> ApiResult<Json<Value>> {
-    if let crate::sharing::Principal::Guest(guest) = &principal {
+    if let Principal::Guest(guest) = &principal {
         // A guest reads their own notebook's saved content (with `view`), nothing else.
         let theirs = state
             .store
-            .path_for_id(state.root.path(), guest.file)
+            .path_for_id(state.spaces.store_root(), guest.file)
             .ok()
             .flatten()
             .and_then(|path| space.api_path(&path));
-        let asked = crate::paths::Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
+        let asked = Root::normalize(api_path.trim_end_matches("/checkpoints")).ok();
         if theirs.is_none()
             || theirs != asked
             || !principal
-                .current_caps_for(&state, guest.file)
+                .current_caps_for(&state.access, guest.file)
                 .contains(collab::Capabilities::VIEW)
         {
             return Err(ApiError::not_found(format!("no such file: {api_path}")));
@@ -329,7 +332,7 @@ fn create_checkpoint(space: &Space, file: &str) -> ApiResult<Response> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io_error("cannot make the checkpoint folder", e))?;
     }
-    crate::files::write_atomically(&checkpoint, &bytes)
+    write_atomically(&checkpoint, &bytes)
         .map_err(|e| io_error("cannot write the checkpoint", e))?;
     let model = checkpoint_model(&path).unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(model)).into_response())
@@ -345,7 +348,7 @@ fn restore_checkpoint(space: &Space, file: &str, id: &str) -> ApiResult<Response
     }
     let bytes =
         std::fs::read(&checkpoint).map_err(|e| io_error("cannot read the checkpoint", e))?;
-    crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot restore", e))?;
+    write_atomically(&path, &bytes).map_err(|e| io_error("cannot restore", e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -530,7 +533,7 @@ fn put_in(space: &Space, api_path: String, body: SaveBody) -> ApiResult<Response
         }
     };
     if let Some(bytes) = bytes {
-        crate::files::write_atomically(&path, &bytes).map_err(|e| io_error("cannot save", e))?;
+        write_atomically(&path, &bytes).map_err(|e| io_error("cannot save", e))?;
     }
     let model = model(&api_path, &path, false, false, None)?;
     let status = if existed {
@@ -606,9 +609,9 @@ pub async fn delete(
         .map_err(|e| ApiError::internal("cannot forget the deleted file", e))?;
     for (file, links) in forgotten {
         for link in links {
-            crate::sharing::announce(&state, file, &link, None).await;
+            announce_link(&state, file, &link, None).await;
         }
-        crate::people::recheck(&state, Some(file), None).await;
+        recheck(&state, Some(file), None).await;
     }
     Ok(status)
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use collab::{FileId, FileStamp, NotebookFile};
 
-use crate::space::Space;
-use crate::store::Store;
+use super::space::Space;
+use crate::storage::Store;
 
 /// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a mix:
 /// a temporary file beside it, written and fsynced, given the old file's mode and owner, renamed
@@ -101,7 +101,7 @@ impl NotebookFile for LocalNotebook {
         let path = self.path()?;
         let meta = self.space.io(|| write_atomically(&path, bytes))?;
         // The rename gave the file a new inode: keep the index pointing at it.
-        let disk = crate::store::DiskIdentity::of(&meta);
+        let disk = crate::storage::DiskIdentity::of(&meta);
         if let Err(e) = self.store.update_disk_identity(self.file_id, disk) {
             tracing::warn!("cannot update the file index: {e}");
         }

@@ -7,12 +7,23 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::http::error::ApiError;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PathError {
     #[error("invalid path {0:?}: {1}")]
     Invalid(String, &'static str),
     #[error("path {0:?} is outside the served directory")]
     Outside(String),
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::Invalid(..) => ApiError::bad_request(e.to_string()),
+            PathError::Outside(..) => ApiError::not_found(e.to_string()),
+        }
+    }
 }
 
 /// The canonical served root.

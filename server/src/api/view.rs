@@ -13,8 +13,9 @@ use collab::{Capabilities, CellType, FileId, Notebook};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
-use crate::sharing::Principal;
+use crate::access::principal::Principal;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::html::escape;
 use crate::AppState;
 
 /// The saved notebook a principal may view: its path and bytes.
@@ -22,36 +23,21 @@ fn saved(state: &AppState, principal: &Principal, file_id: &str) -> ApiResult<(S
     let not_found = || ApiError::not_found("no notebook with this id");
     let file = FileId::parse(file_id).ok_or_else(not_found)?;
     if !principal
-        .current_caps_for(state, file)
+        .current_caps_for(&state.access, file)
         .contains(Capabilities::VIEW)
     {
         return Err(not_found());
     }
     let store_path = state
         .store
-        .path_for_id(state.root.path(), file)
+        .path_for_id(state.spaces.store_root(), file)
         .map_err(|e| ApiError::internal("cannot look the notebook up", e))?
         .ok_or_else(not_found)?;
-    let space = state.space_of(&store_path)?;
+    let space = state.spaces.space_of(&store_path)?;
     let api_path = space.api_path(&store_path).unwrap_or(store_path);
     let path = space.resolve(&api_path)?;
     let bytes = space.io(|| std::fs::read(path)).map_err(|_| not_found())?;
     Ok((api_path, bytes))
-}
-
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Strips terminal colour codes from tracebacks.

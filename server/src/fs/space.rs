@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use kernel_bridge::Account;
 
-use crate::paths::{PathError, Root};
+use super::paths::{PathError, Root};
+use crate::http::error::ApiError;
 
 /// The least uid of a person's account (below it: root and system accounts).
 pub const FIRST_PERSON_UID: u32 = 1000;
@@ -121,6 +122,80 @@ impl Space {
     }
 }
 
+/// Why a file's space cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceError {
+    #[error("cannot open the owner's home directory")]
+    OwnerHome(#[source] std::io::Error),
+    #[error("this file is in no one's home directory")]
+    NoOnesHome,
+}
+
+impl From<SpaceError> for ApiError {
+    fn from(e: SpaceError) -> Self {
+        match e {
+            SpaceError::OwnerHome(ref cause) => ApiError::internal(&e.to_string(), cause),
+            SpaceError::NoOnesHome => ApiError::not_found(e.to_string()),
+        }
+    }
+}
+
+/// Every space of this server: the store root, the administrator's space (the served root),
+/// and, in multi-user mode, the homes of the people and projects.
+#[derive(Clone, Debug)]
+pub struct Spaces {
+    /// What store paths are relative to: the served root (single-user) or `/` (multi-user).
+    root: Root,
+    /// The served root as a space: the token holder's files.
+    admin: Space,
+    multi_user: bool,
+}
+
+impl Spaces {
+    pub fn new(served: &Path, multi_user: bool) -> std::io::Result<Spaces> {
+        let served = Root::new(served)?;
+        let root = if multi_user {
+            Root::new(Path::new("/"))?
+        } else {
+            served.clone()
+        };
+        let admin = Space::new(&root, served.path(), None)?;
+        Ok(Spaces {
+            root,
+            admin,
+            multi_user,
+        })
+    }
+
+    /// What store paths are relative to.
+    pub fn store_root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The administrator's space: the served root.
+    pub fn admin(&self) -> &Space {
+        &self.admin
+    }
+
+    /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
+    /// (A person's home wins over the served root, which may hold homes.)
+    pub fn space_of(&self, store_path: &str) -> Result<Space, SpaceError> {
+        if !self.multi_user {
+            return Ok(self.admin.clone());
+        }
+        match home_account_of(self.root.path(), store_path) {
+            Some(account) => Space::home_of(&self.root, account).map_err(SpaceError::OwnerHome),
+            None if self.admin.api_path(store_path).is_some() => Ok(self.admin.clone()),
+            None => Err(SpaceError::NoOnesHome),
+        }
+    }
+
+    /// An account's home, as its space.
+    pub fn home_of(&self, account: Account) -> std::io::Result<Space> {
+        Space::home_of(&self.root, account)
+    }
+}
+
 /// The calling thread's file-system identity, switched to an account's until dropped.
 struct FsIdentity {
     uid: libc::uid_t,
@@ -205,6 +280,11 @@ pub fn home_account_of(store_root: &Path, store_path: &str) -> Option<Account> {
         }
     }
     found
+}
+
+/// [`home_account_of`] as the store's file index asks it: the account's uid and home.
+pub fn home_dir_of(store_root: &Path, store_path: &str) -> Option<(u32, PathBuf)> {
+    home_account_of(store_root, store_path).map(|account| (account.uid, account.home))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use axum::Json;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// What went wrong inside, for the log only (an unexpected failure).
+    cause: Option<String>,
 }
 
 impl ApiError {
@@ -15,6 +17,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -26,26 +29,28 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    /// An unexpected failure: the cause goes to the log, the client gets a generic message.
-    pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
-        tracing::error!("{context}: {cause}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, context.to_string())
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, message)
     }
-}
 
-impl From<crate::paths::PathError> for ApiError {
-    fn from(e: crate::paths::PathError) -> Self {
-        match e {
-            crate::paths::PathError::Invalid(..) => ApiError::bad_request(e.to_string()),
-            crate::paths::PathError::Outside(..) => ApiError::not_found(e.to_string()),
+    /// An unexpected failure: the cause goes to the log (once, when the answer is sent), the
+    /// client gets a generic message.
+    pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
+        ApiError {
+            cause: Some(cause.to_string()),
+            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, context)
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = %self.status, "{}", self.message);
+        match &self.cause {
+            Some(cause) => tracing::error!(status = %self.status, "{}: {cause}", self.message),
+            None if self.status.is_server_error() => {
+                tracing::warn!(status = %self.status, "{}", self.message)
+            }
+            None => {}
         }
         let body = serde_json::json!({"message": self.message, "reason": null});
         (self.status, Json(body)).into_response()
@@ -55,8 +60,8 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON request body, whatever its `Content-Type`: JupyterLab sends JSON as a plain string,
-/// which browsers label `text/plain`. (Cross-site requests are refused by the same-origin check
-/// in `auth`, so this does not open a CSRF hole.) An empty body reads as `null`, so
+/// which browsers label `text/plain`. (Cross-site requests are refused by the same-site check
+/// in `origin`, so this does not open a CSRF hole.) An empty body reads as `null`, so
 /// `JsonBody<Option<T>>` accepts a missing body.
 pub struct JsonBody<T>(pub T);
 

@@ -8,10 +8,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::auth::{check, token_login, Authenticated};
 use crate::AppState;
 
-static APP_JS: &[u8] = include_bytes!("../../web/dist/app.js");
-static APP_CSS: &[u8] = include_bytes!("../../web/dist/app.css");
+static APP_JS: &[u8] = include_bytes!("../../../web/dist/app.js");
+static APP_CSS: &[u8] = include_bytes!("../../../web/dist/app.css");
 
 /// Each asset's entity tag: the hash of its bytes.
 static TAGS: LazyLock<[String; 2]> = LazyLock::new(|| {
@@ -35,16 +36,10 @@ const SHELL: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
 pub async fn page(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let mut response = axum::response::Html(SHELL).into_response();
     if matches!(
-        crate::auth::check(&state, &headers, uri.query()),
-        crate::auth::Authenticated::ByQueryToken
+        check(&state.access, &headers, uri.query()),
+        Authenticated::ByQueryToken
     ) {
-        state.store.audit(
-            &state.identity.username,
-            "login",
-            "server",
-            "with the token",
-        );
-        if let Some(cookie) = crate::auth::login_cookie(&state) {
+        if let Some(cookie) = token_login(&state.access) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }

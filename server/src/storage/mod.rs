@@ -1,9 +1,12 @@
-//! The embedded store: one SQLite file under the state directory.
+//! The embedded store: one SQLite file under the state directory, and every SQL statement of
+//! the server (no other module uses SQLite).
 //!
 //! It holds file ids (uuid ↔ path, following renames and moves), the server sessions a client's
-//! `sessionId` refers to, login cookies, and each document's Yjs history (a snapshot plus the
-//! updates after it). WAL mode with `synchronous=NORMAL`: a committed transaction survives the
-//! process being killed (it is in the WAL file the OS holds), and commits cost no fsync.
+//! `sessionId` refers to, each document's Yjs history (a snapshot plus the updates after it),
+//! chat and the audit log (here); logins (`logins.rs`); live-share links and guest sessions
+//! (`links.rs`); grants and projects (`grants.rs`). WAL mode with `synchronous=NORMAL`: a
+//! committed transaction survives the process being killed (it is in the WAL file the OS
+//! holds), and commits cost no fsync. Uses no other layer.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,27 @@ use anyhow::Context;
 use bytes::Bytes;
 use collab::{FileId, History, StoreError, UpdateLog};
 use rusqlite::{params, Connection, OptionalExtension};
+
+mod grants;
+mod links;
+mod logins;
+
+pub use grants::{Grant, Grantee};
+pub use links::{random_secret, secret_hash, GuestSession, Link, RedeemError};
+pub use logins::{LOGIN_LIFETIME_SECS, SESSION_LIFETIME_SECS};
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whose home holds a store path (multi-user mode): the owner's uid and home directory. The
+/// file index looks for a file moved outside Quire in its owner's home only.
+pub type HomeOf = fn(&Path, &str) -> Option<(u32, PathBuf)>;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS server_sessions (
@@ -146,9 +170,6 @@ impl DiskIdentity {
     }
 }
 
-/// How long a login cookie stays valid.
-const LOGIN_LIFETIME_SECS: i64 = 30 * 24 * 3600;
-
 /// How many directory entries a search for a file moved outside Quire may look at.
 const MOVE_SEARCH_LIMIT: usize = 100_000;
 
@@ -159,7 +180,7 @@ pub struct Store {
     pub session_id: String,
     session_seq: i64,
     /// Multi-user mode: a file moved outside Quire is looked for in its owner's home only.
-    homes: bool,
+    homes: Option<HomeOf>,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -207,17 +228,18 @@ impl Store {
             db,
             session_id,
             session_seq,
-            homes: false,
+            homes: None,
         })
     }
 
-    /// Store paths are relative to `/` and files live in home directories (multi-user mode).
-    pub fn with_homes(mut self, homes: bool) -> Store {
+    /// Store paths are relative to `/` and files live in home directories (multi-user mode):
+    /// `homes` says whose home holds a path.
+    pub fn with_homes(mut self, homes: Option<HomeOf>) -> Store {
         self.homes = homes;
         self
     }
 
-    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent: keep going.
         self.db
             .lock()
@@ -227,7 +249,7 @@ impl Store {
     /// May a client whose document came from server session `session_id` sync with this
     /// document's history? Only if that history already existed then (the Yjs items it holds
     /// are ours), or it is this very session.
-    pub fn session_may_join(&self, session_id: &str, document: &str) -> rusqlite::Result<bool> {
+    pub fn session_may_join(&self, session_id: &str, document: &str) -> Result<bool> {
         if session_id == self.session_id {
             return Ok(true);
         }
@@ -257,7 +279,7 @@ impl Store {
         root: &Path,
         api_path: &str,
         disk: DiskIdentity,
-    ) -> rusqlite::Result<(FileId, bool)> {
+    ) -> Result<(FileId, bool)> {
         let db = self.db();
         let by_path: Option<String> = db
             .query_row("SELECT id FROM files WHERE path = ?1", [api_path], |r| {
@@ -283,7 +305,10 @@ impl Store {
                 continue;
             }
             // In multi-user mode a file never moves from one person's home to another's.
-            if self.homes && !same_home(root, &old_path, api_path) {
+            if self
+                .homes
+                .is_some_and(|home_of| !same_home(home_of, root, &old_path, api_path))
+            {
                 continue;
             }
             let still_there = std::fs::metadata(root.join(&old_path))
@@ -314,7 +339,7 @@ impl Store {
 
     /// Where the file with this id is now. When its recorded path no longer holds it, the
     /// served tree is searched for its inode (it was moved outside Quire).
-    pub fn path_for_id(&self, root: &Path, id: FileId) -> rusqlite::Result<Option<String>> {
+    pub fn path_for_id(&self, root: &Path, id: FileId) -> Result<Option<String>> {
         let row: Option<(String, i64, i64, i64)> = self
             .db()
             .query_row(
@@ -329,13 +354,12 @@ impl Store {
         if root.join(&path).is_file() {
             return Ok(Some(path));
         }
-        let scope = if self.homes {
-            match crate::space::home_account_of(root, &path) {
-                Some(account) => account.home,
+        let scope = match self.homes {
+            Some(home_of) => match home_of(root, &path) {
+                Some((_, home)) => home,
                 None => return Ok(None),
-            }
-        } else {
-            root.to_path_buf()
+            },
+            None => root.to_path_buf(),
         };
         let Some(found) = find_inode(root, &scope, inode, birth, dev) else {
             return Ok(None);
@@ -347,7 +371,7 @@ impl Store {
         Ok(Some(found))
     }
 
-    pub fn update_disk_identity(&self, id: FileId, disk: DiskIdentity) -> rusqlite::Result<()> {
+    pub fn update_disk_identity(&self, id: FileId, disk: DiskIdentity) -> Result<()> {
         self.db().execute(
             "UPDATE files SET inode = ?1, birth = ?2, dev = ?3 WHERE id = ?4",
             params![
@@ -362,7 +386,7 @@ impl Store {
 
     /// A rename through the contents API: the file (or every file under a directory) keeps its id.
     /// Returns the ids whose paths changed, with their new paths.
-    pub fn renamed(&self, from: &str, to: &str) -> rusqlite::Result<Vec<(FileId, String)>> {
+    pub fn renamed(&self, from: &str, to: &str) -> Result<Vec<(FileId, String)>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         // Whatever was indexed at the destination is gone now.
@@ -393,33 +417,6 @@ impl Store {
         Ok(moved)
     }
 
-    /// Remembers a login cookie (hashed), tied to the token it was issued for.
-    pub fn add_login(&self, cookie_hash: &str, token_hash: &str) -> rusqlite::Result<()> {
-        let db = self.db();
-        db.execute(
-            "DELETE FROM logins WHERE created_at < ?1",
-            [now_secs() - LOGIN_LIFETIME_SECS],
-        )?;
-        db.execute(
-            "INSERT OR IGNORE INTO logins (cookie_hash, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![cookie_hash, token_hash, now_secs()],
-        )?;
-        Ok(())
-    }
-
-    /// Whether a cookie was issued for this token and has not expired. A new token (after a
-    /// leak, say) invalidates every cookie issued for the old one.
-    pub fn has_login(&self, cookie_hash: &str, token_hash: &str) -> rusqlite::Result<bool> {
-        self.db()
-            .query_row(
-                "SELECT 1 FROM logins WHERE cookie_hash = ?1 AND token_hash = ?2 AND created_at >= ?3",
-                params![cookie_hash, token_hash, now_secs() - LOGIN_LIFETIME_SECS],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-    }
-
     /// Records an action in the audit log (failures are logged, never fatal).
     pub fn audit(&self, username: &str, action: &str, target: &str, detail: &str) {
         let result = self.db().execute(
@@ -436,7 +433,7 @@ impl Store {
         &self,
         target: Option<&str>,
         limit: u32,
-    ) -> rusqlite::Result<Vec<serde_json::Value>> {
+    ) -> Result<Vec<serde_json::Value>> {
         let db = self.db();
         let mut stmt = db.prepare(
             "SELECT at, username, action, target, detail FROM audit
@@ -451,7 +448,7 @@ impl Store {
                 "detail": row.get::<_, String>(4)?,
             }))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A room's chat and audit trail.
@@ -580,8 +577,8 @@ fn parse_id(text: &str) -> FileId {
 /// Breadth-first search of the served tree for a file with this inode and birth time (hidden
 /// folders skipped).
 /// Whether two store paths are in the same person's home (multi-user mode).
-fn same_home(root: &Path, a: &str, b: &str) -> bool {
-    let owner = |path: &str| crate::space::home_account_of(root, path).map(|account| account.uid);
+fn same_home(home_of: HomeOf, root: &Path, a: &str, b: &str) -> bool {
+    let owner = |path: &str| home_of(root, path).map(|(uid, _)| uid);
     owner(a) == owner(b)
 }
 
@@ -591,7 +588,7 @@ fn add_missing_column(
     table: &str,
     column: &str,
     declaration: &str,
-) -> rusqlite::Result<()> {
+) -> Result<()> {
     let present: bool = conn.query_row(
         &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
         [column],

@@ -10,6 +10,8 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Arc;
 
+use crate::fs::space::FIRST_PERSON_UID;
+
 const PAM_SUCCESS: c_int = 0;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 const PAM_PROMPT_ECHO_ON: c_int = 2;
@@ -58,18 +60,18 @@ unsafe impl Send for Library {}
 unsafe impl Sync for Library {}
 
 impl Library {
-    fn load() -> Result<Library, String> {
+    fn load() -> Result<Library, LibraryError> {
         // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols have the C signatures
         // declared above (from <security/pam_appl.h>).
         unsafe {
             let handle = libc::dlopen(c"libpam.so.0".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
             if handle.is_null() {
-                return Err("libpam.so.0 is not installed".into());
+                return Err(LibraryError::NotInstalled);
             }
             let symbol = |name: &CStr| {
                 let ptr = libc::dlsym(handle, name.as_ptr());
                 if ptr.is_null() {
-                    Err(format!("libpam lacks {}", name.to_string_lossy()))
+                    Err(LibraryError::Lacks(name.to_string_lossy().into_owned()))
                 } else {
                     Ok(ptr)
                 }
@@ -120,35 +122,33 @@ extern "C" fn converse(
     PAM_SUCCESS
 }
 
+/// Why libpam cannot be used.
+#[derive(Clone, Debug, thiserror::Error)]
+enum LibraryError {
+    #[error("libpam.so.0 is not installed")]
+    NotInstalled,
+    #[error("libpam lacks {0}")]
+    Lacks(String),
+}
+
 /// Why a login failed. `Refused` deliberately does not say whether the account exists.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoginError {
+    #[error("invalid user name or password")]
     Refused,
+    #[error("this account has expired")]
     Expired,
+    #[error("this account's password must be changed first")]
     PasswordChangeRequired,
+    /// PAM cannot answer (not installed, failing, shutting down): why.
+    #[error("login is unavailable: {0}")]
     Unavailable(String),
 }
-
-impl std::fmt::Display for LoginError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginError::Refused => write!(f, "invalid user name or password"),
-            LoginError::Expired => write!(f, "this account has expired"),
-            LoginError::PasswordChangeRequired => {
-                write!(f, "this account's password must be changed first")
-            }
-            LoginError::Unavailable(why) => write!(f, "login is unavailable: {why}"),
-        }
-    }
-}
-
-/// Lowest uid of a person's account (below: root and system accounts, never allowed in).
-pub const FIRST_PERSON_UID: u32 = 1000;
 
 #[derive(Clone)]
 pub struct Pam {
     service: CString,
-    library: Arc<Result<Library, String>>,
+    library: Arc<Result<Library, LibraryError>>,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -188,7 +188,7 @@ impl Pam {
             .library
             .as_ref()
             .as_ref()
-            .map_err(|e| LoginError::Unavailable(e.clone()))?;
+            .map_err(|e| LoginError::Unavailable(e.to_string()))?;
         let valid_name = !username.is_empty()
             && username.len() <= 64
             && username
