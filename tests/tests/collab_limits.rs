@@ -51,9 +51,9 @@ fn watch_only_guest(server: &TestServer, file_id: &str, name: &str) -> String {
     assert_eq!(status, 201, "{reply}");
     let link: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(link["capabilities"], json!(["view", "watch"]));
-    let (status, body, cookie) = server.redeem_link(link["token"].as_str().unwrap(), name);
+    let (status, body, guest) = server.redeem_link(link["token"].as_str().unwrap(), name);
     assert_eq!(status, 200, "{body}");
-    cookie.expect("a guest cookie")
+    guest.expect("a guest cookie").cookies()
 }
 
 /// Every awareness entry `client` has received, in order.

@@ -52,7 +52,7 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 fn wrong_tokens_are_throttled_but_never_lock_out_the_right_one() {
     let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
     // A login cookie the visitor got before the attack.
-    let cookie = TestServer::cookie_from(&server.open_login_link());
+    let cookie = server.logged_in_browser().cookies();
 
     let mut statuses = Vec::new();
     let mut throttled = None;
@@ -525,7 +525,7 @@ async fn a_guest_cannot_take_the_owners_name() {
     ];
     let mut guest_cookie = String::new();
     for given in &tries {
-        let (status, answer, cookie) = server.redeem_link(link_token, given);
+        let (status, answer, guest) = server.redeem_link(link_token, given);
         assert_eq!(status, 200, "{answer}");
         is_a_guests_name(
             &answer["identity"],
@@ -536,10 +536,11 @@ async fn a_guest_cannot_take_the_owners_name() {
             format!("{owner_name} (guest)"),
             "{given:?}"
         );
-        guest_cookie = cookie.expect("a guest cookie");
-        let (status, me) = server.http_with("GET", "/api/me", None, &[("Cookie", &guest_cookie)]);
-        assert_eq!(status, 200, "{me}");
-        let me: Value = serde_json::from_str(&me).unwrap();
+        let guest = guest.expect("a guest cookie");
+        guest_cookie = guest.cookies();
+        let me = guest.get("/api/me");
+        assert_eq!(me.status, 200, "{me:?}");
+        let me: Value = me.json();
         is_a_guests_name(&me["identity"], &format!("/api/me of the guest {given:?}"));
     }
 
@@ -601,9 +602,9 @@ fn a_guest_cannot_take_an_accounts_name() {
     );
     let link: Value = serde_json::from_str(&link).unwrap();
     let link_token = link["token"].as_str().unwrap();
-    let (status, answer, cookie) = server.redeem_link(link_token, "nimue tester");
+    let (status, answer, guest) = server.redeem_link(link_token, "nimue tester");
     assert_eq!(status, 409, "{answer}");
-    assert_eq!(cookie, None);
+    assert!(guest.is_none(), "no guest cookie");
     assert!(
         answer["message"]
             .as_str()
