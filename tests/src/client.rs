@@ -336,6 +336,16 @@ impl YClient {
             .await
     }
 
+    /// Every awareness entry received: (client, clock, state), a removal's state null.
+    pub fn awareness_entries(&self) -> Vec<(u64, u64, Value)> {
+        self.awareness
+            .iter()
+            .flat_map(|payload| {
+                collab::awareness::decode_update(payload).expect("relayed awareness decodes")
+            })
+            .collect()
+    }
+
     pub fn sources(&self) -> Vec<String> {
         self.notebook()
             .cells
@@ -542,18 +552,28 @@ impl YClient {
         }
     }
 
-    /// Sends an edit and waits until the server has echoed an update back (so it is durable).
-    pub async fn append_and_wait_echo(&mut self, index: u32, text: &str) {
+    /// Makes a local change, sends it, and waits until the server has echoed an update back
+    /// (so it is durable).
+    pub async fn edit_and_wait_echo(&mut self, f: impl FnOnce(&mut TransactionMut)) {
         let before = self.updates_received;
-        self.append_to_cell(index, text).await;
+        self.edit(f).await;
         let echoed = self
             .pump_until(Duration::from_secs(10), |c| c.updates_received > before)
             .await;
         assert!(
             echoed,
-            "the server did not echo the edit (closed: {:?})",
-            self.closed
+            "the server did not echo the edit (RAW: {:?}, closed: {:?})",
+            self.raw, self.closed
         );
+    }
+
+    /// Appends text to the source of cell `index` and waits for the echo.
+    pub async fn append_and_wait_echo(&mut self, index: u32, text: &str) {
+        self.edit_and_wait_echo(|txn| {
+            let source = collab::notebook::cell_source(txn, index).expect("cell exists");
+            source.push(txn, text);
+        })
+        .await;
     }
 
     /// JupyterLab's RAW save; returns the reply's status.

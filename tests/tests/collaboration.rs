@@ -165,12 +165,9 @@ async fn presence_is_relayed_with_the_server_stamped_identity() {
     drop(ada);
     let removed = bob
         .pump_until(Duration::from_secs(5), |c| {
-            c.awareness.iter().any(|a| {
-                collab::awareness::decode_update(a)
-                    .unwrap()
-                    .iter()
-                    .any(|(id, _, state)| *id == 4242 && state.is_null())
-            })
+            c.awareness_entries()
+                .iter()
+                .any(|(id, _, state)| *id == 4242 && state.is_null())
         })
         .await;
     assert!(removed);
@@ -196,12 +193,9 @@ async fn the_global_awareness_room_works_with_the_login_cookie_alone() {
     ada.send(collab::protocol::encode_awareness(&update)).await;
     let seen = bob
         .pump_until(Duration::from_secs(5), |c| {
-            c.awareness.iter().any(|payload| {
-                collab::awareness::decode_update(payload)
-                    .unwrap()
-                    .iter()
-                    .any(|(id, _, s)| *id == 11 && s["current"] == "nb.ipynb")
-            })
+            c.awareness_entries()
+                .iter()
+                .any(|(id, _, s)| *id == 11 && s["current"] == "nb.ipynb")
         })
         .await;
     assert!(seen);

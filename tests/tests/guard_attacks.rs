@@ -141,6 +141,17 @@ impl Room {
     }
 
     /// What the owner's document, a newcomer's document and the saved file hold now.
+    /// The owner appends `text` to cell-2 as an honest client, and waits for the echo.
+    async fn owner_appends(&mut self, text: &str) {
+        self.owner
+            .edit_and_wait_echo(|txn| {
+                collab::notebook::cell_source(txn, 2)
+                    .unwrap()
+                    .push(txn, text);
+            })
+            .await;
+    }
+
     async fn views(&mut self) -> Vec<View> {
         assert!(
             self.owner.settle(WAIT).await,
@@ -158,20 +169,6 @@ impl Room {
         };
         vec![owner, newcomer, file]
     }
-}
-
-/// Makes a change as an honest client and waits for the room's echo.
-async fn edit_and_echo(client: &mut YClient, f: impl FnOnce(&mut yrs::TransactionMut)) {
-    let before = client.updates_received;
-    client.edit(f).await;
-    let echoed = client
-        .pump_until(WAIT, |c| c.updates_received > before)
-        .await;
-    assert!(
-        echoed,
-        "no echo of an honest edit: {:?} {:?}",
-        client.raw, client.closed
-    );
 }
 
 /// Sends a hand-made update and waits until the room has dealt with it.
@@ -498,35 +495,7 @@ async fn an_origin_in_collected_garbage_puts_a_stream_output_in_a_cell() {
     let mut mallory = room.editor().await;
     // Something GC'd that once was where an editor may write: an entry of a map that lived in
     // cell-0's metadata and was removed (yrs drops a deleted map's entries whole).
-    edit_and_echo(&mut mallory, |txn| {
-        let metadata = map_in(txn, &cell_at(txn, 0), "metadata");
-        let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
-        scratch.insert(txn, "k", "v");
-    })
-    .await;
-    let entry = {
-        let txn = mallory.doc.transact();
-        let scratch = map_in(
-            &txn,
-            &map_in(&txn, &cell_at(&txn, 0), "metadata"),
-            "scratch",
-        );
-        DocState::of(&mallory.doc)
-            .map_entry(&forge::branch(&scratch), "k")
-            .unwrap()
-    };
-    edit_and_echo(&mut mallory, |txn| {
-        map_in(txn, &cell_at(txn, 0), "metadata").remove(txn, "scratch");
-    })
-    .await;
-    assert!(mallory.settle(WAIT).await);
-    assert!(
-        matches!(
-            DocState::of(&mallory.doc).block(entry),
-            Some(Block::Gc { .. })
-        ),
-        "the removed map's entry is garbage-collected"
-    );
+    let entry = collected_last_clock(&mut mallory, 0).await;
     let output1 = {
         let txn = mallory.doc.transact();
         forge::element(&txn, &array_in(&txn, &cell_at(&txn, 1), "outputs"), 0)
@@ -698,12 +667,7 @@ async fn an_update_waiting_for_the_servers_next_write_never_lands() {
     send_forged(&mut mallory, &update).await;
     // The honest writes it waits for: the server's (a save), then anyone's next edit.
     room.save().await;
-    edit_and_echo(&mut room.owner, |txn| {
-        collab::notebook::cell_source(txn, 2)
-            .unwrap()
-            .push(txn, "\nowner was here");
-    })
-    .await;
+    room.owner_appends("\nowner was here").await;
     let views = room.views().await;
     assert_nowhere(&views, "FORGED-3c");
     for view in &views {
@@ -861,7 +825,8 @@ async fn an_editor_moving_a_cell_keeps_its_outputs() {
     let mut room = Room::open().await;
     let mut ed = room.editor().await;
     let original = ed.cell("cell-0");
-    edit_and_echo(&mut ed, |txn| move_first_cell(txn, &original)).await;
+    ed.edit_and_wait_echo(|txn| move_first_cell(txn, &original))
+        .await;
     assert!(ed.settle(WAIT).await);
     assert!(
         !ed.raw.iter().any(|r| r.contains("refused")),
@@ -986,12 +951,7 @@ async fn jupyterlab_clients_back_online_after_saves_and_a_run_keep_their_offline
     // While they are connected, the server replaces what only it writes: state.hash at every
     // save, state.kernel and state.executions, a cell's outputs and count at every run.
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let answer = room.owner.execute("cell-0").await;
@@ -1062,12 +1022,7 @@ async fn re_sending_what_the_room_has_is_not_refused() {
     let mut room = Room::open().await;
     // The room's history holds server-written items, some replaced (deleted) already.
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let mut ed = room.editor().await;
@@ -1151,12 +1106,7 @@ async fn a_watcher_resyncing_what_it_received_is_not_refused() {
     let cookie = room.link("viewer");
     let mut watcher = room.guest(&cookie).await;
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let hash = room.owner.state()["hash"].clone();
@@ -1285,18 +1235,21 @@ async fn a_struct_the_room_partly_has_cannot_type_into_a_locked_cell() {
     }
 }
 
-/// Makes the last clock `guest` wrote garbage (an entry of a map it then removes); returns it.
-async fn collected_last_clock(guest: &mut YClient) -> Id {
-    edit_and_echo(guest, |txn| {
-        let metadata = map_in(txn, &cell_at(txn, 2), "metadata");
-        let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
-        scratch.insert(txn, "k", "v");
-    })
-    .await;
-    edit_and_echo(guest, |txn| {
-        map_in(txn, &cell_at(txn, 2), "metadata").remove(txn, "scratch");
-    })
-    .await;
+/// Makes the last clock `guest` wrote garbage (an entry of a map it adds to cell `cell`'s
+/// metadata and then removes); returns it.
+async fn collected_last_clock(guest: &mut YClient, cell: u32) -> Id {
+    guest
+        .edit_and_wait_echo(|txn| {
+            let metadata = map_in(txn, &cell_at(txn, cell), "metadata");
+            let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
+            scratch.insert(txn, "k", "v");
+        })
+        .await;
+    guest
+        .edit_and_wait_echo(|txn| {
+            map_in(txn, &cell_at(txn, cell), "metadata").remove(txn, "scratch");
+        })
+        .await;
     assert!(guest.settle(WAIT).await);
     let me = guest.doc.client_id().get();
     let state = DocState::of(&guest.doc);
@@ -1331,7 +1284,7 @@ fn phantom(doc: &Doc, last: Id) -> Update {
 async fn a_phantom_item_in_the_guards_copy_cannot_carry_an_output() {
     let mut room = Room::open().await;
     let mut mallory = room.editor().await;
-    let last = collected_last_clock(&mut mallory).await;
+    let last = collected_last_clock(&mut mallory, 2).await;
     let phantom = phantom(&mallory.doc, last);
     let output1 = {
         let txn = mallory.doc.transact();
@@ -1377,12 +1330,7 @@ async fn a_formatting_entry_in_state_does_not_end_the_room() {
     ));
     send_forged(&mut mallory, &update).await;
     // Someone else's honest edit still lands.
-    edit_and_echo(&mut room.owner, |txn| {
-        collab::notebook::cell_source(txn, 2)
-            .unwrap()
-            .push(txn, "\nstill here");
-    })
-    .await;
+    room.owner_appends("\nstill here").await;
     let views = room.views().await;
     assert_nowhere(&views, "FORGED-9");
     for view in &views {
