@@ -67,7 +67,9 @@ enum Purpose {
 pub enum Event {
     /// A document update (or sync step 2) was applied.
     Applied,
-    /// Anything else: awareness, a step 1 answered, a server's own message.
+    /// The server's sync step 1 arrived (and was answered, unless relayed).
+    Asked,
+    /// Anything else: awareness, a server's own message.
     Other,
     Closed,
 }
@@ -489,7 +491,7 @@ impl YClient {
         match frame {
             Frame::SyncStep1(sv) => {
                 if self.framing == Framing::Relay {
-                    return Event::Other;
+                    return Event::Asked;
                 }
                 let Ok(sv) = StateVector::decode_v1(&sv) else {
                     assert!(self.purpose == Purpose::Load, "server state vectors decode");
@@ -499,7 +501,7 @@ impl YClient {
                 let _ = self
                     .send_payload(&protocol::encode_sync_step2(&update))
                     .await;
-                Event::Other
+                Event::Asked
             }
             Frame::SyncStep2(update) => {
                 self.apply(&update);

@@ -4,14 +4,12 @@
 use std::time::Duration;
 
 use collab::awareness::encode_update;
-use collab::protocol::{encode_awareness, Frame};
+use collab::protocol::encode_awareness;
 use futures_util::SinkExt;
+use quire_tests::client::Event;
 use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{StateVector, Transact, Update};
 
 /// The server's resident memory, in bytes, from /proc/<pid>/status.
 fn rss_bytes(server: &TestServer) -> u64 {
@@ -254,43 +252,14 @@ async fn a_tiny_notebook_is_served_while_a_huge_one_is_loading() {
     let big_task = {
         let big_loaded = big_loaded.clone();
         tokio::spawn(async move {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::Message;
-            let (mut socket, _) = tokio_tungstenite::connect_async(big_url).await.unwrap();
-            let mut next_frame = async || loop {
-                match socket.next().await {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        return collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("the big notebook's socket ended: {other:?}"),
-                }
-            };
-            let first = next_frame().await;
+            let mut big = YClient::connect(&big_url).await;
+            let first = big.next_event().await;
             big_loaded.store(true, std::sync::atomic::Ordering::SeqCst);
-            assert!(matches!(first, Frame::SyncStep1(_)), "{first:?}");
-            let empty = StateVector::default().encode_v1();
-            socket
-                .send(Message::Binary(collab::protocol::encode_sync_step1(&empty)))
+            assert_eq!(first, Event::Asked, "closed: {:?}", big.closed);
+            big.resync(Duration::from_secs(120))
                 .await
-                .unwrap();
-            loop {
-                let frame = match socket.next().await {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("the big notebook's socket ended: {other:?}"),
-                };
-                if let Frame::SyncStep2(update) = frame {
-                    let doc = collab::notebook::new_doc();
-                    doc.transact_mut()
-                        .apply_update(Update::decode_v1(&update).unwrap())
-                        .unwrap();
-                    let cells = collab::Notebook::from_doc(&doc.transact()).cells.len();
-                    return cells;
-                }
-            }
+                .expect("the big notebook syncs");
+            big.notebook().cells.len()
         })
     };
     // ...and the server is reading its file (its read count jumps by the file's size).

@@ -342,7 +342,7 @@ async fn typist(
                     }
                 }
                 Event::Closed => bail!("the server closed a typing client's socket"),
-                Event::Other => {}
+                Event::Asked | Event::Other => {}
             },
             _ = tokio::time::sleep_until(end.into()) => break,
         }
