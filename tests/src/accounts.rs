@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::{python, TestServer, YClient};
+use crate::{python, Browser, Reply, TestServer, YClient};
 
 /// Whether the tests run as root (they then create accounts; otherwise they say they skip).
 pub fn is_root() -> bool {
@@ -207,49 +207,45 @@ impl MultiUserServer {
     }
 }
 
-/// Logs in with an account's password as a browser would: (status, whole response, the
-/// `quire-user=…` cookie if one was set).
-pub fn login(server: &TestServer, user: &str, password: &str) -> (u16, String, Option<String>) {
+/// Logs in with an account's password as a browser would: (the answer, the browser, which
+/// holds the `quire-user` cookie if one was set).
+pub fn login(server: &TestServer, user: &str, password: &str) -> (Reply, Browser) {
+    let browser = server.browser();
     let body = serde_json::json!({"username": user, "password": password}).to_string();
-    let response = server.browser_post("/api/login", &body);
-    let status = response[9..12].parse().unwrap();
-    let cookie = crate::set_cookie(&response, "quire-user");
-    (status, response, cookie)
+    let reply = browser.from_page("POST", "/api/login", Some(&body));
+    (reply, browser)
 }
 
-/// The `message` of a JSON error answer.
-pub fn message(response: &str) -> String {
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or(response);
+/// The `message` of a JSON error answer's body.
+pub fn message(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v["message"].as_str().map(String::from))
         .unwrap_or_default()
 }
 
-/// Someone logged in: their cookie, and requests made with it.
+/// Someone logged in: their browser, and requests made with it.
 pub struct Person<'a> {
     pub server: &'a TestServer,
-    pub cookie: String,
+    pub browser: Browser,
 }
 
 impl<'a> Person<'a> {
     pub fn log_in(server: &'a TestServer, account: &TestAccount, password: &str) -> Person<'a> {
-        let (status, response, cookie) = login(server, &account.name, password);
-        assert_eq!(status, 200, "{} logs in: {response}", account.name);
-        Person {
-            server,
-            cookie: cookie.expect("a login cookie"),
-        }
+        let (reply, browser) = login(server, &account.name, password);
+        assert_eq!(reply.status, 200, "{} logs in: {reply:?}", account.name);
+        assert!(browser.cookie("quire-user").is_some(), "a login cookie");
+        Person { server, browser }
+    }
+
+    /// This person's cookies, as a websocket sends them.
+    pub fn cookie(&self) -> String {
+        self.browser.cookies()
     }
 
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let origin = format!("http://127.0.0.1:{}", self.server.port);
-        self.server.http_with(
-            method,
-            path,
-            body,
-            &[("Cookie", &self.cookie), ("Origin", &origin)],
-        )
+        let reply = self.browser.from_page(method, path, body);
+        (reply.status, reply.body)
     }
 
     /// Writes a notebook with these code cells (`cell-0`, `cell-1`, …) through the contents API
@@ -306,7 +302,7 @@ impl<'a> Person<'a> {
             "ws://127.0.0.1:{}{prefix}/api/collaboration/room/{kind}:{file_id}",
             self.server.port
         );
-        YClient::connect_with_cookie(&url, &self.cookie).await
+        YClient::connect_with_cookie(&url, &self.cookie()).await
     }
 
     /// Opens a notebook's room and waits until synced.

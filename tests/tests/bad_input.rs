@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
-use quire_tests::{notebook_with, read_notebook, TestServer, YClient, TOKEN};
+use quire_tests::{notebook_with, read_notebook, Reply, TestServer, YClient, TOKEN};
 
 async fn room_with_witness(server: &TestServer) -> YClient {
     YClient::join(server, "nb.ipynb").await
@@ -89,11 +88,9 @@ async fn malformed_frames_close_only_their_sender() {
     }
     // A text frame is not part of the protocol either.
     let (file_id, session) = server.session("nb.ipynb");
-    let (mut socket, _) = tokio_tungstenite::connect_async(server.room_url(&file_id, &session))
-        .await
-        .unwrap();
-    socket
-        .send(tokio_tungstenite::tungstenite::Message::Text(
+    let mut texter = YClient::connect(&server.room_url(&file_id, &session)).await;
+    texter
+        .send_message(tokio_tungstenite::tungstenite::Message::Text(
             "hello".into(),
         ))
         .await
@@ -129,7 +126,8 @@ async fn a_file_that_is_not_a_notebook_is_refused_and_never_touched() {
         let (status, body) = server.http("GET", &format!("/api/contents/{name}?content=1"), None);
         assert_eq!(status, 400, "{name}: {body}");
         assert!(body.contains("not a notebook"), "{body}");
-        std::thread::sleep(Duration::from_millis(300));
+        // The room refused at load and closed the connection after: had it written the file,
+        // it would have before that close, which we saw.
         assert_eq!(
             std::fs::read(server.path(name)).unwrap(),
             bytes,
@@ -238,56 +236,41 @@ async fn requests_without_the_token_or_from_another_origin_are_refused() {
 
 #[test]
 fn pages_and_answers_carry_the_security_headers() {
-    use std::io::{Read, Write};
     let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
     let fetch = |path: &str| {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {}\r\nConnection: close\r\n\r\n",
-            quire_tests::TOKEN
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+        let token = format!("token {TOKEN}");
+        server
+            .browser()
+            .request("GET", path, None, &[("Authorization", &token)])
     };
     let page = fetch("/");
-    assert!(
-        page.contains("content-security-policy:") && page.contains("frame-ancestors 'none'"),
-        "{page}"
-    );
-    assert!(page.contains("x-frame-options: deny"));
-    assert!(page.contains("x-content-type-options: nosniff"));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("frame-ancestors 'none'"), "{page:?}");
+    assert!(page
+        .header("x-frame-options")
+        .is_some_and(|v| v.eq_ignore_ascii_case("deny")));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
     let api = fetch("/api/contents/nb.ipynb");
-    assert!(api.contains("x-content-type-options: nosniff"), "{api}");
-    assert!(api.contains("referrer-policy: no-referrer"));
+    assert_eq!(
+        api.header("x-content-type-options"),
+        Some("nosniff"),
+        "{api:?}"
+    );
+    assert_eq!(api.header("referrer-policy"), Some("no-referrer"));
 }
 
-/// Sends a raw HTTP request; the whole response.
-fn raw_http(server: &TestServer, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
-}
-
-fn location(response: &str) -> Option<&str> {
-    response
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            l.strip_prefix("location: ")
-                .or(l.strip_prefix("Location: "))
-        })
+/// Whether an answer sets cookie `name`.
+fn sets_cookie(reply: &Reply, name: &str) -> bool {
+    reply.headers.get_all("set-cookie").iter().any(|v| {
+        v.to_str()
+            .unwrap_or_default()
+            .starts_with(&format!("{name}="))
+    })
 }
 
 #[test]
 fn logging_in_never_redirects_to_another_site() {
     let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
-    let host = format!("127.0.0.1:{}", server.port);
     // Each `next` as it would appear in a link's query string.
     let cases = [
         ("//evil.example", "/"),
@@ -299,58 +282,48 @@ fn logging_in_never_redirects_to_another_site() {
         ("javascript:alert(1)", "/"),
         ("/notebooks/nb.ipynb", "/notebooks/nb.ipynb"),
     ];
-    let cookie = TestServer::cookie_from(&raw_http(
-        &server,
-        &format!(
-            "GET /api/me?token={} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-            quire_tests::TOKEN
-        ),
-    ));
+    let logged_in = server.logged_in_browser();
+    let log_in_with_form = |body: &str| {
+        let browser = server.browser();
+        let origin = browser.origin().to_string();
+        browser.request(
+            "POST",
+            "/login",
+            Some(body),
+            &[
+                ("Origin", &origin),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+        )
+    };
     for (next, expected) in cases {
         // Already logged in: straight on to `next`, if it stays here.
-        let response = raw_http(
-            &server,
-            &format!(
-                "GET /login?next={next} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
-            ),
+        let reply = logged_in.get(&format!("/login?next={next}"));
+        assert_eq!(reply.status, 303, "{next}: {reply:?}");
+        assert_eq!(
+            reply.header("location"),
+            Some(expected),
+            "GET with next={next}"
         );
-        assert!(response.starts_with("HTTP/1.1 303"), "{next}: {response}");
-        assert_eq!(location(&response), Some(expected), "GET with next={next}");
         // Logging in with the form: the same.
-        let body = format!("token={}&next={next}", quire_tests::TOKEN);
-        let response = raw_http(
-            &server,
-            &format!(
-                "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            ),
+        let reply = log_in_with_form(&format!("token={TOKEN}&next={next}"));
+        assert_eq!(reply.status, 303, "{next}: {reply:?}");
+        assert_eq!(
+            reply.header("location"),
+            Some(expected),
+            "POST with next={next}"
         );
-        assert!(response.starts_with("HTTP/1.1 303"), "{next}: {response}");
-        assert_eq!(location(&response), Some(expected), "POST with next={next}");
-        assert!(response
-            .to_ascii_lowercase()
-            .contains("set-cookie: quire-session="));
+        assert!(sets_cookie(&reply, "quire-session"), "{reply:?}");
     }
     // Not logged in: the form, and a wrong token gets no cookie and no redirect.
-    let response = raw_http(
-        &server,
-        &format!(
-            "GET /login?next=//evil.example HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        ),
-    );
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(!response.contains("evil.example"), "{response}");
-    let body = "token=wrong&next=/";
-    let response = raw_http(
-        &server,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
-    assert!(location(&response).is_none());
-    assert!(!response.to_ascii_lowercase().contains("set-cookie"));
+    let reply = server.browser().get("/login?next=//evil.example");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let whole = format!("{:?}{}", reply.headers, reply.body);
+    assert!(!whole.contains("evil.example"), "{whole}");
+    let reply = log_in_with_form("token=wrong&next=/");
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(reply.header("location").is_none());
+    assert!(reply.header("set-cookie").is_none());
 }
 
 #[test]

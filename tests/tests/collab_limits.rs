@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
-use collab::awareness::{decode_update, encode_update};
-use collab::protocol::{encode_awareness, Frame};
+use collab::awareness::encode_update;
+use collab::protocol::encode_awareness;
 use futures_util::SinkExt;
+use quire_tests::client::Event;
 use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{StateVector, Transact, Update};
 
 /// The server's resident memory, in bytes, from /proc/<pid>/status.
 fn rss_bytes(server: &TestServer) -> u64 {
@@ -51,20 +49,12 @@ fn watch_only_guest(server: &TestServer, file_id: &str, name: &str) -> String {
     assert_eq!(status, 201, "{reply}");
     let link: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(link["capabilities"], json!(["view", "watch"]));
-    let (status, body, cookie) = server.redeem_link(link["token"].as_str().unwrap(), name);
+    let (status, body, guest) = server.redeem_link(link["token"].as_str().unwrap(), name);
     assert_eq!(status, 200, "{body}");
-    cookie.expect("a guest cookie")
+    guest.expect("a guest cookie").cookies()
 }
 
 /// Every awareness entry `client` has received, in order.
-fn entries_seen(client: &YClient) -> Vec<(u64, u64, Value)> {
-    client
-        .awareness
-        .iter()
-        .flat_map(|payload| decode_update(payload).expect("relayed awareness decodes"))
-        .collect()
-}
-
 fn awareness_bytes(client: &YClient) -> usize {
     client.awareness.iter().map(|p| p.len()).sum()
 }
@@ -108,7 +98,8 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
     guest.send(encode_awareness(&done)).await;
     assert!(
         watcher
-            .pump_until(Duration::from_secs(30), |c| entries_seen(c)
+            .pump_until(Duration::from_secs(30), |c| c
+                .awareness_entries()
                 .iter()
                 .any(|(_, _, s)| s["done"] == true))
             .await,
@@ -117,7 +108,7 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
     );
     assert_eq!(guest.closed, None);
     let received = awareness_bytes(&watcher);
-    let seen = entries_seen(&watcher);
+    let seen = watcher.awareness_entries();
     let ids: std::collections::BTreeSet<u64> = seen.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(
         ids,
@@ -139,7 +130,7 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
     assert!(
         watcher
             .pump_until(Duration::from_secs(10), |c| {
-                let seen = entries_seen(c);
+                let seen = c.awareness_entries();
                 (1..=4).all(|id| {
                     seen.iter()
                         .rev()
@@ -193,13 +184,15 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
     .await;
     assert!(
         watcher
-            .pump_until(Duration::from_secs(10), |c| entries_seen(c)
+            .pump_until(Duration::from_secs(10), |c| c
+                .awareness_entries()
                 .iter()
                 .any(|(id, _, s)| *id == 77 && s["eve"] == true))
             .await
     );
     assert!(
-        !entries_seen(&watcher)
+        !watcher
+            .awareness_entries()
             .iter()
             .any(|(_, _, s)| s["claimed"] == true),
         "another person took over a client id"
@@ -214,11 +207,12 @@ async fn an_awareness_flood_from_a_watch_only_guest_is_not_amplified_nor_kept() 
     .await;
     assert!(
         watcher
-            .pump_until(Duration::from_secs(10), |c| entries_seen(c).iter().any(
-                |(id, _, s)| *id == 1
+            .pump_until(Duration::from_secs(10), |c| c
+                .awareness_entries()
+                .iter()
+                .any(|(id, _, s)| *id == 1
                     && s["back"] == true
-                    && s["user"]["display_name"] == "Mallory (guest)"
-            ))
+                    && s["user"]["display_name"] == "Mallory (guest)"))
             .await,
         "the same guest may use its client id again"
     );
@@ -258,43 +252,14 @@ async fn a_tiny_notebook_is_served_while_a_huge_one_is_loading() {
     let big_task = {
         let big_loaded = big_loaded.clone();
         tokio::spawn(async move {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::Message;
-            let (mut socket, _) = tokio_tungstenite::connect_async(big_url).await.unwrap();
-            let mut next_frame = async || loop {
-                match socket.next().await {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        return collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("the big notebook's socket ended: {other:?}"),
-                }
-            };
-            let first = next_frame().await;
+            let mut big = YClient::connect(&big_url).await;
+            let first = big.next_event().await;
             big_loaded.store(true, std::sync::atomic::Ordering::SeqCst);
-            assert!(matches!(first, Frame::SyncStep1(_)), "{first:?}");
-            let empty = StateVector::default().encode_v1();
-            socket
-                .send(Message::Binary(collab::protocol::encode_sync_step1(&empty)))
+            assert_eq!(first, Event::Asked, "closed: {:?}", big.closed);
+            big.resync(Duration::from_secs(120))
                 .await
-                .unwrap();
-            loop {
-                let frame = match socket.next().await {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        collab::protocol::decode_frame(&bytes, usize::MAX).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("the big notebook's socket ended: {other:?}"),
-                };
-                if let Frame::SyncStep2(update) = frame {
-                    let doc = collab::notebook::new_doc();
-                    doc.transact_mut()
-                        .apply_update(Update::decode_v1(&update).unwrap())
-                        .unwrap();
-                    let cells = collab::Notebook::from_doc(&doc.transact()).cells.len();
-                    return cells;
-                }
-            }
+                .expect("the big notebook syncs");
+            big.notebook().cells.len()
         })
     };
     // ...and the server is reading its file (its read count jumps by the file's size).
@@ -444,7 +409,8 @@ fn server_holds_socket(server: &TestServer, inode: u64) -> bool {
 
 /// Whether `client` has been told that awareness client `id` is gone (its state set to null).
 fn told_gone(client: &YClient, id: u64) -> bool {
-    entries_seen(client)
+    client
+        .awareness_entries()
         .iter()
         .any(|(client, _, state)| *client == id && state.is_null())
 }
@@ -483,7 +449,7 @@ async fn a_client_that_never_reads_is_dropped_and_its_socket_released() {
     stalled.send(presence(1)).await.expect("presence sent");
     let shown = typist
         .pump_until(Duration::from_secs(10), |c| {
-            entries_seen(c)
+            c.awareness_entries()
                 .iter()
                 .any(|(client, _, state)| *client == STALLED && !state.is_null())
         })
@@ -513,23 +479,14 @@ async fn a_client_that_never_reads_is_dropped_and_its_socket_released() {
         }
         let letter = (b'a' + (edits % 26) as u8) as char;
         let paste = letter.to_string().repeat(PASTE);
-        let before = typist.updates_received;
         typist
-            .edit(|txn| {
+            .edit_and_wait_echo(|txn| {
                 let source = collab::notebook::cell_source(txn, 0).expect("cell 0");
                 let len = yrs::Text::len(&source, txn);
                 yrs::Text::remove_range(&source, txn, 0, len);
                 yrs::Text::push(&source, txn, &paste);
             })
             .await;
-        let echoed = typist
-            .pump_until(Duration::from_secs(10), |c| c.updates_received > before)
-            .await;
-        assert!(
-            echoed,
-            "paste {edits} was not echoed (closed: {:?})",
-            typist.closed
-        );
         edits += 1;
     }
 

@@ -74,9 +74,6 @@ async fn three_clients_typing_in_one_cell_converge() {
                 .await;
         }
     }
-    for client in clients.iter_mut() {
-        client.pump_for(Duration::from_millis(300)).await;
-    }
     let all_marks = |c: &YClient| {
         let text = &c.sources()[0];
         (0..3)
@@ -168,12 +165,9 @@ async fn presence_is_relayed_with_the_server_stamped_identity() {
     drop(ada);
     let removed = bob
         .pump_until(Duration::from_secs(5), |c| {
-            c.awareness.iter().any(|a| {
-                collab::awareness::decode_update(a)
-                    .unwrap()
-                    .iter()
-                    .any(|(id, _, state)| *id == 4242 && state.is_null())
-            })
+            c.awareness_entries()
+                .iter()
+                .any(|(id, _, state)| *id == 4242 && state.is_null())
         })
         .await;
     assert!(removed);
@@ -181,52 +175,28 @@ async fn presence_is_relayed_with_the_server_stamped_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_awareness_room_works_with_the_login_cookie_alone() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
-
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
     // Log in once with the token in the URL, as a browser opening the printed link does.
-    let cookie = TestServer::cookie_from(&server.open_login_link());
+    let cookie = server.logged_in_browser().cookies();
     let url = format!(
         "ws://127.0.0.1:{}/api/collaboration/room/JupyterLab:globalAwareness",
         server.port
     );
-    let connect = |cookie: Option<&str>| {
-        let mut request = url.as_str().into_client_request().unwrap();
-        if let Some(cookie) = cookie {
-            request
-                .headers_mut()
-                .insert("Cookie", cookie.parse().unwrap());
-        }
-        tokio_tungstenite::connect_async(request)
-    };
-    assert!(connect(None).await.is_err(), "no cookie, no token: refused");
-    let (mut ada, _) = connect(Some(&cookie)).await.unwrap();
-    let (mut bob, _) = connect(Some(&cookie)).await.unwrap();
+    assert!(
+        YClient::try_connect(&url, None).await.is_err(),
+        "no cookie, no token: refused"
+    );
+    let mut ada = YClient::connect_with_cookie(&url, &cookie).await;
+    let mut bob = YClient::connect_with_cookie(&url, &cookie).await;
     let state = serde_json::json!({"current": "nb.ipynb"});
     let update = collab::awareness::encode_update(11, 1, &state);
-    ada.send(Message::Binary(collab::protocol::encode_awareness(&update)))
-        .await
-        .unwrap();
-    let seen = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(message)) = bob.next().await {
-            if let Message::Binary(bytes) = message {
-                if let Ok(collab::protocol::Frame::Awareness(payload)) =
-                    collab::protocol::decode_frame(&bytes, usize::MAX)
-                {
-                    let entries = collab::awareness::decode_update(&payload).unwrap();
-                    if entries
-                        .iter()
-                        .any(|(id, _, s)| *id == 11 && s["current"] == "nb.ipynb")
-                    {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(seen, Ok(true));
+    ada.send(collab::protocol::encode_awareness(&update)).await;
+    let seen = bob
+        .pump_until(Duration::from_secs(5), |c| {
+            c.awareness_entries()
+                .iter()
+                .any(|(id, _, s)| *id == 11 && s["current"] == "nb.ipynb")
+        })
+        .await;
+    assert!(seen);
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use quire_tests::{notebook_with, TestServer, YClient};
+use quire_tests::{notebook_with, TestServer, YClient, TOKEN};
 use serde_json::Value;
 
 fn json(body: &str) -> Value {
@@ -186,13 +186,17 @@ async fn file_ids_follow_renames_moves_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_in_a_url_once_then_a_cookie() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
-    let response = server.open_login_link();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let cookie = TestServer::cookie_from(&response);
-    assert!(response.to_lowercase().contains("httponly"));
-    let (status, body) = server.http_with("GET", "/api/me", None, &[("Cookie", &cookie)]);
-    assert_eq!(status, 200);
-    let me = json(&body);
+    let browser = server.browser();
+    let link = browser.get(&format!("/api/me?token={TOKEN}"));
+    assert_eq!(link.status, 200, "{link:?}");
+    let set_cookie = link.header("set-cookie").expect("a login cookie");
+    assert!(
+        set_cookie.to_lowercase().contains("httponly"),
+        "{set_cookie}"
+    );
+    let reply = browser.get("/api/me");
+    assert_eq!(reply.status, 200);
+    let me = json(&reply.body);
     for key in ["username", "name", "display_name", "initials", "color"] {
         assert!(me["identity"][key].is_string(), "identity lacks {key}");
     }

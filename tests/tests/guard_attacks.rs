@@ -89,7 +89,7 @@ impl Room {
         let server = TestServer::start(&[(NB, &notebook())]);
         let (file_id, _) = server.session(NB);
         let mut owner = YClient::join(&server, NB).await;
-        assert!(settle(&mut owner).await);
+        assert!(owner.settle(WAIT).await);
         Room {
             server,
             file_id,
@@ -111,7 +111,7 @@ impl Room {
             .server
             .redeem_link(link["token"].as_str().unwrap(), "Mallory");
         assert_eq!(status, 200, "{body}");
-        cookie.expect("a guest cookie")
+        cookie.expect("a guest cookie").cookies()
     }
 
     fn room_url(&self) -> String {
@@ -141,9 +141,20 @@ impl Room {
     }
 
     /// What the owner's document, a newcomer's document and the saved file hold now.
+    /// The owner appends `text` to cell-2 as an honest client, and waits for the echo.
+    async fn owner_appends(&mut self, text: &str) {
+        self.owner
+            .edit_and_wait_echo(|txn| {
+                collab::notebook::cell_source(txn, 2)
+                    .unwrap()
+                    .push(txn, text);
+            })
+            .await;
+    }
+
     async fn views(&mut self) -> Vec<View> {
         assert!(
-            settle(&mut self.owner).await,
+            self.owner.settle(WAIT).await,
             "the owner lost the connection ({:?}): one client's update must not end the room for others",
             self.owner.closed
         );
@@ -160,41 +171,12 @@ impl Room {
     }
 }
 
-/// Waits until the room has handled everything `client` sent so far: a sync step 1 is answered
-/// in order on the same connection. False if the room closed the connection instead.
-async fn settle(client: &mut YClient) -> bool {
-    if client.closed.is_some() {
-        return false;
-    }
-    client.synced = false;
-    let sv = forge::state_vector(&client.doc);
-    client.send(protocol::encode_sync_step1(&sv)).await;
-    client
-        .pump_until(WAIT, |c| c.synced || c.closed.is_some())
-        .await;
-    client.synced
-}
-
-/// Makes a change as an honest client and waits for the room's echo.
-async fn edit_and_echo(client: &mut YClient, f: impl FnOnce(&mut yrs::TransactionMut)) {
-    let before = client.updates_received;
-    client.edit(f).await;
-    let echoed = client
-        .pump_until(WAIT, |c| c.updates_received > before)
-        .await;
-    assert!(
-        echoed,
-        "no echo of an honest edit: {:?} {:?}",
-        client.raw, client.closed
-    );
-}
-
 /// Sends a hand-made update and waits until the room has dealt with it.
 async fn send_forged(attacker: &mut YClient, update: &Update) {
     attacker
         .send(protocol::encode_sync_update(&update.encode()))
         .await;
-    let answered = settle(attacker).await;
+    let answered = attacker.settle(WAIT).await;
     eprintln!(
         "forged update handled: {} (RAW: {:?}, closed: {:?})",
         if answered {
@@ -479,7 +461,7 @@ async fn alias_client_id_types_into_a_cell_someone_else_holds() {
             .pump_until(WAIT, |c| c.state()["locks"]["cell-1"]["edit"].is_object())
             .await
     );
-    assert!(settle(&mut mallory).await);
+    assert!(mallory.settle(WAIT).await);
     let t = targets(&mallory.doc);
     let update = aliased_insert(
         &t.state,
@@ -513,35 +495,7 @@ async fn an_origin_in_collected_garbage_puts_a_stream_output_in_a_cell() {
     let mut mallory = room.editor().await;
     // Something GC'd that once was where an editor may write: an entry of a map that lived in
     // cell-0's metadata and was removed (yrs drops a deleted map's entries whole).
-    edit_and_echo(&mut mallory, |txn| {
-        let metadata = map_in(txn, &cell_at(txn, 0), "metadata");
-        let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
-        scratch.insert(txn, "k", "v");
-    })
-    .await;
-    let entry = {
-        let txn = mallory.doc.transact();
-        let scratch = map_in(
-            &txn,
-            &map_in(&txn, &cell_at(&txn, 0), "metadata"),
-            "scratch",
-        );
-        DocState::of(&mallory.doc)
-            .map_entry(&forge::branch(&scratch), "k")
-            .unwrap()
-    };
-    edit_and_echo(&mut mallory, |txn| {
-        map_in(txn, &cell_at(txn, 0), "metadata").remove(txn, "scratch");
-    })
-    .await;
-    assert!(settle(&mut mallory).await);
-    assert!(
-        matches!(
-            DocState::of(&mallory.doc).block(entry),
-            Some(Block::Gc { .. })
-        ),
-        "the removed map's entry is garbage-collected"
-    );
+    let entry = collected_last_clock(&mut mallory, 0).await;
     let output1 = {
         let txn = mallory.doc.transact();
         forge::element(&txn, &array_in(&txn, &cell_at(&txn, 1), "outputs"), 0)
@@ -713,12 +667,7 @@ async fn an_update_waiting_for_the_servers_next_write_never_lands() {
     send_forged(&mut mallory, &update).await;
     // The honest writes it waits for: the server's (a save), then anyone's next edit.
     room.save().await;
-    edit_and_echo(&mut room.owner, |txn| {
-        collab::notebook::cell_source(txn, 2)
-            .unwrap()
-            .push(txn, "\nowner was here");
-    })
-    .await;
+    room.owner_appends("\nowner was here").await;
     let views = room.views().await;
     assert_nowhere(&views, "FORGED-3c");
     for view in &views {
@@ -807,7 +756,7 @@ async fn moving_a_cell_cannot_bring_forged_outputs() {
     forged.outputs = vec![html("<script>FORGED-5</script>")];
     forged.execution_count = json!(99);
     mallory.edit(|txn| move_first_cell(txn, &forged)).await;
-    settle(&mut mallory).await;
+    mallory.settle(WAIT).await;
 
     let views = room.views().await;
     assert_nowhere(&views, "FORGED-5");
@@ -848,7 +797,7 @@ async fn moving_two_cells_cannot_swap_their_outputs() {
             collab::notebook::insert_cell(txn, &cells, 1, &swapped.0);
         })
         .await;
-    settle(&mut mallory).await;
+    mallory.settle(WAIT).await;
 
     for view in room.views().await {
         for original in [&first, &second] {
@@ -876,8 +825,9 @@ async fn an_editor_moving_a_cell_keeps_its_outputs() {
     let mut room = Room::open().await;
     let mut ed = room.editor().await;
     let original = ed.cell("cell-0");
-    edit_and_echo(&mut ed, |txn| move_first_cell(txn, &original)).await;
-    assert!(settle(&mut ed).await);
+    ed.edit_and_wait_echo(|txn| move_first_cell(txn, &original))
+        .await;
+    assert!(ed.settle(WAIT).await);
     assert!(
         !ed.raw.iter().any(|r| r.contains("refused")),
         "{:?}",
@@ -1001,12 +951,7 @@ async fn jupyterlab_clients_back_online_after_saves_and_a_run_keep_their_offline
     // While they are connected, the server replaces what only it writes: state.hash at every
     // save, state.kernel and state.executions, a cell's outputs and count at every run.
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let answer = room.owner.execute("cell-0").await;
@@ -1016,7 +961,7 @@ async fn jupyterlab_clients_back_online_after_saves_and_a_run_keep_their_offline
         "ok"
     );
     room.save().await;
-    assert!(settle(&mut room.owner).await);
+    assert!(room.owner.settle(WAIT).await);
     let hash = room.owner.state()["hash"].clone();
     let count = room.owner.cell("cell-0").execution_count;
     assert!(hash.is_string() && count.is_number(), "{hash} {count}");
@@ -1077,12 +1022,7 @@ async fn re_sending_what_the_room_has_is_not_refused() {
     let mut room = Room::open().await;
     // The room's history holds server-written items, some replaced (deleted) already.
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let mut ed = room.editor().await;
@@ -1096,7 +1036,7 @@ async fn re_sending_what_the_room_has_is_not_refused() {
     let before = ed.updates_received;
     ed.send(protocol::encode_sync_update(&own)).await;
     assert!(ed.pump_until(WAIT, |c| c.updates_received > before).await);
-    assert!(settle(&mut room.owner).await);
+    assert!(room.owner.settle(WAIT).await);
     let before = (room.owner.notebook(), room.owner.state());
     let whole = ed
         .doc
@@ -1108,7 +1048,7 @@ async fn re_sending_what_the_room_has_is_not_refused() {
     ed.send(protocol::encode_sync_update(&own)).await;
     ed.send(protocol::encode_sync_update(&whole)).await;
     ed.send(protocol::encode_sync_step2(&whole)).await;
-    assert!(settle(&mut ed).await, "closed: {:?}", ed.closed);
+    assert!(ed.settle(WAIT).await, "closed: {:?}", ed.closed);
     assert!(
         !ed.raw
             .iter()
@@ -1116,7 +1056,7 @@ async fn re_sending_what_the_room_has_is_not_refused() {
         "{:?}",
         ed.raw
     );
-    assert!(settle(&mut room.owner).await);
+    assert!(room.owner.settle(WAIT).await);
     assert_eq!((room.owner.notebook(), room.owner.state()), before);
 }
 
@@ -1130,7 +1070,7 @@ async fn a_watcher_changes_nothing() {
     let cookie = room.link("viewer");
     let mut watcher = room.guest(&cookie).await;
     watcher.append_to_cell(0, " # FORGED-7").await;
-    settle(&mut watcher).await;
+    watcher.settle(WAIT).await;
     let t = targets(&watcher.doc);
     // The alias attack, from a watcher.
     let update = aliased_insert(
@@ -1166,12 +1106,7 @@ async fn a_watcher_resyncing_what_it_received_is_not_refused() {
     let cookie = room.link("viewer");
     let mut watcher = room.guest(&cookie).await;
     for round in 0..2 {
-        edit_and_echo(&mut room.owner, |txn| {
-            collab::notebook::cell_source(txn, 2)
-                .unwrap()
-                .push(txn, &format!("\nround {round}"));
-        })
-        .await;
+        room.owner_appends(&format!("\nround {round}")).await;
         room.save().await;
     }
     let hash = room.owner.state()["hash"].clone();
@@ -1189,13 +1124,13 @@ async fn a_watcher_resyncing_what_it_received_is_not_refused() {
         .transact()
         .encode_state_as_update_v1(&yrs::StateVector::default());
     watcher.send(protocol::encode_sync_step2(&whole)).await;
-    assert!(settle(&mut watcher).await, "closed: {:?}", watcher.closed);
+    assert!(watcher.settle(WAIT).await, "closed: {:?}", watcher.closed);
     // Reconnecting with its copy: the client answers the server's step 1 (the harness does, as
     // y-websocket does) with the difference.
     let mut again = YClient::connect_with_cookie(&room.room_url(), &cookie).await;
     again.doc = forge::replica(&watcher.doc);
     again.sync().await;
-    assert!(settle(&mut again).await, "closed: {:?}", again.closed);
+    assert!(again.settle(WAIT).await, "closed: {:?}", again.closed);
     for client in [&watcher, &again] {
         assert!(
             !client.raw.iter().any(|r| r.contains("refused")),
@@ -1203,7 +1138,7 @@ async fn a_watcher_resyncing_what_it_received_is_not_refused() {
             client.raw
         );
     }
-    assert!(settle(&mut room.owner).await);
+    assert!(room.owner.settle(WAIT).await);
     assert_eq!((room.owner.notebook(), room.owner.state()), before);
 }
 
@@ -1253,7 +1188,7 @@ async fn owner_locks(room: &mut Room, guest: &mut YClient, cell: &str) {
             .pump_until(WAIT, |c| c.state()["locks"][cell]["edit"].is_object())
             .await
     );
-    assert!(settle(guest).await);
+    assert!(guest.settle(WAIT).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1300,19 +1235,22 @@ async fn a_struct_the_room_partly_has_cannot_type_into_a_locked_cell() {
     }
 }
 
-/// Makes the last clock `guest` wrote garbage (an entry of a map it then removes); returns it.
-async fn collected_last_clock(guest: &mut YClient) -> Id {
-    edit_and_echo(guest, |txn| {
-        let metadata = map_in(txn, &cell_at(txn, 2), "metadata");
-        let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
-        scratch.insert(txn, "k", "v");
-    })
-    .await;
-    edit_and_echo(guest, |txn| {
-        map_in(txn, &cell_at(txn, 2), "metadata").remove(txn, "scratch");
-    })
-    .await;
-    assert!(settle(guest).await);
+/// Makes the last clock `guest` wrote garbage (an entry of a map it adds to cell `cell`'s
+/// metadata and then removes); returns it.
+async fn collected_last_clock(guest: &mut YClient, cell: u32) -> Id {
+    guest
+        .edit_and_wait_echo(|txn| {
+            let metadata = map_in(txn, &cell_at(txn, cell), "metadata");
+            let scratch = metadata.insert(txn, "scratch", yrs::MapPrelim::default());
+            scratch.insert(txn, "k", "v");
+        })
+        .await;
+    guest
+        .edit_and_wait_echo(|txn| {
+            map_in(txn, &cell_at(txn, cell), "metadata").remove(txn, "scratch");
+        })
+        .await;
+    assert!(guest.settle(WAIT).await);
     let me = guest.doc.client_id().get();
     let state = DocState::of(&guest.doc);
     let last = Id::new(me, state.clock(me) - 1);
@@ -1346,7 +1284,7 @@ fn phantom(doc: &Doc, last: Id) -> Update {
 async fn a_phantom_item_in_the_guards_copy_cannot_carry_an_output() {
     let mut room = Room::open().await;
     let mut mallory = room.editor().await;
-    let last = collected_last_clock(&mut mallory).await;
+    let last = collected_last_clock(&mut mallory, 2).await;
     let phantom = phantom(&mallory.doc, last);
     let output1 = {
         let txn = mallory.doc.transact();
@@ -1392,12 +1330,7 @@ async fn a_formatting_entry_in_state_does_not_end_the_room() {
     ));
     send_forged(&mut mallory, &update).await;
     // Someone else's honest edit still lands.
-    edit_and_echo(&mut room.owner, |txn| {
-        collab::notebook::cell_source(txn, 2)
-            .unwrap()
-            .push(txn, "\nstill here");
-    })
-    .await;
+    room.owner_appends("\nstill here").await;
     let views = room.views().await;
     assert_nowhere(&views, "FORGED-9");
     for view in &views {
@@ -1419,8 +1352,8 @@ async fn the_saved_file_still_loads_after(edit: impl FnOnce(&mut yrs::Transactio
     let mut room = Room::open().await;
     let mut mallory = room.editor().await;
     mallory.edit(edit).await;
-    settle(&mut mallory).await;
-    assert!(settle(&mut room.owner).await);
+    mallory.settle(WAIT).await;
+    assert!(room.owner.settle(WAIT).await);
     room.save().await;
     let saved = std::fs::read(room.server.path(NB)).unwrap();
     let loaded = Notebook::from_ipynb(&saved).unwrap_or_else(|e| {
@@ -1503,7 +1436,7 @@ async fn a_cell_inserted_with_another_cells_id_does_not_get_its_code_run() {
             collab::notebook::insert_cell(txn, &cells, 0, &decoy);
         })
         .await;
-    settle(&mut mallory).await;
+    mallory.settle(WAIT).await;
     // The owner runs their cell-1 (`y = x + 1`).
     let answer = room.owner.execute("cell-0").await;
     assert_eq!(answer["status"], "queued", "{answer}");
@@ -1531,7 +1464,7 @@ async fn a_move_does_not_copy_a_cells_outputs_into_two_cells() {
             collab::notebook::insert_cell(txn, &cells, 2, &original);
         })
         .await;
-    settle(&mut mallory).await;
+    mallory.settle(WAIT).await;
     for view in room.views().await {
         let carrying = view
             .notebook

@@ -23,18 +23,6 @@ fn metadata<T: ReadTxn>(txn: &T) -> MapRef {
     }
 }
 
-/// Waits until the room has handled everything `client` sent (a sync step 1 is answered in
-/// order); false if the connection closed instead.
-async fn settle(client: &mut YClient) -> bool {
-    client.synced = false;
-    let sv = forge::state_vector(&client.doc);
-    client.send(protocol::encode_sync_step1(&sv)).await;
-    client
-        .pump_until(Duration::from_secs(20), |c| c.synced || c.closed.is_some())
-        .await;
-    client.synced
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_nested_maps_does_not_bring_the_server_down() {
     let server = TestServer::start(&[(NB, &quire_tests::notebook_with(&["x = 1"]))]);
@@ -47,13 +35,13 @@ async fn a_chain_of_nested_maps_does_not_bring_the_server_down() {
     );
     assert_eq!(status, 201, "{reply}");
     let link: Value = serde_json::from_str(&reply).unwrap();
-    let (status, body, cookie) = server.redeem_link(link["token"].as_str().unwrap(), "Mallory");
+    let (status, body, guest) = server.redeem_link(link["token"].as_str().unwrap(), "Mallory");
     assert_eq!(status, 200, "{body}");
     let url = format!(
         "ws://127.0.0.1:{}/api/collaboration/room/json:notebook:{file_id}?sessionId={session}",
         server.port
     );
-    let mut mallory = YClient::connect_with_cookie(&url, &cookie.unwrap()).await;
+    let mut mallory = YClient::connect_with_cookie(&url, &guest.unwrap().cookies()).await;
     mallory.sync().await;
 
     // Both updates made on a copy, on a thread with room for yrs's recursion.
@@ -81,10 +69,10 @@ async fn a_chain_of_nested_maps_does_not_bring_the_server_down() {
         .unwrap();
     mallory.send(protocol::encode_sync_update(&create)).await;
     mallory.send(protocol::encode_sync_update(&remove)).await;
-    settle(&mut mallory).await;
+    mallory.settle(Duration::from_secs(20)).await;
 
     assert!(
-        settle(&mut owner).await,
+        owner.settle(Duration::from_secs(20)).await,
         "the owner lost the connection: {:?}",
         owner.closed
     );

@@ -5,44 +5,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use quire_tests::{TestServer, TOKEN};
+use quire_tests::{Browser, Reply, TestServer, TOKEN};
 
-/// Sends a raw HTTP/1.1 request and returns the whole response (headers included).
-fn raw(server: &TestServer, request: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).into_owned()
+/// A GET with these headers only, from a browser with no cookies.
+fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Reply {
+    server.browser().request("GET", path, None, headers)
 }
 
-/// A GET with extra header lines, the whole response.
-fn get(server: &TestServer, path: &str, headers: &str) -> String {
-    raw(
-        server,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{headers}Connection: close\r\n\r\n",
-            server.port
-        ),
-    )
-}
-
+/// The status of a whole HTTP response read from a socket.
 fn status(response: &str) -> u16 {
     response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    response.split("\r\n\r\n").next()?.lines().find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// An `<img src="http://quire/api/contents?token=wrong">` on any page makes the visitor's own
@@ -52,14 +28,14 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 fn wrong_tokens_are_throttled_but_never_lock_out_the_right_one() {
     let server = TestServer::start(&[("nb.ipynb", &quire_tests::notebook_with(&["x"]))]);
     // A login cookie the visitor got before the attack.
-    let cookie = TestServer::cookie_from(&server.open_login_link());
+    let cookie = server.logged_in_browser().cookies();
 
     let mut statuses = Vec::new();
     let mut throttled = None;
     for i in 0..60 {
-        let response = get(&server, &format!("/api/contents?token=wrong-{i}"), "");
-        statuses.push(status(&response));
-        if status(&response) == 429 {
+        let response = get(&server, &format!("/api/contents?token=wrong-{i}"), &[]);
+        statuses.push(response.status);
+        if response.status == 429 {
             throttled = Some(response);
             break;
         }
@@ -67,31 +43,29 @@ fn wrong_tokens_are_throttled_but_never_lock_out_the_right_one() {
     assert_eq!(statuses[0], 403, "{statuses:?}");
     let throttled =
         throttled.unwrap_or_else(|| panic!("wrong tokens are never throttled: {statuses:?}"));
-    let retry_after: u64 = header(&throttled, "retry-after")
+    let retry_after: u64 = throttled
+        .header("retry-after")
         .expect("a Retry-After header")
         .parse()
         .expect("Retry-After in seconds");
-    assert!(retry_after >= 1, "{throttled}");
+    assert!(retry_after >= 1, "{throttled:?}");
     assert!(
-        throttled.contains("too many wrong tokens"),
-        "the refusal says why: {throttled}"
+        throttled.body.contains("too many wrong tokens"),
+        "the refusal says why: {throttled:?}"
     );
 
     // The right token still works, every way it can be given.
-    let by_header = get(
-        &server,
-        "/api/contents",
-        &format!("Authorization: token {TOKEN}\r\n"),
-    );
-    assert_eq!(status(&by_header), 200, "{by_header}");
-    let by_query = get(&server, &format!("/api/contents?token={TOKEN}"), "");
-    assert_eq!(status(&by_query), 200, "{by_query}");
+    let token = format!("token {TOKEN}");
+    let by_header = get(&server, "/api/contents", &[("Authorization", &token)]);
+    assert_eq!(by_header.status, 200, "{by_header:?}");
+    let by_query = get(&server, &format!("/api/contents?token={TOKEN}"), &[]);
+    assert_eq!(by_query.status, 200, "{by_query:?}");
     assert!(
-        header(&by_query, "set-cookie").is_some(),
-        "?token= still logs in: {by_query}"
+        by_query.header("set-cookie").is_some(),
+        "?token= still logs in: {by_query:?}"
     );
-    let by_cookie = get(&server, "/api/contents", &format!("Cookie: {cookie}\r\n"));
-    assert_eq!(status(&by_cookie), 200, "{by_cookie}");
+    let by_cookie = get(&server, "/api/contents", &[("Cookie", &cookie)]);
+    assert_eq!(by_cookie.status, 200, "{by_cookie:?}");
     // A websocket with the token in its address (as the app opens rooms) still opens.
     let (file_id, session_id) = server.session("nb.ipynb");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -102,26 +76,28 @@ fn wrong_tokens_are_throttled_but_never_lock_out_the_right_one() {
         assert_eq!(client.notebook().cells[0].source, "x");
     });
     // The login form takes the right token too.
-    let body = format!("token={TOKEN}&next=/");
-    let form = raw(
-        &server,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nOrigin: http://127.0.0.1:{0}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {1}\r\nConnection: close\r\n\r\n{body}",
-            server.port,
-            body.len()
-        ),
+    let browser = server.browser();
+    let origin = browser.origin().to_string();
+    let form = browser.request(
+        "POST",
+        "/login",
+        Some(&format!("token={TOKEN}&next=/")),
+        &[
+            ("Origin", &origin),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
     );
-    assert_eq!(status(&form), 303, "{form}");
+    assert_eq!(form.status, 303, "{form:?}");
 
     // Wrong tokens are still held back, by header too.
-    let wrong = get(&server, "/api/contents", "Authorization: token nope\r\n");
-    assert_eq!(status(&wrong), 429, "{wrong}");
+    let wrong = get(&server, "/api/contents", &[("Authorization", "token nope")]);
+    assert_eq!(wrong.status, 429, "{wrong:?}");
 
     // The count decays: once the wait asked for has passed, a wrong token is looked at again
     // (and refused as wrong, not as too many).
     std::thread::sleep(Duration::from_secs(retry_after));
-    let later = get(&server, "/api/contents?token=wrong-again", "");
-    assert_eq!(status(&later), 403, "{later}");
+    let later = get(&server, "/api/contents?token=wrong-again", &[]);
+    assert_eq!(later.status, 403, "{later:?}");
 }
 
 /// Opens a connection and sends half a request, as a slowloris does; returns the socket.
@@ -383,15 +359,10 @@ fn run_quire(args: &[&str], env: &[(&str, &str)], token: &str) -> Run {
             .unwrap()
             .parse()
             .unwrap();
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            stream,
-            "GET /api/contents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        status(&response)
+        let token = format!("token {token}");
+        Browser::new(port)
+            .request("GET", "/api/contents", None, &[("Authorization", &token)])
+            .status
     });
     let _ = child.kill();
     let _ = child.wait();
@@ -525,7 +496,7 @@ async fn a_guest_cannot_take_the_owners_name() {
     ];
     let mut guest_cookie = String::new();
     for given in &tries {
-        let (status, answer, cookie) = server.redeem_link(link_token, given);
+        let (status, answer, guest) = server.redeem_link(link_token, given);
         assert_eq!(status, 200, "{answer}");
         is_a_guests_name(
             &answer["identity"],
@@ -536,10 +507,11 @@ async fn a_guest_cannot_take_the_owners_name() {
             format!("{owner_name} (guest)"),
             "{given:?}"
         );
-        guest_cookie = cookie.expect("a guest cookie");
-        let (status, me) = server.http_with("GET", "/api/me", None, &[("Cookie", &guest_cookie)]);
-        assert_eq!(status, 200, "{me}");
-        let me: Value = serde_json::from_str(&me).unwrap();
+        let guest = guest.expect("a guest cookie");
+        guest_cookie = guest.cookies();
+        let me = guest.get("/api/me");
+        assert_eq!(me.status, 200, "{me:?}");
+        let me: Value = me.json();
         is_a_guests_name(&me["identity"], &format!("/api/me of the guest {given:?}"));
     }
 
@@ -601,9 +573,9 @@ fn a_guest_cannot_take_an_accounts_name() {
     );
     let link: Value = serde_json::from_str(&link).unwrap();
     let link_token = link["token"].as_str().unwrap();
-    let (status, answer, cookie) = server.redeem_link(link_token, "nimue tester");
+    let (status, answer, guest) = server.redeem_link(link_token, "nimue tester");
     assert_eq!(status, 409, "{answer}");
-    assert_eq!(cookie, None);
+    assert!(guest.is_none(), "no guest cookie");
     assert!(
         answer["message"]
             .as_str()

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use collab::Capabilities;
-use quire_tests::{notebook_with, TestServer, YClient};
+use quire_tests::{notebook_with, Browser, TestServer, YClient};
 use serde_json::{json, Value};
 
-fn redeem(server: &TestServer, token: &str) -> (String, String) {
-    let (status, json, cookie) = server.redeem_link(token, "Guest");
+fn redeem(server: &TestServer, token: &str) -> (Browser, String) {
+    let (status, json, guest) = server.redeem_link(token, "Guest");
     assert_eq!(status, 200, "{json}");
-    let cookie = cookie.expect("a guest cookie");
-    (cookie, json["file_id"].as_str().unwrap().to_string())
+    let guest = guest.expect("a guest cookie");
+    (guest, json["file_id"].as_str().unwrap().to_string())
 }
 
 const ACTIONS: [&str; 16] = [
@@ -70,40 +70,22 @@ struct Trial<'a> {
 }
 
 impl Trial<'_> {
-    /// Tries `action` with the cookie `cookie`; whether it succeeded.
-    async fn attempt(&mut self, cookie: &str, action: &str) -> bool {
+    /// Tries `action` from `browser` (with its cookies); whether it succeeded.
+    async fn attempt(&mut self, browser: &Browser, action: &str) -> bool {
         let server = self.server;
         let file_id = self.file_id;
         let http = |method: &str, path: &str, body: Option<&str>| {
-            let origin = format!("http://127.0.0.1:{}", server.port);
-            server
-                .http_with(
-                    method,
-                    path,
-                    body,
-                    &[("Cookie", cookie), ("Origin", &origin)],
-                )
-                .0
+            browser.from_page(method, path, body).status
         };
         let url = format!(
             "ws://127.0.0.1:{}/api/collaboration/room/json:notebook:{file_id}",
             server.port
         );
         let join = || async {
-            let mut client = YClient::connect_with_cookie(&url, cookie).await;
-            // A refused join is closed at once; an admitted one hears the server's step 1 first.
-            client
-                .pump_until(Duration::from_millis(150), |c| c.closed.is_some())
-                .await;
-            if client.closed.is_none() {
-                let sv = yrs::updates::encoder::Encode::encode_v1(&yrs::ReadTxn::state_vector(
-                    &yrs::Transact::transact(&client.doc),
-                ));
-                client.send(collab::protocol::encode_sync_step1(&sv)).await;
-                client
-                    .pump_until(Duration::from_secs(5), |c| c.synced || c.closed.is_some())
-                    .await;
-            }
+            let mut client = YClient::connect_with_cookie(&url, &browser.cookies()).await;
+            // A refused join is closed at once (our step 1 may then find the socket gone); an
+            // admitted one answers it.
+            let _ = client.resync(Duration::from_secs(5)).await;
             client
         };
         // A kernel request (`interrupt`, `restart`, `shutdown`): "no kernel yet" is not a
@@ -248,11 +230,16 @@ impl Trial<'_> {
         }
     }
 
-    /// Every action with `cookie`, whose holder has `caps`: the mismatches, labelled.
-    async fn all_actions(&mut self, label: &str, cookie: &str, caps: Capabilities) -> Vec<String> {
+    /// Every action from `browser`, whose holder has `caps`: the mismatches, labelled.
+    async fn all_actions(
+        &mut self,
+        label: &str,
+        browser: &Browser,
+        caps: Capabilities,
+    ) -> Vec<String> {
         let mut mismatches = Vec::new();
         for action in ACTIONS {
-            let did = self.attempt(cookie, action).await;
+            let did = self.attempt(browser, action).await;
             let may = allowed(action, caps);
             if did != may {
                 mismatches.push(format!("{label} × {action}: did {did}, may {may}"));
@@ -321,9 +308,9 @@ async fn every_link_capability_set_can_do_exactly_what_it_allows() {
         );
         assert_eq!(status, 201, "{reply}");
         let link: Value = serde_json::from_str(&reply).unwrap();
-        let (cookie, guest_file) = redeem(&server, link["token"].as_str().unwrap());
+        let (guest, guest_file) = redeem(&server, link["token"].as_str().unwrap());
         assert_eq!(guest_file, file_id);
-        mismatches.extend(trial.all_actions(label, &cookie, caps_of(&link)).await);
+        mismatches.extend(trial.all_actions(label, &guest, caps_of(&link)).await);
     }
     assert!(
         mismatches.is_empty(),
@@ -372,7 +359,7 @@ async fn every_capability_set_granted_to_a_person_can_do_exactly_what_it_allows(
         let grant: Value = serde_json::from_str(&reply).unwrap();
         mismatches.extend(
             trial
-                .all_actions(label, &as_bob.cookie, caps_of(&grant))
+                .all_actions(label, &as_bob.browser, caps_of(&grant))
                 .await,
         );
     }

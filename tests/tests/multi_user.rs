@@ -184,7 +184,9 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
         .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
         .await
         .is_some());
-    ada_client.pump_for(Duration::from_millis(300)).await;
+    // Bob's edit was handled (refused) before Ada's sentinel: had it gone through, Ada would
+    // hold it once the sentinel is answered.
+    ada_client.sentinel().await;
     assert_eq!(ada_client.cell("cell-0").source, uid_code);
     // Revoking Bob closes his socket at once.
     let (status, body) = as_ada.http(
@@ -211,30 +213,18 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     );
     assert_eq!(status, 201, "{link}");
     let link: Value = serde_json::from_str(&link).unwrap();
+    // (In a browser of Bob's own, which then holds both cookies.)
+    let as_bob_with_link = Person::log_in(server, &bob, "bob pw");
     let body = json!({"name": "Mallory"}).to_string();
-    let origin = format!("http://127.0.0.1:{}", server.port);
-    let (status, opened) = server.http_with(
+    let (status, opened) = as_bob_with_link.http(
         "POST",
         &format!("/api/share/{}", link["token"].as_str().unwrap()),
         Some(&body),
-        &[("Cookie", &as_bob.cookie), ("Origin", &origin)],
     );
     assert_eq!(status, 200, "{opened}");
     let opened: Value = serde_json::from_str(&opened).unwrap();
     assert_eq!(opened["identity"]["username"], bob.name.as_str());
-    // (A browser now sends both cookies.)
-    let with_link = format!(
-        "{}; {}",
-        as_bob.cookie,
-        server
-            .redeem_link(link["token"].as_str().unwrap(), "again")
-            .2
-            .unwrap()
-    );
-    let as_bob_with_link = Person {
-        server,
-        cookie: with_link,
-    };
+    assert!(as_bob_with_link.browser.cookie("quire-guest").is_some());
     let (status, me) = as_bob_with_link.http("GET", "/api/me", None);
     assert_eq!(status, 200);
     assert_eq!(
@@ -325,8 +315,10 @@ async fn people_work_as_themselves_share_by_grant_and_run_as_their_project() {
     assert_eq!(code, 4403, "{reason}");
     let (status, _) = as_bob.http("GET", "/api/me", None);
     assert_eq!(status, 403);
-    // Her own notebook is still hers, until she logs out: that closes her sockets.
-    ada_client.pump_for(Duration::from_millis(300)).await;
+    // Her own notebook is still hers, until she logs out: that closes her sockets. (Her login
+    // is live, and her socket answers a round trip after Bob's was closed.)
+    assert_eq!(as_ada.http("GET", "/api/me", None).0, 200);
+    ada_client.sentinel().await;
     assert_eq!(ada_client.closed, None);
     let (status, _) = as_ada.http("POST", "/api/logout", None);
     assert_eq!(status, 204);

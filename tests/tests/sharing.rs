@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use quire_tests::{notebook_with, TestServer, YClient, TOKEN};
+use quire_tests::{notebook_with, Browser, TestServer, YClient, TOKEN};
 use serde_json::{json, Value};
 
 struct Guest {
+    browser: Browser,
+    /// `quire-guest=…`
     cookie: String,
     file_id: String,
 }
@@ -23,9 +25,10 @@ fn create_link(server: &TestServer, file_id: &str, body: Value) -> Value {
 
 /// Opens a link as a browser would, returning (status, body, guest).
 fn redeem(server: &TestServer, token: &str, name: &str) -> (u16, Value, Option<Guest>) {
-    let (status, json, cookie) = server.redeem_link(token, name);
-    let guest = cookie.map(|cookie| Guest {
-        cookie,
+    let (status, json, browser) = server.redeem_link(token, name);
+    let guest = browser.map(|browser| Guest {
+        cookie: browser.cookie("quire-guest").expect("a guest cookie"),
+        browser,
         file_id: json["file_id"].as_str().unwrap_or_default().to_string(),
     });
     (status, json, guest)
@@ -46,10 +49,8 @@ async fn join_as(server: &TestServer, guest: &Guest) -> YClient {
     client
 }
 
-fn guest_http(server: &TestServer, guest: &Guest, method: &str, path: &str) -> u16 {
-    server
-        .http_with(method, path, None, &[("Cookie", &guest.cookie)])
-        .0
+fn guest_http(guest: &Guest, method: &str, path: &str) -> u16 {
+    guest.browser.request(method, path, None, &[]).status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,8 +92,9 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
     assert!(server.eventually(Duration::from_secs(10), || {
         quire_tests::read_notebook(&server.path("nb.ipynb")).cells[0].source == "a = 1 + 1"
     }));
-    // Let the save's own state update (hash, dirty) arrive first.
-    ada.pump_for(Duration::from_millis(1000)).await;
+    // Ada saves: once she has the answer, the save's own state update (hash, dirty) has
+    // reached her too, and nothing of hers is left to write.
+    assert_eq!(ada.save(8).await, "success");
     let before = on_disk();
     let seen_by_ada = ada.updates_received;
     grace.append_to_cell(1, " # forged").await;
@@ -101,14 +103,16 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
         .await
         .expect("the sender is told");
     assert_eq!(refusal["resync"], true);
-    ada.pump_for(Duration::from_millis(500)).await;
+    // The room handled the forged update before Ada's sentinel.
+    ada.sentinel().await;
     assert_eq!(
         ada.updates_received, seen_by_ada,
         "the forged update reached another client"
     );
     assert_eq!(ada.sources(), vec!["a = 1 + 1", "print(a)"]);
     assert_eq!(grace.save(9).await, "failed", "a watcher cannot save");
-    std::thread::sleep(Duration::from_millis(1500));
+    // A save writes what the room holds: had the forged update got in, it would be on disk now.
+    assert_eq!(ada.save(10).await, "success");
     assert_eq!(on_disk(), before, "the forged update reached the disk");
     // Grace converges back by syncing afresh.
     let grace_again = join_as(&server, &guest).await;
@@ -129,33 +133,17 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
 
     // Nothing else on the server is open to the guest.
     let (other_id, _) = server.session("other.ipynb");
+    assert_eq!(guest_http(&guest, "GET", "/api/contents/other.ipynb"), 404);
+    assert_eq!(guest_http(&guest, "GET", "/api/contents/nb.ipynb"), 200);
+    assert_eq!(guest_http(&guest, "GET", "/api/contents"), 403);
+    assert_eq!(guest_http(&guest, "GET", "/api/contents/"), 404);
     assert_eq!(
-        guest_http(&server, &guest, "GET", "/api/contents/other.ipynb"),
+        guest_http(&guest, "PUT", "/api/collaboration/session/other.ipynb"),
         404
     );
+    assert_eq!(guest_http(&guest, "GET", "/api/kernels"), 403);
     assert_eq!(
-        guest_http(&server, &guest, "GET", "/api/contents/nb.ipynb"),
-        200
-    );
-    assert_eq!(guest_http(&server, &guest, "GET", "/api/contents"), 403);
-    assert_eq!(guest_http(&server, &guest, "GET", "/api/contents/"), 404);
-    assert_eq!(
-        guest_http(
-            &server,
-            &guest,
-            "PUT",
-            "/api/collaboration/session/other.ipynb"
-        ),
-        404
-    );
-    assert_eq!(guest_http(&server, &guest, "GET", "/api/kernels"), 403);
-    assert_eq!(
-        guest_http(
-            &server,
-            &guest,
-            "GET",
-            &format!("/api/sharing/{file_id}/links")
-        ),
+        guest_http(&guest, "GET", &format!("/api/sharing/{file_id}/links")),
         403
     );
     let mut peek =
@@ -254,7 +242,8 @@ async fn grant_changes_and_revocations_reach_live_connections() {
         .wait_raw(Duration::from_secs(5), |m| m["type"] == "refused")
         .await
         .is_some());
-    ada.pump_for(Duration::from_millis(300)).await;
+    // Her refused update was handled before Ada's sentinel.
+    ada.sentinel().await;
     assert_eq!(ada.sources(), vec!["1 + 1 # eve"]);
 
     // Upgrade to runner: she may run code now, on her live connection.
@@ -286,14 +275,10 @@ async fn grant_changes_and_revocations_reach_live_connections() {
         asked.elapsed()
     );
     assert_eq!(code, 4403, "{reason}");
-    assert_eq!(guest_http(&server, &eve, "GET", "/api/me"), 403);
+    assert_eq!(guest_http(&eve, "GET", "/api/me"), 403);
     let room = guest_url(&server, &eve.file_id).replace("ws://127.0.0.1", "");
     let room_path = &room[room.find('/').unwrap()..];
-    assert_eq!(
-        guest_http(&server, &eve, "GET", room_path),
-        403,
-        "no way back in"
-    );
+    assert_eq!(guest_http(&eve, "GET", room_path), 403, "no way back in");
     ada.append_and_wait_echo(0, " # ada").await;
     assert!(
         vic_ws
@@ -302,7 +287,7 @@ async fn grant_changes_and_revocations_reach_live_connections() {
             .await
     );
     assert!(vic_ws.closed.is_none());
-    assert_eq!(guest_http(&server, &vic, "GET", "/api/me"), 200);
+    assert_eq!(guest_http(&vic, "GET", "/api/me"), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +305,7 @@ async fn links_expire_run_out_and_refuse_bad_requests() {
     );
     let (_, _, early) = redeem(&server, brief["token"].as_str().unwrap(), "Early");
     let early = early.unwrap();
-    assert_eq!(guest_http(&server, &early, "GET", "/api/me"), 200);
+    assert_eq!(guest_http(&early, "GET", "/api/me"), 200);
     // A socket opened through it closes when it expires.
     let mut live = join_as(&server, &early).await;
     let (code, reason) = live.expect_close(Duration::from_secs(4)).await;
@@ -330,7 +315,7 @@ async fn links_expire_run_out_and_refuse_bad_requests() {
         410
     );
     assert_eq!(
-        guest_http(&server, &early, "GET", "/api/me"),
+        guest_http(&early, "GET", "/api/me"),
         403,
         "an expired link admits no one"
     );
@@ -457,7 +442,8 @@ async fn the_update_guard_checks_each_field_an_update_touches() {
         refusal["reason"].as_str().unwrap().contains("state.path"),
         "{refusal}"
     );
-    ada.pump_for(Duration::from_millis(300)).await;
+    // Both refused updates were handled before Ada's sentinel.
+    ada.sentinel().await;
     assert_eq!(ada.cell("cell-0").outputs.len(), 1, "outputs untouched");
     assert_eq!(ada.state()["path"], "nb.ipynb");
 
@@ -471,10 +457,12 @@ async fn the_update_guard_checks_each_field_an_update_touches() {
             .is_empty())
             .await
     );
-    assert!(ru
-        .wait_raw(Duration::from_millis(300), |m| m["type"] == "refused")
-        .await
-        .is_none());
+    // A refusal of the clear would reach Ru before the answer to a sentinel sent after it.
+    ru.sentinel().await;
+    assert!(!ru
+        .raw
+        .iter()
+        .any(|r| serde_json::from_str::<Value>(r).is_ok_and(|m| m["type"] == "refused")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,22 +546,7 @@ async fn chat_is_kept_with_the_notebook_and_the_audit_log_records_who_did_what()
         !body.contains(editor["token"].as_str().unwrap()),
         "tokens never reach the log"
     );
-    assert_eq!(guest_http(&server, &ed, "GET", "/api/audit"), 403);
-}
-
-/// A GET as a guest's browser makes it; the whole response, headers included.
-fn raw_get(server: &TestServer, path: &str, cookie: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
-        server.port
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    assert_eq!(guest_http(&ed, "GET", "/api/audit"), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,61 +571,54 @@ async fn view_only_reads_the_saved_notebook_and_downloads_it() {
     let guest = guest.unwrap();
     assert_eq!(body["capabilities"], json!(["view"]));
 
-    let page = raw_get(&server, &format!("/view/{file_id}"), &guest.cookie);
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let page = guest.browser.get(&format!("/view/{file_id}"));
+    assert_eq!(page.status, 200, "{page:?}");
     assert!(
-        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        page.body.contains("&lt;img src=x onerror=alert(1)&gt;"),
         "markdown is shown escaped"
     );
-    assert!(!page.contains("<img src=x"));
-    assert!(page.contains("&lt;b&gt;hi&lt;/b&gt;"));
-    let csp = page
-        .lines()
-        .find(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("content-security-policy:")
-        })
-        .expect("a CSP");
+    assert!(!page.body.contains("<img src=x"));
+    assert!(page.body.contains("&lt;b&gt;hi&lt;/b&gt;"));
+    let csp = page.header("content-security-policy").expect("a CSP");
     assert!(
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
         "{csp}"
     );
 
-    let ipynb = raw_get(
-        &server,
-        &format!("/api/notebooks/{file_id}/download?format=ipynb"),
-        &guest.cookie,
-    );
-    assert!(ipynb
-        .to_ascii_lowercase()
-        .contains("content-disposition: attachment; filename=\"nb.ipynb\""));
+    let ipynb = guest
+        .browser
+        .get(&format!("/api/notebooks/{file_id}/download?format=ipynb"));
+    let disposition = ipynb.header("content-disposition").unwrap_or_default();
     assert!(
-        ipynb.ends_with(std::str::from_utf8(&bytes).unwrap()),
+        disposition
+            .to_ascii_lowercase()
+            .contains("attachment; filename=\"nb.ipynb\""),
+        "{disposition}"
+    );
+    assert_eq!(
+        ipynb.body,
+        std::str::from_utf8(&bytes).unwrap(),
         "the file as saved"
     );
-    let py = raw_get(
-        &server,
-        &format!("/api/notebooks/{file_id}/download?format=py"),
-        &guest.cookie,
-    );
-    let script = py.split("\r\n\r\n").nth(1).unwrap();
+    let py = guest
+        .browser
+        .get(&format!("/api/notebooks/{file_id}/download?format=py"));
     assert_eq!(
-        script,
+        py.body,
         "# %% [markdown]\n# # Title\n# <img src=x onerror=alert(1)>\n\n# %%\nprint('<b>hi</b>')\n\n"
     );
 
     // Not the live room, not another notebook.
     let mut live = YClient::connect_with_cookie(&guest_url(&server, &file_id), &guest.cookie).await;
     assert_eq!(live.expect_close(Duration::from_secs(5)).await.0, 4403);
-    assert!(
-        raw_get(&server, &format!("/view/{other_id}"), &guest.cookie).starts_with("HTTP/1.1 404")
+    assert_eq!(guest.browser.get(&format!("/view/{other_id}")).status, 404);
+    assert_eq!(
+        guest
+            .browser
+            .get(&format!("/api/notebooks/{other_id}/download"))
+            .status,
+        404
     );
-    assert!(raw_get(
-        &server,
-        &format!("/api/notebooks/{other_id}/download"),
-        &guest.cookie
-    )
-    .starts_with("HTTP/1.1 404"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

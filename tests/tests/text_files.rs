@@ -73,9 +73,12 @@ async fn a_notebook_opened_in_the_text_editor_too_keeps_its_content() {
     notebook_view.append_and_wait_echo(0, " + 1").await;
     assert_eq!(notebook_view.save(1).await, "success");
     // "Open With → Editor": the same file as text. Its document is the file's JSON text.
-    let text_view = join_text(&server, "nb.ipynb").await;
+    let mut text_view = join_text(&server, "nb.ipynb").await;
     let on_disk = std::fs::read_to_string(server.path("nb.ipynb")).unwrap();
     assert_eq!(source(&text_view), on_disk);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Both rooms save: each writes what it holds, so a room holding anything else than the
+    // file's content would show on disk now.
+    assert_eq!(text_view.save(2).await, "success");
+    assert_eq!(notebook_view.save(3).await, "success");
     assert_eq!(server.sources_on_disk("nb.ipynb"), vec!["x = 1 + 1"]);
 }

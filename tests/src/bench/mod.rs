@@ -2,13 +2,14 @@
 //! hold a real yrs document and speak y-protocols over websockets, run against Quire and the
 //! Yjs servers people would pick instead, each started on loopback in turn.
 //!
-//! - [`client`]: one virtual client and the framing of each server.
+//! Each virtual client is a [`crate::client::YClient`], the tests' own client, framed as each
+//! server expects.
+//!
 //! - [`peers`]: the servers, how each is started, and each one's way to a document.
 //! - [`scenarios`]: S1 fan-out, S2 saturation, S4 idle scale, S5 cold load, S6 warm join,
 //!   S10 big document, S7 output streaming.
 //! - [`report`]: `target/bench/results.json` and `BENCHMARKS.md`.
 
-pub mod client;
 pub mod peers;
 pub mod report;
 pub mod scenarios;

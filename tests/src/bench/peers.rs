@@ -7,9 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::client::{Framing, Room};
+use crate::client::{Framing, Room};
 
 const TOKEN: &str = "bench-token-0123456789";
 
@@ -486,26 +485,34 @@ impl Peer {
         Ok((field("fileId")?, field("sessionId")?))
     }
 
-    /// One HTTP/1.1 request with the token; (status, body).
+    /// One HTTP request with the token; (status, body).
     pub async fn http(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let body = body.unwrap_or("");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: token {TOKEN}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
+        let browser = crate::Browser::new(self.port);
+        let (method, path, body) = (
+            method.to_string(),
+            path.to_string(),
+            body.map(str::to_owned),
         );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
-            .await
-            .map_err(|_| anyhow!("{method} {path}: no answer within 60 s"))??;
-        Ok(crate::parse_response(&response))
+        let what = format!("{method} {path}");
+        let reply = tokio::task::spawn_blocking(move || {
+            let token = format!("token {TOKEN}");
+            browser.request(
+                &method,
+                &path,
+                body.as_deref(),
+                &[("Authorization", &token)],
+            )
+        })
+        .await?;
+        if reply.status == 0 {
+            bail!("{what}: {}", reply.body);
+        }
+        Ok((reply.status, reply.body))
     }
 }
 

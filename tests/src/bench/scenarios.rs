@@ -13,9 +13,9 @@ use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use yrs::{ReadTxn, Transact};
 
-use super::client::{Client, Event, Framing, Room};
 use super::peers::{Kind, Peer};
 use super::{percentile, usage, Figures, Metric, Setting};
+use crate::client::{Event, Framing, Room, YClient};
 
 /// The documents every scenario uses: `.ipynb` files for the servers that read them, and the
 /// same content as one Yjs update for the others (the first client sends it).
@@ -168,12 +168,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Joins `document`; the first client on a server that does not read notebook files gives
 /// the document its content. For the relay every client starts from that content locally.
-async fn join(room: &Room, workload: &Workload, document: &str) -> Result<Client> {
+async fn join(room: &Room, workload: &Workload, document: &str) -> Result<YClient> {
     let seed = workload.seed(document);
     if room.framing == Framing::Relay {
-        return Client::join(room, Some(&seed), JOIN_TIMEOUT).await;
+        return YClient::join_room(room, Some(&seed), JOIN_TIMEOUT).await;
     }
-    let mut client = Client::join(room, None, JOIN_TIMEOUT).await?;
+    let mut client = YClient::join_room(room, None, JOIN_TIMEOUT).await?;
     if client.cell_count() == 0 {
         client.seed(&seed).await?;
     }
@@ -285,7 +285,7 @@ async fn typing(
 
 #[allow(clippy::too_many_arguments)]
 async fn typist(
-    mut client: Client,
+    mut client: YClient,
     who: usize,
     ledger: Arc<Ledger>,
     first: Instant,
@@ -342,7 +342,7 @@ async fn typist(
                     }
                 }
                 Event::Closed => bail!("the server closed a typing client's socket"),
-                Event::Other => {}
+                Event::Asked | Event::Other => {}
             },
             _ = tokio::time::sleep_until(end.into()) => break,
         }
@@ -520,7 +520,7 @@ async fn cold_load(peer: &mut Peer, workload: &Workload) -> Result<Vec<Metric>> 
     let mut bytes = 0;
     for _ in 0..3 {
         let start = Instant::now();
-        let mut client = Client::join(&room, None, JOIN_TIMEOUT).await?;
+        let mut client = YClient::join_room(&room, None, JOIN_TIMEOUT).await?;
         client.wait_cells(expected, JOIN_TIMEOUT).await?;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
         bytes = client.bytes_in;
@@ -538,10 +538,10 @@ async fn cold_load(peer: &mut Peer, workload: &Workload) -> Result<Vec<Metric>> 
 }
 
 /// Joins `document` and reads until it holds every cell: the client and the milliseconds.
-async fn open_timed(peer: &mut Peer, document: &str, cells: u32) -> Result<(Client, f64)> {
+async fn open_timed(peer: &mut Peer, document: &str, cells: u32) -> Result<(YClient, f64)> {
     let room = peer.room(document).await?;
     let start = Instant::now();
-    let mut client = Client::join(&room, None, JOIN_TIMEOUT).await?;
+    let mut client = YClient::join_room(&room, None, JOIN_TIMEOUT).await?;
     client.wait_cells(cells, JOIN_TIMEOUT).await?;
     Ok((client, start.elapsed().as_secs_f64() * 1000.0))
 }
@@ -565,7 +565,8 @@ async fn warm_join(peer: &mut Peer, workload: &Workload) -> Result<Vec<Metric>> 
             async move {
                 let start = Instant::now();
                 let mut client =
-                    Client::join(&room, base.as_deref().map(|b| &b[..]), JOIN_TIMEOUT).await?;
+                    YClient::join_room(&room, base.as_deref().map(|b| &b[..]), JOIN_TIMEOUT)
+                        .await?;
                 client.wait_cells(cells, JOIN_TIMEOUT).await?;
                 let elapsed = start.elapsed().as_secs_f64() * 1000.0;
                 anyhow::Ok((elapsed, client))

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use quire_tests::bench::client::{Client, Event, Framing, Room};
 use quire_tests::bench::{percentile, report, usage};
+use quire_tests::client::{Event, Framing, Room};
 use quire_tests::{notebook_with, TestServer, YClient};
 use serde_json::{json, Value};
 use yrs::{GetString, ReadTxn, Text, Transact};
@@ -151,10 +151,10 @@ fn room_of(server: &TestServer, path: &str) -> Room {
     }
 }
 
-async fn join_typists(room: &Room, n: usize) -> Result<Vec<Client>> {
+async fn join_typists(room: &Room, n: usize) -> Result<Vec<YClient>> {
     let mut clients = Vec::new();
     for _ in 0..n {
-        let mut client = Client::join(room, None, JOIN).await?;
+        let mut client = YClient::join_room(room, None, JOIN).await?;
         client.track_echoes = true;
         clients.push(client);
     }
@@ -234,13 +234,13 @@ struct Typing {
 
 /// Types into the first cell at `EDITS_PER_S` while reading what the server sends, then
 /// waits (up to 5 s) for the echoes of what it sent. Stops early if the server goes away.
-async fn type_into(client: &mut Client, label: &str, next: &mut u64, spec: &Typing) -> Vec<Edit> {
+async fn type_into(client: &mut YClient, label: &str, next: &mut u64, spec: &Typing) -> Vec<Edit> {
     let mut edits: Vec<Edit> = Vec::new();
     let mut first_unacked = 0;
     let mut closed = false;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / EDITS_PER_S));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mark = |client: &Client, edits: &mut Vec<Edit>, first_unacked: &mut usize| {
+    let mark = |client: &YClient, edits: &mut Vec<Edit>, first_unacked: &mut usize| {
         let now = Instant::now();
         while *first_unacked < edits.len() && edits[*first_unacked].end_clock <= client.echoed_clock
         {
@@ -301,10 +301,10 @@ async fn type_into(client: &mut Client, label: &str, next: &mut u64, spec: &Typi
 
 /// Runs `type_into` for each client on its own task; gives the clients back with their edits.
 async fn type_all(
-    clients: Vec<Client>,
+    clients: Vec<YClient>,
     counters: &mut [u64],
     spec: &Typing,
-) -> Vec<(Client, Vec<Edit>)> {
+) -> Vec<(YClient, Vec<Edit>)> {
     let mut tasks = Vec::new();
     for (i, mut client) in clients.into_iter().enumerate() {
         let spec = spec.clone();
@@ -379,7 +379,7 @@ async fn kill_under_load(report: Shared) -> Result<()> {
         let started = Instant::now();
         server.restart();
         room = room_of(&server, "nb.ipynb");
-        let reader = Client::join(&room, None, JOIN).await?;
+        let reader = YClient::join_room(&room, None, JOIN).await?;
         restart_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         let round_edits: Vec<&Edit> = typed.iter().flat_map(|(_, e)| e.iter()).collect();
         let round_sent = round_edits.len();
@@ -426,7 +426,7 @@ async fn kill_under_load(report: Shared) -> Result<()> {
         refused += round_refused;
         // The next round types from fresh connections.
         clients = join_typists(&room, CLIENTS).await?;
-        let reader = Client::join(&room, None, JOIN).await?;
+        let reader = YClient::join_room(&room, None, JOIN).await?;
         let text = first_source(&reader.doc);
         let counts = marker_counts(&text);
         let mut missing = 0;
@@ -802,10 +802,13 @@ async fn saves_in_trouble(report: Shared, trouble: Trouble) -> Result<()> {
     check_file(&file, &checks);
     let edits: Vec<&Edit> = typed.iter().flat_map(|(_, e)| e.iter()).collect();
     let acked = edits.iter().filter(|e| e.acked.is_some()).count();
-    let closed = typed.iter().filter(|(c, _)| c.close_code.is_some()).count();
+    let closed = typed
+        .iter()
+        .filter(|(c, _)| c.close_code().is_some())
+        .count();
     // In the room: what a client joining now gets.
     let room = room_of(&server, "d/nb.ipynb");
-    let reader = Client::join(&room, None, JOIN).await?;
+    let reader = YClient::join_room(&room, None, JOIN).await?;
     let (room_lost, room_dups, _) = tally(&edits, &first_source(&reader.doc));
     reader.close().await;
     // In the file.
@@ -1270,7 +1273,7 @@ fn holds_socket(pid: u32, inode: u64) -> bool {
 /// client renews its presence every 10 s without reading, and the server is watched.
 struct Stage {
     edits: Vec<Edit>,
-    clients: Vec<Client>,
+    clients: Vec<YClient>,
     rss_max_kib: u64,
     tcp_max_bytes: u64,
     server_closed: bool,
@@ -1278,12 +1281,12 @@ struct Stage {
 
 #[allow(clippy::too_many_arguments)]
 async fn stage(
-    clients: Vec<Client>,
+    clients: Vec<YClient>,
     counters: &mut Vec<u64>,
     pad: usize,
     limit: Duration,
     until_drop: bool,
-    stalled: &mut Option<Client>,
+    stalled: &mut Option<YClient>,
     left_at: &Arc<Mutex<Option<Instant>>>,
     server: &TestServer,
     label: &str,
@@ -1405,7 +1408,7 @@ async fn stalled_client(report: Shared) -> Result<()> {
     let rss_alone = usage::rss_kib(pid);
 
     // B: a client joins, shows its presence and never reads again; typing goes on for 40 s.
-    let mut stalled_client = Client::join(&room, None, JOIN).await?;
+    let mut stalled_client = YClient::join_room(&room, None, JOIN).await?;
     stalled_client.send_awareness(0).await?;
     watched.store(stalled_client.doc.client_id().get(), Ordering::Relaxed);
     let stall_began = Instant::now();
@@ -1514,7 +1517,11 @@ async fn stalled_client(report: Shared) -> Result<()> {
         .flat_map(|s| s.edits.iter())
         .filter(|e| e.acked.is_none())
         .count();
-    let typists_closed = d.clients.iter().filter(|c| c.close_code.is_some()).count();
+    let typists_closed = d
+        .clients
+        .iter()
+        .filter(|c| c.close_code().is_some())
+        .count();
     for client in std::mem::take(&mut d.clients) {
         client.close().await;
     }
@@ -1709,7 +1716,7 @@ async fn stalled_client(report: Shared) -> Result<()> {
         &report,
         S,
         "close code it then received",
-        match (closed, stalled.close_code) {
+        match (closed, stalled.close_code()) {
             (true, Some(code)) => code as f64,
             _ => f64::NAN,
         },
