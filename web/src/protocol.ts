@@ -1,103 +1,35 @@
-// Quire's RAW JSON messages (frame kind 2 of the room's websocket), as the server writes them
-// today. Every RAW message the app reads or builds goes through this module: the types mirror
-// the server's JSON field for field, so that they can be replaced by the types generated from
-// the server's Rust definitions without touching the rest of the app.
+// Quire's RAW JSON messages (frame kind 2 of the room's websocket). Every RAW message the app
+// reads or builds goes through this module; their types are generated from the server's Rust
+// definitions (collab/src/protocol, ts-rs) into ./generated/protocol.ts, so the app and the
+// server cannot drift apart (docs/protocol.md describes the messages).
 import * as encoding from 'lib0/encoding';
 
 /** The websocket frame kind of a RAW message (after SYNC 0 and AWARENESS 1). */
 export const RAW = 2;
 
-/** A request of ours; the provider adds `request_id`, which the answer names as `responseTo`. */
-export type ClientRequest =
-  | { type: 'execute'; cell_id: string }
-  | { type: 'interrupt' }
-  | { type: 'restart' }
-  | { type: 'shutdown' }
-  | { type: 'input_reply'; cell_id: string; value: string }
-  | { type: 'lock'; cell_id: string }
-  | { type: 'unlock'; cell_id: string }
-  | { type: 'chat'; text: string };
+import type {
+  ChatMessage,
+  ClientRequest,
+  Reply,
+  RequestKind,
+  SaveReply,
+  ServerEvent,
+} from './generated/protocol';
 
-export type RequestKind = ClientRequest['type'];
+export type { ChatMessage, ClientRequest, RequestKind, ServerEvent };
 
-/** Every refusal: the request's type, the server's reason (`cell_id` for lock and unlock). */
-export interface Refused<K extends string> {
-  type: K;
-  responseTo: number | null;
-  status: 'refused';
-  reason: string | null;
-  cell_id?: string;
-}
-
-export type ExecuteAnswer =
-  | { type: 'execute'; responseTo: number | null; status: 'queued'; run: string; cell_id: string }
-  | Refused<'execute'>;
-
-/** A granted lock: the server answers `"granted"` today; `"ok"` is accepted too (the status
- * the other answers use). Only `"refused"` is a refusal. */
-export type LockAnswer =
-  | {
-      type: 'lock';
-      responseTo: number | null;
-      cell_id: string;
-      status: 'granted' | 'ok';
-      lease_ms?: number;
-    }
-  | Refused<'lock'>;
-
-export type ChatAnswer =
-  | { type: 'chat'; responseTo: number | null; status: 'ok'; id: number }
-  | Refused<'chat'>;
-
-/** The plain answer of the other requests. */
-export type OkAnswer<K extends string> =
-  | { type: K; responseTo: number | null; status: 'ok'; cell_id?: string; reason?: null }
-  | Refused<K>;
+/** The answer to a request of kind `K` (the provider adds `request_id` to a request, which the
+ * answer names as `responseTo`): `status` is `"refused"` with a `reason`, or `"ok"` (`"queued"`
+ * with the `run` for an execute; `lease_ms` for a granted lock; the message `id` for a chat). */
+export type AnswerTo<K extends RequestKind> = Reply & { type: K };
 
 /** The answer to each kind of request. */
-export interface Answers {
-  execute: ExecuteAnswer;
-  interrupt: OkAnswer<'interrupt'>;
-  restart: OkAnswer<'restart'>;
-  shutdown: OkAnswer<'shutdown'>;
-  input_reply: OkAnswer<'input_reply'>;
-  lock: LockAnswer;
-  unlock: OkAnswer<'unlock'>;
-  chat: ChatAnswer;
-}
+export type Answers = { [K in RequestKind]: AnswerTo<K> };
 
-export type Answer = Answers[RequestKind];
+export type Answer = Reply;
 
 /** The answer to a RAW `"save"` (JupyterLab's message, not JSON: see `saveFrame`). */
-export interface SaveAnswer {
-  type: 'save';
-  responseTo: number;
-  status: 'success' | 'skipped' | 'failed';
-}
-
-/** One chat message. */
-export interface ChatMessage {
-  id: number;
-  /** Milliseconds since the Unix epoch. */
-  at: number;
-  username: string;
-  name: string;
-  color: string;
-  text: string;
-}
-
-/** What the server sends unasked. */
-export type ServerEvent =
-  | { type: 'permissions'; capabilities: string[] }
-  /** Our copy holds a change the room refused: start again from the room's. */
-  | { type: 'refused'; action: 'update'; reason: string; resync: boolean }
-  /** A prompt of `input()` in a run we asked for. */
-  | { type: 'input_request'; cell_id: string; run: string; prompt: string; password: boolean }
-  | { type: 'input_closed'; cell_id: string; run: string }
-  | { type: 'chat_history'; messages: ChatMessage[] }
-  | { type: 'chat_message'; message: ChatMessage }
-  /** Our update cannot be integrated (stale history). */
-  | { type: 'conflict' };
+export type SaveAnswer = SaveReply;
 
 export type ServerMessage = Answer | SaveAnswer | ServerEvent;
 
