@@ -21,7 +21,7 @@ use yrs::{
 use crate::notebook::{insert_output, json_to_any};
 use crate::{ConnectionId, Identity};
 
-pub use crate::ids::RunId;
+pub use crate::ids::{KernelId, RunId};
 
 /// Who asked for a run: a person, and the connection they asked through (none for REST).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,12 +113,12 @@ pub enum RunEvent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum KernelEvent {
     Status {
-        kernel: String,
+        kernel: KernelId,
         status: KernelStatus,
     },
     /// The kernel was shut down: the notebook no longer has it.
     Gone {
-        kernel: String,
+        kernel: KernelId,
     },
     /// `update_display_data`: every output shown under this id, in any cell, takes the new data.
     Display {
@@ -158,7 +158,7 @@ impl EventSink {
 
 /// A running kernel, as the room sees it. Calls return at once; outcomes arrive as events.
 pub trait Kernel: Send + Sync {
-    fn id(&self) -> &str;
+    fn id(&self) -> &KernelId;
     /// The kernelspec name (`python3`).
     fn name(&self) -> &str;
     fn status(&self) -> KernelStatus;

@@ -151,3 +151,24 @@ impl fmt::Display for RunId {
         f.write_str(&self.0)
     }
 }
+
+/// A running kernel, as Jupyter Server's `/api/kernels/{id}` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct KernelId(pub String);
+
+impl KernelId {
+    pub fn new_random() -> Self {
+        KernelId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KernelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use collab::execution::{
-    EventSink, ExecuteJob, Kernel, KernelEvent, KernelStatus, RunEvent, RunId, RunOutcome,
+    EventSink, ExecuteJob, Kernel, KernelEvent, KernelId, KernelStatus, RunEvent, RunId, RunOutcome,
 };
 use jupyter_protocol::{
     ExecuteRequest, InputReply, InterruptRequest, JupyterMessage, KernelInfoRequest, ReplyStatus,
@@ -53,7 +53,7 @@ enum Command {
 
 /// The handle rooms and the REST API hold; cheap to share.
 pub struct KernelHandle {
-    id: String,
+    id: KernelId,
     name: String,
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<Mutex<KernelState>>,
@@ -62,7 +62,7 @@ pub struct KernelHandle {
 impl KernelHandle {
     /// Starts the kernel process and waits until it answers; then its task runs on its own.
     pub async fn start(options: KernelOptions) -> Result<Arc<KernelHandle>, KernelError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = KernelId::new_random();
         let (launched, wire, messages) = boot(&options).await?;
         let state = Arc::new(Mutex::new(KernelState {
             status: KernelStatus::Idle,
@@ -117,7 +117,7 @@ impl KernelHandle {
 }
 
 impl Kernel for KernelHandle {
-    fn id(&self) -> &str {
+    fn id(&self) -> &KernelId {
         &self.id
     }
     fn name(&self) -> &str {
@@ -281,7 +281,7 @@ struct Current {
 }
 
 struct Actor {
-    id: String,
+    id: KernelId,
     options: KernelOptions,
     launched: Option<Launched>,
     wire: Option<ZmqWire>,

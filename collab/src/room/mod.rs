@@ -47,7 +47,7 @@ use crate::protocol::{
     ServerEvent, ServerMessage, Status,
 };
 use crate::storage::{content_hash, ChatMessage, Journal, NotebookFile, UpdateLog};
-use crate::{CellId, ConnectionId, Content, DocumentKind, Identity, NotebookError};
+use crate::{CellId, ConnectionId, Content, DocumentKind, Identity, KernelId, NotebookError};
 
 /// Tunables; the defaults follow what JupyterLab's clients expect.
 #[derive(Clone, Debug)]

@@ -75,7 +75,7 @@ impl Room {
         self.show_kernel(kernel.id(), kernel.name(), status);
     }
 
-    pub(super) fn show_kernel(&mut self, id: &str, name: &str, status: KernelStatus) {
+    pub(super) fn show_kernel(&mut self, id: &KernelId, name: &str, status: KernelStatus) {
         let entry = json!({"id": id, "name": name, "status": status.as_str()});
         self.write_state(|txn, state| {
             let value = crate::notebook::json_to_any(&entry);
@@ -258,13 +258,13 @@ impl Room {
         match event {
             KernelEvent::Status { kernel, status } => {
                 let name = match &self.exec.kernel {
-                    Some(k) if k.id() == kernel => k.name().to_string(),
+                    Some(k) if *k.id() == kernel => k.name().to_string(),
                     _ => return,
                 };
                 self.show_kernel(&kernel, &name, status);
             }
             KernelEvent::Gone { kernel } => {
-                if self.exec.kernel.as_ref().is_some_and(|k| k.id() == kernel) {
+                if self.exec.kernel.as_ref().is_some_and(|k| *k.id() == kernel) {
                     self.exec.kernel = None;
                     self.write_state(|txn, state| {
                         state.remove(txn, "kernel");

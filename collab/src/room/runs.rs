@@ -136,7 +136,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::execution::{EventSink, ExecuteJob, Kernel, KernelStatus};
+    use crate::execution::{EventSink, ExecuteJob, Kernel, KernelId, KernelStatus};
     use crate::Identity;
 
     #[test]
@@ -199,11 +199,11 @@ mod tests {
         assert!(budget.truncated());
     }
 
-    struct NoKernel;
+    struct NoKernel(KernelId);
 
     impl Kernel for NoKernel {
-        fn id(&self) -> &str {
-            "k"
+        fn id(&self) -> &KernelId {
+            &self.0
         }
         fn name(&self) -> &str {
             "none"
@@ -225,7 +225,7 @@ mod tests {
                 identity: Identity::from_username("ada"),
                 conn: Some(ConnectionId(conn)),
             },
-            kernel: Arc::new(NoKernel),
+            kernel: Arc::new(NoKernel(KernelId("k".into()))),
             queued_at: 0.0,
             started_at: None,
             execution_count: None,

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use collab::execution::{Kernel, Requester};
-use collab::{FileId, RoomInput};
+use collab::{FileId, KernelId, RoomInput};
 use kernel_bridge::KernelHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,7 +60,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Seen {
 }
 
 impl Seen {
-    fn kernel(&self, state: &AppState, id: &str) -> bool {
+    fn kernel(&self, state: &AppState, id: &KernelId) -> bool {
         matches!(self.principal, Principal::Owner)
             || state.kernels.started_in(id, self.space.root())
     }
@@ -166,7 +166,7 @@ pub async fn start_kernel(
     Ok((StatusCode::CREATED, Json(kernel_model(&kernel))).into_response())
 }
 
-fn kernel_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Arc<KernelHandle>> {
+fn kernel_or_404(state: &AppState, seen: &Seen, id: &KernelId) -> ApiResult<Arc<KernelHandle>> {
     state
         .kernels
         .get(id)
@@ -177,7 +177,7 @@ fn kernel_or_404(state: &AppState, seen: &Seen, id: &str) -> ApiResult<Arc<Kerne
 pub async fn get_kernel(
     State(state): State<AppState>,
     seen: Seen,
-    UrlPath(id): UrlPath<String>,
+    UrlPath(id): UrlPath<KernelId>,
 ) -> ApiResult<Json<Value>> {
     let kernel = kernel_or_404(&state, &seen, &id)?;
     Ok(Json(kernel_model(&kernel)))
@@ -186,7 +186,7 @@ pub async fn get_kernel(
 pub async fn delete_kernel(
     State(state): State<AppState>,
     seen: Seen,
-    UrlPath(id): UrlPath<String>,
+    UrlPath(id): UrlPath<KernelId>,
 ) -> ApiResult<StatusCode> {
     if seen.kernel(&state, &id) && state.kernels.remove_kernel(&id).await {
         Ok(StatusCode::NO_CONTENT)
@@ -198,7 +198,7 @@ pub async fn delete_kernel(
 pub async fn interrupt_kernel(
     State(state): State<AppState>,
     seen: Seen,
-    UrlPath(id): UrlPath<String>,
+    UrlPath(id): UrlPath<KernelId>,
 ) -> ApiResult<StatusCode> {
     kernel_or_404(&state, &seen, &id)?.interrupt();
     Ok(StatusCode::NO_CONTENT)
@@ -207,7 +207,7 @@ pub async fn interrupt_kernel(
 pub async fn restart_kernel(
     State(state): State<AppState>,
     seen: Seen,
-    UrlPath(id): UrlPath<String>,
+    UrlPath(id): UrlPath<KernelId>,
 ) -> ApiResult<Json<Value>> {
     let kernel = kernel_or_404(&state, &seen, &id)?;
     kernel
@@ -227,7 +227,7 @@ pub struct ExecuteBody {
 pub async fn execute(
     State(state): State<AppState>,
     seen: Seen,
-    UrlPath(id): UrlPath<String>,
+    UrlPath(id): UrlPath<KernelId>,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> ApiResult<Json<Value>> {
     let kernel = kernel_or_404(&state, &seen, &id)?;
@@ -325,7 +325,7 @@ pub struct SessionBody {
 
 #[derive(Deserialize, Default)]
 pub struct KernelChoice {
-    id: Option<String>,
+    id: Option<KernelId>,
     name: Option<String>,
 }
 
@@ -367,7 +367,7 @@ pub async fn create_session(
             .name
             .unwrap_or_else(|| api_path.rsplit('/').next().unwrap_or_default().to_string()),
         kind: body.kind.unwrap_or_else(|| "notebook".into()),
-        kernel: kernel.id().to_string(),
+        kernel: kernel.id().clone(),
     };
     state.kernels.put_session(session.clone());
     drop(starting);
@@ -416,8 +416,8 @@ pub async fn patch_session(
             }
             (None, None) => return Err(ApiError::bad_request("\"kernel\" needs an id or a name")),
         };
-        if kernel.id() != session.kernel {
-            let old = std::mem::replace(&mut session.kernel, kernel.id().to_string());
+        if *kernel.id() != session.kernel {
+            let old = std::mem::replace(&mut session.kernel, kernel.id().clone());
             state.kernels.put_session(session.clone());
             state.kernels.stop_if_unused(&old).await;
             attach(&state, session.file, &kernel).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use collab::execution::Kernel;
-use collab::{FileId, RoomInput};
+use collab::{FileId, KernelId, RoomInput};
 use dashmap::DashMap;
 use kernel_bridge::{kernelspec, Account, KernelHandle, KernelOptions, KernelSpec};
 use serde::Deserialize;
@@ -30,13 +30,13 @@ pub struct Session {
     pub file: FileId,
     pub name: String,
     pub kind: String,
-    pub kernel: String,
+    pub kernel: KernelId,
 }
 
 /// The kernels and sessions of this server.
 #[derive(Clone)]
 pub struct Kernels {
-    kernels: Arc<DashMap<String, Arc<KernelHandle>>>,
+    kernels: Arc<DashMap<KernelId, Arc<KernelHandle>>>,
     sessions: Arc<DashMap<String, Session>>,
     /// Serializes session creation per notebook, so one notebook never gets two kernels by a
     /// race, while other notebooks' kernels start meanwhile (a kernel takes seconds to start).
@@ -46,7 +46,7 @@ pub struct Kernels {
     temporary_runtime_dir: bool,
     account: Option<Account>,
     /// The space (its root directory) each kernel was started in.
-    spaces: Arc<DashMap<String, PathBuf>>,
+    spaces: Arc<DashMap<KernelId, PathBuf>>,
 }
 
 impl Kernels {
@@ -86,7 +86,7 @@ impl Kernels {
         })
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<KernelHandle>> {
+    pub fn get(&self, id: &KernelId) -> Option<Arc<KernelHandle>> {
         self.kernels.get(id).map(|k| k.clone())
     }
 
@@ -96,7 +96,7 @@ impl Kernels {
     }
 
     /// Whether a kernel was started in the space whose root is `root`.
-    pub fn started_in(&self, id: &str, root: &Path) -> bool {
+    pub fn started_in(&self, id: &KernelId, root: &Path) -> bool {
         self.spaces
             .get(id)
             .is_some_and(|started| started.as_path() == root)
@@ -142,8 +142,8 @@ impl Kernels {
     }
 
     /// Stops a kernel no session uses any more.
-    pub async fn stop_if_unused(&self, id: &str) {
-        if !self.sessions.iter().any(|s| s.kernel == id) {
+    pub async fn stop_if_unused(&self, id: &KernelId) {
+        if !self.sessions.iter().any(|s| s.kernel == *id) {
             self.remove_kernel(id).await;
         }
     }
@@ -175,9 +175,9 @@ impl Kernels {
         let kernel = KernelHandle::start(options)
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        self.kernels.insert(kernel.id().to_string(), kernel.clone());
+        self.kernels.insert(kernel.id().clone(), kernel.clone());
         self.spaces
-            .insert(kernel.id().to_string(), space.root().to_path_buf());
+            .insert(kernel.id().clone(), space.root().to_path_buf());
         Ok(kernel)
     }
 
@@ -207,7 +207,7 @@ impl Kernels {
             file,
             name,
             kind: "notebook".into(),
-            kernel: kernel.id().to_string(),
+            kernel: kernel.id().clone(),
         };
         self.put_session(session);
         attach(state, file, &kernel).await;
@@ -235,12 +235,12 @@ impl Kernels {
         }
     }
 
-    pub async fn remove_kernel(&self, id: &str) -> bool {
+    pub async fn remove_kernel(&self, id: &KernelId) -> bool {
         let Some((_, kernel)) = self.kernels.remove(id) else {
             return false;
         };
         self.spaces.remove(id);
-        self.sessions.retain(|_, s| s.kernel != id);
+        self.sessions.retain(|_, s| s.kernel != *id);
         kernel.shutdown().await;
         true
     }
