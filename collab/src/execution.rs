@@ -19,7 +19,7 @@ use yrs::{
 };
 
 use crate::notebook::{insert_output, json_to_any};
-use crate::{ConnectionId, Identity};
+use crate::{CellId, ConnectionId, Identity};
 
 pub use crate::ids::{KernelId, RunId};
 
@@ -33,7 +33,7 @@ pub struct Requester {
 /// What the room asks a kernel to run.
 pub struct ExecuteJob {
     pub run: RunId,
-    pub cell_id: String,
+    pub cell_id: CellId,
     pub code: String,
     /// Whether `input()` may prompt (only when the requester has a connection to answer it).
     pub allow_stdin: bool,

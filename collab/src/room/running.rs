@@ -224,7 +224,7 @@ impl Room {
         );
         kernel.execute(ExecuteJob {
             run: run_id,
-            cell_id: cell_id.0,
+            cell_id,
             code,
             allow_stdin,
             events: self.handle.events(),
