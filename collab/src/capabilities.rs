@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::LinkId;
+
 /// One thing a connection may do. Every check that depends on capabilities matches on this
 /// enum exhaustively, so a new capability does not compile until each has decided about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -251,7 +253,7 @@ pub enum GrantSource {
     /// A person's grant on this notebook.
     Person(String),
     /// A live-share link, by its id.
-    Link(String),
+    Link(LinkId),
 }
 
 #[cfg(test)]

@@ -90,85 +90,69 @@ impl Identity {
     }
 }
 
-/// A cell's `id` in the notebook (nbformat 4.5), stable across moves and edits.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[cfg_attr(test, derive(ts_rs::TS))]
-#[serde(transparent)]
-pub struct CellId(pub String);
+/// A newtype over `String` for an id that travels as a plain JSON string (serde transparent).
+/// `Name + new_random` also gives it a constructor of fresh uuids, for ids the server draws.
+macro_rules! string_id {
+    ($(#[$attr:meta])* $name:ident $(+ $random:ident)?) => {
+        $(#[$attr])*
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub String);
 
-impl CellId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_string())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        $(
+            impl $name {
+                pub fn $random() -> Self {
+                    $name(uuid::Uuid::new_v4().to_string())
+                }
+            }
+        )?
+    };
 }
 
-impl From<&str> for CellId {
-    fn from(id: &str) -> Self {
-        CellId(id.to_string())
-    }
+string_id! {
+    /// A cell's `id` in the notebook (nbformat 4.5), stable across moves and edits.
+    #[cfg_attr(test, derive(ts_rs::TS))]
+    CellId
 }
 
-impl From<String> for CellId {
-    fn from(id: String) -> Self {
-        CellId(id)
-    }
+string_id! {
+    /// One execution of one cell; the kernel uses it as the execute_request's `msg_id`.
+    #[cfg_attr(test, derive(ts_rs::TS))]
+    RunId + new_random
 }
 
-impl fmt::Display for CellId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+string_id! {
+    /// A running kernel, as Jupyter Server's `/api/kernels/{id}` names it.
+    KernelId + new_random
 }
 
-/// One execution of one cell; the kernel uses it as the execute_request's `msg_id`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[cfg_attr(test, derive(ts_rs::TS))]
-#[serde(transparent)]
-pub struct RunId(pub String);
-
-impl RunId {
-    pub fn new_random() -> Self {
-        RunId(uuid::Uuid::new_v4().to_string())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for RunId {
-    fn from(id: &str) -> Self {
-        RunId(id.to_string())
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A running kernel, as Jupyter Server's `/api/kernels/{id}` names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct KernelId(pub String);
-
-impl KernelId {
-    pub fn new_random() -> Self {
-        KernelId(uuid::Uuid::new_v4().to_string())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KernelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+string_id! {
+    /// A live-share link (not its token, which is a secret and never kept).
+    LinkId + new_random
 }

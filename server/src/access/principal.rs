@@ -2,7 +2,7 @@
 //! with a notebook now, read afresh from the store for [`policy::rights`].
 
 use axum::http::HeaderMap;
-use collab::{Capabilities, FileId, GrantSource, Identity};
+use collab::{Capabilities, FileId, GrantSource, Identity, LinkId};
 use kernel_bridge::Account;
 
 use super::accounts::group_names;
@@ -21,7 +21,7 @@ pub const GUEST_COOKIE_LIFETIME_SECS: i64 = 30 * 24 * 3600;
 /// Someone admitted through a live-share link.
 #[derive(Clone, Debug)]
 pub struct Guest {
-    pub link_id: String,
+    pub link_id: LinkId,
     pub file: FileId,
     pub caps: Capabilities,
     pub identity: Identity,

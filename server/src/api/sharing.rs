@@ -12,7 +12,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
-use collab::{Capabilities, DocumentKind, FileId};
+use collab::{Capabilities, DocumentKind, FileId, LinkId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -154,7 +154,7 @@ pub async fn create_link(
 pub async fn change_link(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    UrlPath((file_id, link_id)): UrlPath<(String, String)>,
+    UrlPath((file_id, link_id)): UrlPath<(String, LinkId)>,
     JsonBody(body): JsonBody<CapsSpec>,
 ) -> ApiResult<StatusCode> {
     let file = file_of(&state, &file_id)?;
@@ -181,7 +181,7 @@ pub async fn change_link(
 pub async fn revoke_link(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    UrlPath((file_id, link_id)): UrlPath<(String, String)>,
+    UrlPath((file_id, link_id)): UrlPath<(String, LinkId)>,
 ) -> ApiResult<StatusCode> {
     let file = file_of(&state, &file_id)?;
     manager_caps(&state, &principal, file)?;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use collab::{Capabilities, FileId, GrantSource, RoomInput};
+use collab::{Capabilities, FileId, GrantSource, LinkId, RoomInput};
 
 use crate::access::login::live_login;
 use crate::access::principal::person_caps;
@@ -12,9 +12,14 @@ use crate::storage::now_secs;
 use crate::AppState;
 
 /// Tells every open room of the notebook that a link's rights changed (`None`: revoked).
-pub async fn announce_link(state: &AppState, file: FileId, link: &str, caps: Option<Capabilities>) {
+pub async fn announce_link(
+    state: &AppState,
+    file: FileId,
+    link: &LinkId,
+    caps: Option<Capabilities>,
+) {
     for room in state.rooms.of_file(file) {
-        let source = GrantSource::Link(link.to_string());
+        let source = GrantSource::Link(link.clone());
         let _ = room.send(RoomInput::Permissions { source, caps }).await;
     }
 }

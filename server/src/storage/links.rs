@@ -1,7 +1,7 @@
 //! Live-share links, the guest sessions opened through them, and forgetting a deleted file's
 //! sharing.
 
-use collab::{Capabilities, FileId};
+use collab::{Capabilities, FileId, LinkId};
 use rand::RngCore;
 use rusqlite::{params, OptionalExtension};
 
@@ -11,7 +11,7 @@ use super::{now_secs, Error, Result, Store};
 /// capabilities, and the name the guest gave.
 #[derive(Clone, Debug)]
 pub struct GuestSession {
-    pub link_id: String,
+    pub link_id: LinkId,
     pub file: FileId,
     pub caps: Capabilities,
     pub name: String,
@@ -34,7 +34,7 @@ pub fn secret_hash(secret: &str) -> String {
 /// A link as listed (never with its token).
 #[derive(Clone, Debug)]
 pub struct Link {
-    pub id: String,
+    pub id: LinkId,
     pub file: String,
     pub caps: Capabilities,
     pub label: String,
@@ -62,12 +62,12 @@ impl Store {
         max_uses: Option<i64>,
     ) -> Result<(Link, String)> {
         let token = random_secret();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = LinkId::new_random();
         let created_at = now_secs();
         self.db().execute(
             "INSERT INTO links (id, file_id, token_hash, caps, label, created_at, expires_at, max_uses)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![id, file.to_string(), secret_hash(&token), caps.bits(), label, created_at, expires_at, max_uses],
+            params![id.as_str(), file.to_string(), secret_hash(&token), caps.bits(), label, created_at, expires_at, max_uses],
         )?;
         let link = Link {
             id,
@@ -84,7 +84,7 @@ impl Store {
 
     fn link_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         Ok(Link {
-            id: row.get(0)?,
+            id: LinkId(row.get(0)?),
             file: row.get(1)?,
             caps: Capabilities::from_bits(row.get::<_, u8>(2)?),
             label: row.get(3)?,
@@ -106,23 +106,23 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn set_link_caps(&self, file: FileId, id: &str, caps: Capabilities) -> Result<bool> {
+    pub fn set_link_caps(&self, file: FileId, id: &LinkId, caps: Capabilities) -> Result<bool> {
         let changed = self.db().execute(
             "UPDATE links SET caps = ?1 WHERE id = ?2 AND file_id = ?3 AND revoked_at IS NULL",
-            params![caps.bits(), id, file.to_string()],
+            params![caps.bits(), id.as_str(), file.to_string()],
         )?;
         Ok(changed == 1)
     }
 
     /// Revokes a link and ends the guest sessions made through it.
-    pub fn revoke_link(&self, file: FileId, id: &str) -> Result<bool> {
+    pub fn revoke_link(&self, file: FileId, id: &LinkId) -> Result<bool> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let changed = tx.execute(
             "UPDATE links SET revoked_at = ?1 WHERE id = ?2 AND file_id = ?3 AND revoked_at IS NULL",
-            params![now_secs(), id, file.to_string()],
+            params![now_secs(), id.as_str(), file.to_string()],
         )?;
-        tx.execute("DELETE FROM guests WHERE link_id = ?1", [id])?;
+        tx.execute("DELETE FROM guests WHERE link_id = ?1", [id.as_str()])?;
         tx.commit()?;
         Ok(changed == 1)
     }
@@ -148,11 +148,14 @@ impl Store {
         if link.max_uses.is_some_and(|m| link.uses >= m) {
             return Ok(Err(RedeemError::UsedUp));
         }
-        tx.execute("UPDATE links SET uses = uses + 1 WHERE id = ?1", [&link.id])?;
+        tx.execute(
+            "UPDATE links SET uses = uses + 1 WHERE id = ?1",
+            [link.id.as_str()],
+        )?;
         let cookie = random_secret();
         tx.execute(
             "INSERT INTO guests (cookie_hash, link_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![secret_hash(&cookie), link.id, name, now_secs()],
+            params![secret_hash(&cookie), link.id.as_str(), name, now_secs()],
         )?;
         tx.commit()?;
         Ok(Ok((link, cookie)))
@@ -160,7 +163,7 @@ impl Store {
 
     /// Forgets the files at or under a store path (deleted): their ids, grants and links (with
     /// the guest sessions made through them). Returns each file with its links that were live.
-    pub fn forget(&self, store_path: &str) -> Result<Vec<(FileId, Vec<String>)>> {
+    pub fn forget(&self, store_path: &str) -> Result<Vec<(FileId, Vec<LinkId>)>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let ids: Vec<String> = {
@@ -173,10 +176,10 @@ impl Store {
         };
         let mut forgotten = Vec::new();
         for id in ids {
-            let links: Vec<String> = {
+            let links: Vec<LinkId> = {
                 let mut stmt =
                     tx.prepare("SELECT id FROM links WHERE file_id = ?1 AND revoked_at IS NULL")?;
-                let rows = stmt.query_map([&id], |r| r.get(0))?;
+                let rows = stmt.query_map([&id], |r| r.get(0).map(LinkId))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             tx.execute(
@@ -198,23 +201,25 @@ impl Store {
     }
 
     /// The links (file, id) whose expiry falls in `(after, upto]`, in seconds.
-    pub fn links_expiring(&self, after: i64, upto: i64) -> Result<Vec<(String, String)>> {
+    pub fn links_expiring(&self, after: i64, upto: i64) -> Result<Vec<(String, LinkId)>> {
         let db = self.db();
         let mut stmt = db.prepare_cached(
             "SELECT file_id, id FROM links
              WHERE revoked_at IS NULL AND expires_at > ?1 AND expires_at <= ?2",
         )?;
-        let rows = stmt.query_map(params![after, upto], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let rows = stmt.query_map(params![after, upto], |row| {
+            Ok((row.get(0)?, LinkId(row.get(1)?)))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A link's capabilities now, if it is live (not revoked, not expired).
-    pub fn link_caps(&self, id: &str) -> Result<Option<Capabilities>> {
+    pub fn link_caps(&self, id: &LinkId) -> Result<Option<Capabilities>> {
         self.db()
             .query_row(
                 "SELECT caps FROM links WHERE id = ?1 AND revoked_at IS NULL
                    AND (expires_at IS NULL OR expires_at > ?2)",
-                params![id, now_secs()],
+                params![id.as_str(), now_secs()],
                 |row| row.get::<_, u8>(0),
             )
             .optional()
@@ -245,7 +250,7 @@ impl Store {
             .optional()?;
         Ok(row.and_then(|(link_id, file, caps, name, cookie_hash)| {
             Some(GuestSession {
-                link_id,
+                link_id: LinkId(link_id),
                 file: FileId::parse(&file)?,
                 caps: Capabilities::from_bits(caps),
                 name,
