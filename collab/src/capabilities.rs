@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::LinkId;
+use crate::{LinkId, UserName};
 
 /// One thing a connection may do. Every check that depends on capabilities matches on this
 /// enum exhaustively, so a new capability does not compile until each has decided about it.
@@ -251,7 +251,7 @@ pub enum GrantSource {
     /// The server's owner (the token holder in single-user mode).
     Owner,
     /// A person's grant on this notebook.
-    Person(String),
+    Person(UserName),
     /// A live-share link, by its id.
     Link(LinkId),
 }

@@ -156,3 +156,9 @@ string_id! {
     /// A live-share link (not its token, which is a secret and never kept).
     LinkId + new_random
 }
+
+string_id! {
+    /// The account name of a person (a local account's login name). Not an [`Identity`]'s
+    /// `username`, which also names guests (`guest:…`) and the single-user owner.
+    UserName
+}

@@ -27,7 +27,7 @@ pub const MAX_JSON_DEPTH: usize = 128;
 
 pub use capabilities::{Capabilities, Capability, GrantSource, Role, UnknownCapability};
 pub use content::{Content, DocumentKind};
-pub use ids::{CellId, ConnectionId, FileId, Identity, KernelId, LinkId, RunId};
+pub use ids::{CellId, ConnectionId, FileId, Identity, KernelId, LinkId, RunId, UserName};
 pub use notebook::{Cell, CellType, Notebook, NotebookError, LOAD_CLIENT_ID};
 pub use room::{
     CloseReason, HistoryError, Joined, LoadError, Member, Outgoing, Room, RoomClosed, RoomConfig,

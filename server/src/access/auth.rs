@@ -256,7 +256,7 @@ fn space_for(
     }
     match principal {
         Principal::Owner => Ok(access.spaces.admin().clone()),
-        Principal::User(user) => home_space(access, &user.username),
+        Principal::User(user) => home_space(access, user.username.as_str()),
         Principal::Guest(guest) => {
             let path = access
                 .store

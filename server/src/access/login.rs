@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use collab::Identity;
+use collab::{Identity, UserName};
 
 use super::accounts::identity_of;
 use super::pam::LoginError;
@@ -25,7 +25,7 @@ pub const USER_COOKIE: &str = "quire-user";
 /// A person logged in with their local account.
 #[derive(Clone, Debug)]
 pub struct User {
-    pub username: String,
+    pub username: UserName,
     pub uid: u32,
     pub identity: Identity,
     /// Which login this is (the hash of its cookie): logging out closes its sockets.
@@ -41,7 +41,7 @@ pub fn user_of(access: &Access, headers: &HeaderMap) -> Option<User> {
     let value = cookie(headers, USER_COOKIE)?;
     let login = collab::content_hash(value.as_bytes());
     let username = live_login(access, &login)?;
-    let account = nix::unistd::User::from_name(&username).ok()??;
+    let account = nix::unistd::User::from_name(username.as_str()).ok()??;
     Some(User {
         username,
         uid: account.uid.as_raw(),
@@ -53,10 +53,10 @@ pub fn user_of(access: &Access, headers: &HeaderMap) -> Option<User> {
 
 /// Whose a login is, while it lasts: not expired, not ended, and made with the account's
 /// password as it is now.
-pub fn live_login(access: &Access, login: &str) -> Option<String> {
+pub fn live_login(access: &Access, login: &str) -> Option<UserName> {
     let (username, mark) = access.store.user_session(login).ok()??;
     // (Accounts with no shadow entry we can read, LDAP ones for instance, have no mark.)
-    (super::pam::password_mark(&username).unwrap_or_default() == mark).then_some(username)
+    (super::pam::password_mark(username.as_str()).unwrap_or_default() == mark).then_some(username)
 }
 
 /// The answer to an attempt made too soon after failures.

@@ -10,7 +10,7 @@
 //!   A person who may not even watch a notebook that way, but opened a live-share link to it,
 //!   holds what the link gives too, and is in its room through that link.
 
-use collab::Capabilities;
+use collab::{Capabilities, UserName};
 
 use crate::storage::{Grant, Grantee};
 
@@ -25,7 +25,7 @@ pub enum Asker<'a> {
     },
     /// A person logged in with their account; `link`: as for a guest, for a link they opened.
     Person {
-        username: &'a str,
+        username: &'a UserName,
         groups: &'a [String],
         link: Option<Capabilities>,
     },
@@ -39,7 +39,10 @@ pub enum Home {
     /// Nobody's home: the served root.
     Server,
     /// An account's home: a person's, or a project's (`members` then lists its members).
-    Account { name: String, members: Vec<String> },
+    Account {
+        name: UserName,
+        members: Vec<UserName>,
+    },
 }
 
 /// What is stored about a notebook that the policy decides on.
@@ -98,12 +101,10 @@ pub fn rights(asker: &Asker<'_>, notebook: &Notebook) -> Rights {
 }
 
 /// What a person holds of their own (without any link).
-fn person_caps(username: &str, groups: &[String], notebook: &Notebook) -> Capabilities {
+fn person_caps(username: &UserName, groups: &[String], notebook: &Notebook) -> Capabilities {
     match &notebook.home {
         Home::Gone => return Capabilities::NONE,
-        Home::Account { name, members }
-            if name == username || members.iter().any(|m| m == username) =>
-        {
+        Home::Account { name, members } if name == username || members.contains(username) => {
             return Capabilities::ALL;
         }
         Home::Account { .. } | Home::Server => {}
@@ -122,9 +123,9 @@ fn link_caps(link: Option<Capabilities>) -> Capabilities {
 }
 
 /// Whether a grant names this person, directly or through one of their groups.
-pub fn grant_applies(grant: &Grant, username: &str, groups: &[String]) -> bool {
+pub fn grant_applies(grant: &Grant, username: &UserName, groups: &[String]) -> bool {
     match grant.grantee {
-        Grantee::User => grant.name == username,
+        Grantee::User => grant.name == username.as_str(),
         Grantee::Group => groups.contains(&grant.name),
     }
 }
@@ -159,16 +160,17 @@ mod tests {
 
     fn home_of(name: &str, members: &[&str]) -> Home {
         Home::Account {
-            name: name.to_string(),
-            members: members.iter().map(|m| m.to_string()).collect(),
+            name: name.into(),
+            members: members.iter().map(|&m| m.into()).collect(),
         }
     }
 
     /// bob, in the group `staff`, asks about notebooks in various places.
     fn bob(link: Option<Capabilities>, home: Home, grants: Vec<Grant>) -> Rights {
         let groups = vec!["staff".to_string()];
+        let bob = UserName::from("bob");
         let asker = Asker::Person {
-            username: "bob",
+            username: &bob,
             groups: &groups,
             link,
         };

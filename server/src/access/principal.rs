@@ -2,7 +2,7 @@
 //! with a notebook now, read afresh from the store for [`policy::rights`].
 
 use axum::http::HeaderMap;
-use collab::{Capabilities, FileId, GrantSource, Identity, LinkId};
+use collab::{Capabilities, FileId, GrantSource, Identity, LinkId, UserName};
 use kernel_bridge::Account;
 
 use super::accounts::group_names;
@@ -110,17 +110,17 @@ impl Principal {
 }
 
 /// What a person may do with a notebook now by their own rights (their homes, their grants).
-pub fn person_caps(access: &Access, username: &str, file: FileId) -> Capabilities {
+pub fn person_caps(access: &Access, username: &UserName, file: FileId) -> Capabilities {
     person_rights(access, username, None, file).caps
 }
 
 fn person_rights(
     access: &Access,
-    username: &str,
+    username: &UserName,
     link: Option<Capabilities>,
     file: FileId,
 ) -> Rights {
-    let groups = Account::lookup(username)
+    let groups = Account::lookup(username.as_str())
         .map(|a| group_names(&a))
         .unwrap_or_default();
     let asker = Asker::Person {
@@ -153,10 +153,10 @@ fn notebook(access: &Access, file: FileId) -> Notebook {
         .spaces
         .space_of(&path)
         .ok()
-        .and_then(|space| space.owner_name().map(String::from));
+        .and_then(|space| space.owner_name().map(UserName::from));
     let home = match owner {
         Some(name) => Home::Account {
-            members: access.store.members(&name).unwrap_or_default(),
+            members: access.store.members(name.as_str()).unwrap_or_default(),
             name,
         },
         None => Home::Server,

@@ -13,7 +13,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use collab::{Capabilities, FileId};
+use collab::{Capabilities, FileId, UserName};
 use kernel_bridge::Account;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -289,7 +289,7 @@ pub async fn delete_project(
 pub async fn add_member(
     state: State<AppState>,
     principal: Extension<Principal>,
-    names: UrlPath<(String, String)>,
+    names: UrlPath<(String, UserName)>,
 ) -> ApiResult<StatusCode> {
     set_membership(state, principal, names, true).await
 }
@@ -297,7 +297,7 @@ pub async fn add_member(
 pub async fn remove_member(
     state: State<AppState>,
     principal: Extension<Principal>,
-    names: UrlPath<(String, String)>,
+    names: UrlPath<(String, UserName)>,
 ) -> ApiResult<StatusCode> {
     set_membership(state, principal, names, false).await
 }
@@ -306,14 +306,14 @@ pub async fn remove_member(
 async fn set_membership(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    UrlPath((name, username)): UrlPath<(String, String)>,
+    UrlPath((name, username)): UrlPath<(String, UserName)>,
     member: bool,
 ) -> ApiResult<StatusCode> {
     admin_only(&principal)?;
     existing_project(&state, &name)?;
     if member {
-        person_account(&username)?;
-        if username == name {
+        person_account(username.as_str())?;
+        if username.as_str() == name {
             return Err(ApiError::bad_request("a project is not a member of itself"));
         }
     }
@@ -331,9 +331,12 @@ async fn set_membership(
     } else {
         "member_removed"
     };
-    state
-        .store
-        .audit(&principal.username(&state.access), action, &name, &username);
+    state.store.audit(
+        &principal.username(&state.access),
+        action,
+        &name,
+        username.as_str(),
+    );
     recheck(&state, None, Some(&username)).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -368,7 +371,7 @@ pub async fn shared_with_me(
     let Principal::User(user) = &principal else {
         return Ok(Json(Value::Array(Vec::new())));
     };
-    let groups = Account::lookup(&user.username)
+    let groups = Account::lookup(user.username.as_str())
         .map(|a| group_names(&a))
         .unwrap_or_default();
     let grants = state

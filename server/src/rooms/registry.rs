@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use collab::{
     CloseReason, ConnectionId, DocumentKind, FileId, LoadError, Room, RoomConfig, RoomHandle,
-    RoomInput,
+    RoomInput, UserName,
 };
 use dashmap::DashMap;
 
@@ -75,7 +75,7 @@ pub struct Rooms {
     sockets: Arc<tokio::sync::watch::Sender<usize>>,
     /// The logged-in people connected to each notebook, with their number of sockets: whose
     /// rights to work out again when grants or memberships change.
-    people: Arc<DashMap<(FileId, String), usize>>,
+    people: Arc<DashMap<(FileId, UserName), usize>>,
     /// The sockets opened with each login (by the hash of its cookie), to close at logout.
     logins: Arc<DashMap<String, Vec<(RoomHandle, ConnectionId)>>>,
 }
@@ -97,11 +97,11 @@ impl Drop for SocketGuard {
 }
 
 /// Counts a person's socket on a notebook while it lives.
-pub(super) struct PersonGuard(Rooms, (FileId, String));
+pub(super) struct PersonGuard(Rooms, (FileId, UserName));
 
 impl PersonGuard {
-    pub(super) fn new(rooms: &Rooms, file: FileId, username: &str) -> PersonGuard {
-        let key = (file, username.to_string());
+    pub(super) fn new(rooms: &Rooms, file: FileId, username: &UserName) -> PersonGuard {
+        let key = (file, username.clone());
         *rooms.people.entry(key.clone()).or_insert(0) += 1;
         PersonGuard(rooms.clone(), key)
     }
@@ -164,7 +164,7 @@ impl Rooms {
     }
 
     /// The logged-in people connected to notebooks, as (notebook, user name).
-    pub fn people(&self) -> Vec<(FileId, String)> {
+    pub fn people(&self) -> Vec<(FileId, UserName)> {
         self.people.iter().map(|e| e.key().clone()).collect()
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use collab::{Capabilities, FileId, GrantSource, LinkId, RoomInput};
+use collab::{Capabilities, FileId, GrantSource, LinkId, RoomInput, UserName};
 
 use crate::access::login::live_login;
 use crate::access::principal::person_caps;
@@ -48,9 +48,9 @@ pub async fn expire_links(state: AppState) {
 /// Works out afresh the rights of the people connected to rooms (of `file`, or all files; or
 /// only `username`'s) and tells the rooms: lowered rights refuse the next write, and a person who
 /// may no longer watch is disconnected.
-pub async fn recheck(state: &AppState, file: Option<FileId>, username: Option<&str>) {
+pub async fn recheck(state: &AppState, file: Option<FileId>, username: Option<&UserName>) {
     for (f, user) in state.rooms.people() {
-        if file.is_some_and(|x| x != f) || username.is_some_and(|u| u != user) {
+        if file.is_some_and(|x| x != f) || username.is_some_and(|u| *u != user) {
             continue;
         }
         let caps = person_caps(&state.access, &user, f);

@@ -88,10 +88,17 @@ pub async fn serve_socket(
             // A presence room: the administrator, or a person in their space.
             None => match &principal {
                 Principal::Owner => collab::Member::owner(access.identity.clone()),
-                _ => collab::Member {
-                    identity: principal.identity(access),
+                Principal::User(user) => collab::Member {
+                    identity: user.identity.clone(),
                     caps: admitted.caps,
-                    source: collab::GrantSource::Person(principal.username(access)),
+                    source: collab::GrantSource::Person(user.username.clone()),
+                },
+                // (Admission lets no guest into a presence room; were one let in, its rights
+                // would come from its link.)
+                Principal::Guest(guest) => collab::Member {
+                    identity: guest.identity.clone(),
+                    caps: admitted.caps,
+                    source: collab::GrantSource::Link(guest.link_id.clone()),
                 },
             },
         };

@@ -1,6 +1,6 @@
 //! Grants to people and groups per notebook, and projects with their members.
 
-use collab::{Capabilities, FileId};
+use collab::{Capabilities, FileId, UserName};
 use rusqlite::{params, OptionalExtension};
 
 use super::{now_secs, Result, Store};
@@ -149,7 +149,7 @@ impl Store {
         Ok(added == 1)
     }
 
-    pub fn remove_project(&self, name: &str) -> Result<Vec<String>> {
+    pub fn remove_project(&self, name: &str) -> Result<Vec<UserName>> {
         let members = self.members(name)?;
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -174,36 +174,36 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn members(&self, project: &str) -> Result<Vec<String>> {
+    pub fn members(&self, project: &str) -> Result<Vec<UserName>> {
         let db = self.db();
         let mut stmt = db
             .prepare("SELECT username FROM project_members WHERE project = ?1 ORDER BY username")?;
-        let rows = stmt.query_map([project], |row| row.get(0))?;
+        let rows = stmt.query_map([project], |row| row.get(0).map(UserName))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn is_member(&self, project: &str, username: &str) -> Result<bool> {
+    pub fn is_member(&self, project: &str, username: &UserName) -> Result<bool> {
         let found = self
             .db()
             .query_row(
                 "SELECT 1 FROM project_members WHERE project = ?1 AND username = ?2",
-                [project, username],
+                [project, username.as_str()],
                 |_| Ok(()),
             )
             .optional()?;
         Ok(found.is_some())
     }
 
-    pub fn set_member(&self, project: &str, username: &str, member: bool) -> Result<bool> {
+    pub fn set_member(&self, project: &str, username: &UserName, member: bool) -> Result<bool> {
         let changed = if member {
             self.db().execute(
                 "INSERT OR IGNORE INTO project_members (project, username, added_at) VALUES (?1, ?2, ?3)",
-                params![project, username, now_secs()],
+                params![project, username.as_str(), now_secs()],
             )?
         } else {
             self.db().execute(
                 "DELETE FROM project_members WHERE project = ?1 AND username = ?2",
-                [project, username],
+                [project, username.as_str()],
             )?
         };
         Ok(changed == 1)

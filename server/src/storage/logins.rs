@@ -1,6 +1,7 @@
 //! Logins: the token holder's login cookies (tied to the token they were made with) and
 //! people's logins with their accounts (tied to their password entry as it was).
 
+use collab::UserName;
 use rusqlite::{params, OptionalExtension};
 
 use super::{now_secs, Error, Result, Store};
@@ -62,13 +63,13 @@ impl Store {
     }
 
     /// The account and password mark of a live login, by the hash of its cookie.
-    pub fn user_session(&self, cookie_hash: &str) -> Result<Option<(String, String)>> {
+    pub fn user_session(&self, cookie_hash: &str) -> Result<Option<(UserName, String)>> {
         self.db()
             .query_row(
                 "SELECT username, password_mark FROM user_sessions
                  WHERE cookie_hash = ?1 AND created_at >= ?2",
                 params![cookie_hash, now_secs() - SESSION_LIFETIME_SECS],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((UserName(row.get(0)?), row.get(1)?)),
             )
             .optional()
             .map_err(Error::from)
