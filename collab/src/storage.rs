@@ -6,7 +6,20 @@
 
 use bytes::Bytes;
 
-pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a store could not do what a room asked. A room does the same whatever the cause (it does
+/// not load, or stops taking edits until it is opened again), so the backend's own error (in the
+/// server, SQLite's) is kept whole, for the one place that logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn backend(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(cause.into())
+    }
+}
 
 /// Enough of a file's metadata to notice that it changed underneath us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

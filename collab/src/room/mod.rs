@@ -46,7 +46,7 @@ use crate::protocol::{
     self, ClientRequest, CloseCode, Frame, RawText, Reply, Request, RequestId, RequestKind,
     ServerEvent, ServerMessage, Status,
 };
-use crate::storage::{content_hash, ChatMessage, Journal, NotebookFile, UpdateLog};
+use crate::storage::{content_hash, ChatMessage, Journal, NotebookFile, StoreError, UpdateLog};
 use crate::{CellId, ConnectionId, Content, DocumentKind, Identity, KernelId, NotebookError};
 
 /// Tunables; the defaults follow what JupyterLab's clients expect.
@@ -249,7 +249,7 @@ pub enum LoadError {
     #[error("cannot read the notebook: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot read the document history: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
     #[error("cannot read the document history: {0}")]
     History(#[from] HistoryError),
 }
@@ -463,7 +463,7 @@ impl Room {
         let disk_stamp = file.stat()?;
         let on_disk = kind.parse(&bytes)?;
         let disk_hash = content_hash(&bytes);
-        let history = log.load().map_err(|e| LoadError::Store(e.to_string()))?;
+        let history = log.load()?;
         tracing::debug!(room = name, elapsed = ?started.elapsed(), "file read and parsed, history loaded");
         let doc = new_doc();
         let changes = Arc::new(AtomicU64::new(0));
@@ -518,10 +518,7 @@ impl Room {
                     .encode_state_as_update_v1(&StateVector::default());
                 apply_update_bytes(&document.doc, &initial)?;
                 tracing::debug!(room = name, elapsed = ?started.elapsed(), "document built");
-                document
-                    .log
-                    .start(&initial, &disk_hash)
-                    .map_err(|e| LoadError::Store(e.to_string()))?;
+                document.log.start(&initial, &disk_hash)?;
                 document.snapshot_len = initial.len() as u64;
                 start = vec![initial.clone()];
                 document.base = initial;
@@ -986,7 +983,7 @@ impl Room {
             match committed {
                 Ok(Some((_, bytes))) => self.doc_mut().log_bytes += bytes,
                 Ok(None) => {}
-                Err::<_, crate::storage::StoreError>(e) => {
+                Err::<_, StoreError>(e) => {
                     // Nothing unlogged may be acknowledged: close every connection (clients
                     // reconnect and resync) and unload, saving what we can to the file.
                     tracing::error!("cannot append to the update log: {e}");

@@ -15,7 +15,7 @@ use super::saving::{write_snapshot, SaveError, SaveOutcome, SaveState, SaveWaite
 use super::{lock, HistoryError, Room, SaveStatus};
 use crate::merge;
 use crate::protocol::{self, SaveReply};
-use crate::storage::{content_hash, FileStamp, History, NotebookFile, UpdateLog};
+use crate::storage::{content_hash, FileStamp, History, NotebookFile, StoreError, UpdateLog};
 use crate::{Content, DocumentKind};
 
 /// The document side of a room: the doc, its file, its history.
@@ -234,11 +234,7 @@ impl Room {
 
     /// The document as of log sequence number `seq` (its state now in `base`) is what the file
     /// holds: record that, and compact the log into it when the log has grown large.
-    fn record_saved_point(
-        &mut self,
-        seq: u64,
-        hash: &str,
-    ) -> Result<(), crate::storage::StoreError> {
+    fn record_saved_point(&mut self, seq: u64, hash: &str) -> Result<(), StoreError> {
         let (min_bytes, ratio) = (self.config.compact_min_bytes, self.config.compact_ratio);
         let document = self.doc_mut();
         if compaction_due(document.log_bytes, document.snapshot_len, min_bytes, ratio) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use collab::{
     CloseReason, ConnectionId, DocumentKind, FileId, LoadError, Room, RoomConfig, RoomHandle,
-    RoomInput, UserName,
+    RoomInput, StoreError, UserName,
 };
 use dashmap::DashMap;
 
@@ -230,7 +230,7 @@ impl Rooms {
                         .map(|room| room.with_journal(Box::new(journal)))
                 })
                 .await
-                .map_err(|e| LoadError::Store(e.to_string()))??;
+                .map_err(|e| LoadError::Store(StoreError::backend(e)))??;
                 tracing::info!(room = %name, elapsed_ms = started.elapsed().as_millis() as u64, "room opened");
                 room
             }

@@ -35,6 +35,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A room's log or journal failed: what the room is told.
+impl From<Error> for StoreError {
+    fn from(e: Error) -> StoreError {
+        StoreError::backend(e)
+    }
+}
+
 /// Whose home holds a store path (multi-user mode): the owner's uid and home directory. The
 /// file index looks for a file moved outside Quire in its owner's home only.
 pub type HomeOf = fn(&Path, &str) -> Option<(u32, PathBuf)>;
@@ -636,8 +643,8 @@ pub struct SqliteLog {
     next_seq: i64,
 }
 
-impl UpdateLog for SqliteLog {
-    fn load(&mut self) -> Result<Option<History>, StoreError> {
+impl SqliteLog {
+    fn load_history(&mut self) -> Result<Option<History>> {
         let db = self.store.db();
         let row: Option<(Vec<u8>, i64, i64, String)> = db
             .query_row(
@@ -671,7 +678,7 @@ impl UpdateLog for SqliteLog {
         }))
     }
 
-    fn start(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<(), StoreError> {
+    fn start_history(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<()> {
         let mut db = self.store.db();
         let tx = db.transaction()?;
         tx.execute("DELETE FROM updates WHERE document = ?1", [&self.document])?;
@@ -685,7 +692,7 @@ impl UpdateLog for SqliteLog {
         Ok(())
     }
 
-    fn append(&mut self, updates: &[Bytes]) -> Result<u64, StoreError> {
+    fn append_updates(&mut self, updates: &[Bytes]) -> Result<u64> {
         let mut db = self.store.db();
         let tx = db.transaction()?;
         {
@@ -704,7 +711,7 @@ impl UpdateLog for SqliteLog {
         Ok((self.next_seq - 1) as u64)
     }
 
-    fn mark_saved(&mut self, seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+    fn record_saved(&mut self, seq: u64, saved_hash: &str) -> Result<()> {
         self.store.db().execute(
             "UPDATE documents SET saved_seq = ?1, saved_hash = ?2 WHERE document = ?3",
             params![seq as i64, saved_hash, self.document],
@@ -712,7 +719,7 @@ impl UpdateLog for SqliteLog {
         Ok(())
     }
 
-    fn compact(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+    fn compact_to(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<()> {
         let mut db = self.store.db();
         let tx = db.transaction()?;
         tx.execute(
@@ -728,6 +735,28 @@ impl UpdateLog for SqliteLog {
     }
 }
 
+impl UpdateLog for SqliteLog {
+    fn load(&mut self) -> Result<Option<History>, StoreError> {
+        Ok(self.load_history()?)
+    }
+
+    fn start(&mut self, snapshot: &[u8], saved_hash: &str) -> Result<(), StoreError> {
+        Ok(self.start_history(snapshot, saved_hash)?)
+    }
+
+    fn append(&mut self, updates: &[Bytes]) -> Result<u64, StoreError> {
+        Ok(self.append_updates(updates)?)
+    }
+
+    fn mark_saved(&mut self, seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        Ok(self.record_saved(seq, saved_hash)?)
+    }
+
+    fn compact(&mut self, snapshot: &[u8], seq: u64, saved_hash: &str) -> Result<(), StoreError> {
+        Ok(self.compact_to(snapshot, seq, saved_hash)?)
+    }
+}
+
 /// A room's chat and audit trail in SQLite.
 pub struct SqliteJournal {
     store: Store,
@@ -735,8 +764,8 @@ pub struct SqliteJournal {
     target: String,
 }
 
-impl collab::Journal for SqliteJournal {
-    fn post(&mut self, m: &collab::ChatMessage) -> Result<u64, StoreError> {
+impl SqliteJournal {
+    fn post_message(&mut self, m: &collab::ChatMessage) -> Result<u64> {
         let db = self.store.db();
         db.execute(
             "INSERT INTO chat (document, at, username, name, color, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -745,7 +774,7 @@ impl collab::Journal for SqliteJournal {
         Ok(db.last_insert_rowid() as u64)
     }
 
-    fn recent(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>, StoreError> {
+    fn recent_messages(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>> {
         let db = self.store.db();
         let mut stmt = db.prepare(
             "SELECT id, at, username, name, color, text FROM chat WHERE document = ?1
@@ -764,6 +793,16 @@ impl collab::Journal for SqliteJournal {
         let mut messages: Vec<collab::ChatMessage> = rows.collect::<Result<_, _>>()?;
         messages.reverse();
         Ok(messages)
+    }
+}
+
+impl collab::Journal for SqliteJournal {
+    fn post(&mut self, m: &collab::ChatMessage) -> Result<u64, StoreError> {
+        Ok(self.post_message(m)?)
+    }
+
+    fn recent(&mut self, limit: usize) -> Result<Vec<collab::ChatMessage>, StoreError> {
+        Ok(self.recent_messages(limit)?)
     }
 
     fn audit(&mut self, username: &str, action: &str, detail: &str) {
