@@ -7,24 +7,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::http::error::ApiError;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PathError {
-    #[error("invalid path {0:?}: {1}")]
-    Invalid(String, &'static str),
-    #[error("path {0:?} is outside the served directory")]
-    Outside(String),
-}
-
-impl From<PathError> for ApiError {
-    fn from(e: PathError) -> Self {
-        match e {
-            PathError::Invalid(..) => ApiError::bad_request(e.to_string()),
-            PathError::Outside(..) => ApiError::not_found(e.to_string()),
-        }
-    }
-}
+use super::Error;
 
 /// The canonical served root.
 #[derive(Clone, Debug)]
@@ -40,8 +23,8 @@ impl Root {
     }
 
     /// Normalizes an API path: no leading or trailing slash, no empty components.
-    pub fn normalize(api_path: &str) -> Result<String, PathError> {
-        let invalid = |why| PathError::Invalid(api_path.to_string(), why);
+    pub fn normalize(api_path: &str) -> Result<String, Error> {
+        let invalid = |why| Error::InvalidPath(api_path.to_string(), why);
         if api_path.contains('\0') {
             return Err(invalid("contains a NUL byte"));
         }
@@ -58,7 +41,7 @@ impl Root {
 
     /// The file system path for an API path, which need not exist yet; its existing part must
     /// resolve inside the root.
-    pub fn resolve(&self, api_path: &str) -> Result<PathBuf, PathError> {
+    pub fn resolve(&self, api_path: &str) -> Result<PathBuf, Error> {
         let normalized = Root::normalize(api_path)?;
         let candidate = self.0.join(&normalized);
         if !candidate.starts_with(&self.0)
@@ -66,7 +49,7 @@ impl Root {
                 .components()
                 .any(|c| matches!(c, Component::ParentDir))
         {
-            return Err(PathError::Outside(api_path.to_string()));
+            return Err(Error::Outside(api_path.to_string()));
         }
         // Walk up to the deepest existing ancestor and check where it really is.
         let mut existing = candidate.as_path();
@@ -81,9 +64,9 @@ impl Root {
         }
         let real = existing
             .canonicalize()
-            .map_err(|_| PathError::Outside(api_path.to_string()))?;
+            .map_err(|_| Error::Outside(api_path.to_string()))?;
         if !real.starts_with(&self.0) {
-            return Err(PathError::Outside(api_path.to_string()));
+            return Err(Error::Outside(api_path.to_string()));
         }
         let rest = candidate
             .strip_prefix(existing)

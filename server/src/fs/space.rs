@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use kernel_bridge::Account;
 
-use super::paths::{PathError, Root};
-use crate::http::error::ApiError;
+use super::paths::Root;
+use super::Error;
 
 /// The least uid of a person's account (below it: root and system accounts).
 pub const FIRST_PERSON_UID: u32 = 1000;
@@ -78,7 +78,7 @@ impl Space {
 
     /// The file system path of an API path inside this space (see [`Root::resolve`]), checked
     /// with the owner's rights.
-    pub fn resolve(&self, api_path: &str) -> Result<PathBuf, PathError> {
+    pub fn resolve(&self, api_path: &str) -> Result<PathBuf, Error> {
         self.io(|| self.root.resolve(api_path))
     }
 
@@ -122,24 +122,6 @@ impl Space {
     }
 }
 
-/// Why a file's space cannot be found.
-#[derive(Debug, thiserror::Error)]
-pub enum SpaceError {
-    #[error("cannot open the owner's home directory")]
-    OwnerHome(#[source] std::io::Error),
-    #[error("this file is in no one's home directory")]
-    NoOnesHome,
-}
-
-impl From<SpaceError> for ApiError {
-    fn from(e: SpaceError) -> Self {
-        match e {
-            SpaceError::OwnerHome(ref cause) => ApiError::internal(&e.to_string(), cause),
-            SpaceError::NoOnesHome => ApiError::not_found(e.to_string()),
-        }
-    }
-}
-
 /// Every space of this server: the store root, the administrator's space (the served root),
 /// and, in multi-user mode, the homes of the people and projects.
 #[derive(Clone, Debug)]
@@ -179,14 +161,14 @@ impl Spaces {
 
     /// The space a file belongs to: its owner's home in multi-user mode, else the served root.
     /// (A person's home wins over the served root, which may hold homes.)
-    pub fn space_of(&self, store_path: &str) -> Result<Space, SpaceError> {
+    pub fn space_of(&self, store_path: &str) -> Result<Space, Error> {
         if !self.multi_user {
             return Ok(self.admin.clone());
         }
         match home_account_of(self.root.path(), store_path) {
-            Some(account) => Space::home_of(&self.root, account).map_err(SpaceError::OwnerHome),
+            Some(account) => Space::home_of(&self.root, account).map_err(Error::OwnerHome),
             None if self.admin.api_path(store_path).is_some() => Ok(self.admin.clone()),
-            None => Err(SpaceError::NoOnesHome),
+            None => Err(Error::NoOnesHome),
         }
     }
 
