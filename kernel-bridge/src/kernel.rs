@@ -46,7 +46,7 @@ enum Command {
     Execute(ExecuteJob),
     InputReply { run: RunId, value: String },
     Interrupt,
-    Restart(Option<oneshot::Sender<Result<(), String>>>),
+    Restart(Option<oneshot::Sender<Result<(), KernelError>>>),
     Shutdown(oneshot::Sender<()>),
     Subscribe(EventSink),
 }
@@ -98,13 +98,12 @@ impl KernelHandle {
     }
 
     /// Restarts and waits until the new process answers.
-    pub async fn restart_and_wait(&self) -> Result<(), String> {
+    pub async fn restart_and_wait(&self) -> Result<(), KernelError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Restart(Some(reply)))
-            .map_err(|_| "the kernel was shut down".to_string())?;
-        rx.await
-            .map_err(|_| "the kernel was shut down".to_string())?
+            .map_err(|_| KernelError::ShutDown)?;
+        rx.await.map_err(|_| KernelError::ShutDown)?
     }
 
     /// Stops the process (politely, then by signal) and ends the kernel's task.
@@ -445,7 +444,7 @@ impl Actor {
         }
     }
 
-    async fn restart(&mut self) -> Result<(), String> {
+    async fn restart(&mut self) -> Result<(), KernelError> {
         self.abort_all("the kernel restarted").await;
         self.broadcast_status(KernelStatus::Restarting).await;
         if let Some(mut launched) = self.launched.take() {
@@ -466,7 +465,7 @@ impl Actor {
             Err(e) => {
                 tracing::warn!(kernel = %self.id, "restart failed: {e}");
                 self.broadcast_status(KernelStatus::Dead).await;
-                Err(e.to_string())
+                Err(e)
             }
         }
     }

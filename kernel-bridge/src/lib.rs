@@ -29,4 +29,6 @@ pub enum KernelError {
     Protocol(String),
     #[error("the kernel exited during startup ({0})")]
     Exited(String),
+    #[error("the kernel was shut down")]
+    ShutDown,
 }

@@ -213,7 +213,7 @@ pub async fn restart_kernel(
     kernel
         .restart_and_wait()
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(kernel_model(&kernel)))
 }
 
