@@ -411,8 +411,14 @@ impl Actor {
             Command::Interrupt => self.interrupt().await,
             Command::Restart(reply) => {
                 let result = self.restart().await;
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
+                // A failure is logged here only when nobody takes the answer (a room's restart,
+                // a caller gone): whoever takes it reports it, once.
+                let untaken = match reply {
+                    Some(reply) => reply.send(result).err(),
+                    None => Some(result),
+                };
+                if let Some(Err(e)) = untaken {
+                    tracing::warn!(kernel = %self.id, "restart failed: {e}");
                 }
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
@@ -463,7 +469,6 @@ impl Actor {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(kernel = %self.id, "restart failed: {e}");
                 self.broadcast_status(KernelStatus::Dead).await;
                 Err(e)
             }
