@@ -10,6 +10,18 @@ use tokio::time::{Duration, Instant};
 
 use crate::{CellId, ConnectionId, Identity};
 
+/// Why a cell may not be changed (or locked) by someone: another person holds it. Its text is
+/// the refusal the sender reads.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum CellBusy {
+    /// Someone else holds the cell's edit lock (their display name).
+    #[error("{0} is editing this cell")]
+    Editing(String),
+    /// Someone else's run holds the cell, running or queued (who started it).
+    #[error("this cell is running or queued, started by {0}")]
+    Running(String),
+}
+
 /// One cell's edit lock.
 pub(super) struct EditLock {
     pub(super) holder: ConnectionId,
@@ -40,10 +52,10 @@ impl CellLocks {
         identity: &Identity,
         now: Instant,
         lease: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), CellBusy> {
         if let Some(lock) = self.locks.get(cell) {
             if lock.holder != holder && lock.expires > now {
-                return Err(lock.identity.display_name.clone());
+                return Err(CellBusy::Editing(lock.identity.display_name.clone()));
             }
         }
         let lock = EditLock {
@@ -72,13 +84,13 @@ impl CellLocks {
         conn: ConnectionId,
         now: Instant,
         lease: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), CellBusy> {
         match self.locks.get_mut(cell) {
             Some(lock) if lock.holder == conn => {
                 lock.expires = now + lease;
                 Ok(())
             }
-            Some(lock) => Err(lock.identity.display_name.clone()),
+            Some(lock) => Err(CellBusy::Editing(lock.identity.display_name.clone())),
             None => Ok(()),
         }
     }
@@ -137,7 +149,7 @@ mod tests {
         );
         assert_eq!(
             locks.take(&cell("c"), bob, &person("bob"), start, LEASE),
-            Err("ada".to_string())
+            Err(CellBusy::Editing("ada".into()))
         );
         // Taking it again renews it; only the holder may release it.
         assert_eq!(
@@ -172,7 +184,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             locks.touch(&cell("c"), bob, start, LEASE),
-            Err("ada".to_string())
+            Err(CellBusy::Editing("ada".into()))
         );
         assert_eq!(locks.touch(&cell("other"), bob, start, LEASE), Ok(()));
         let later = start + Duration::from_secs(20);

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::locks::CellBusy;
 use crate::protocol::RefusedAction;
 use yrs::updates::decoder::Decode;
 use yrs::{Map, Transact, Update};
@@ -101,7 +102,7 @@ impl Room {
             if !self.spend_refusal(conn) {
                 return;
             }
-            return self.refuse_update(conn, &reason);
+            return self.refuse_update(conn, &reason.to_string());
         }
         let delta = self.guard.accept(trial);
         let document = self.doc_mut();
@@ -149,7 +150,7 @@ impl Room {
         &mut self,
         conn: ConnectionId,
         analysis: &crate::guard::Analysis,
-    ) -> Result<(), String> {
+    ) -> Result<(), CellBusy> {
         if self.locks.is_empty() && self.exec.runs.is_empty() {
             return Ok(());
         }
@@ -158,15 +159,12 @@ impl Room {
             let Some(cell) = self.cell_id_of(*item) else {
                 continue;
             };
-            if let Err(holder) = self.locks.touch(&cell, conn, Instant::now(), lease) {
-                return Err(format!("{holder} is editing this cell"));
-            }
+            self.locks.touch(&cell, conn, Instant::now(), lease)?;
             if analysis.deleted_cells.contains(item) {
                 let run = self.exec.run_of_cell(&cell);
                 if let Some(run) = run.filter(|r| r.requester.conn != Some(conn)) {
-                    return Err(format!(
-                        "this cell is running or queued, started by {}",
-                        run.requester.identity.display_name
+                    return Err(CellBusy::Running(
+                        run.requester.identity.display_name.clone(),
                     ));
                 }
             }
@@ -264,9 +262,7 @@ impl Room {
                     };
                     self.send_message(conn, granted);
                 }
-                Err(holder) => {
-                    self.send_message(conn, refuse(format!("{holder} is editing this cell")))
-                }
+                Err(busy) => self.send_message(conn, refuse(busy.to_string())),
             }
         } else if self.locks.release(cell, conn) {
             self.publish_lock(cell);
