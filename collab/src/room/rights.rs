@@ -61,6 +61,13 @@ impl Room {
                     if let Some(c) = self.connections.get_mut(&conn) {
                         c.caps = caps;
                     }
+                    if !caps.contains(Capabilities::EDIT) {
+                        // A lock is an edit: it goes with the right to edit (the holder could
+                        // no longer release it, and others would wait out its lease).
+                        for cell in self.locks.release_all(conn) {
+                            self.publish_lock(&cell);
+                        }
+                    }
                     self.send_message(conn, permissions(caps));
                 }
                 _ => {
