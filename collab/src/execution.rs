@@ -122,6 +122,7 @@ pub enum KernelEvent {
     },
     /// `update_display_data`: every output shown under this id, in any cell, takes the new data.
     Display {
+        kernel: KernelId,
         display_id: String,
         data: Value,
         metadata: Value,

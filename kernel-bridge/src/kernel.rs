@@ -587,6 +587,7 @@ impl Actor {
                 }
                 for sink in sinks {
                     sink.send(KernelEvent::Display {
+                        kernel: self.id.clone(),
                         display_id: display_id.clone(),
                         data: data.clone(),
                         metadata: metadata.clone(),

@@ -42,6 +42,9 @@ impl Browser {
             .max_redirects(0)
             // An answer may take a while (a run, a kernel restart).
             .timeout_global(Some(Duration::from_secs(120)))
+            // A fresh connection per request: reusing a pooled one the server had already
+            // closed failed a request now and then ("Peer disconnected"; ureq does not retry).
+            .max_idle_connections(0)
             .build();
         Browser {
             agent: ureq::Agent::new_with_config(config),

@@ -1028,3 +1028,221 @@ async fn single_capability_links_hold_exactly_what_they_name() {
     ada.sentinel().await;
     assert_eq!(ada.sources(), vec!["1 + 1", "b = 2"]);
 }
+
+/// A kernel that stops being a notebook's (its session ended while another notebook's session
+/// keeps the kernel alive) is no longer that notebook's to drive: a runner of the first
+/// notebook, holding no right on the second, cannot restart or interrupt it through the first
+/// notebook's room. (The room keeps the kernel it was attached to; nothing detaches it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cannot_restart_another_notebooks_kernel_left_attached_to_their_room() {
+    let server = TestServer::start(&[
+        ("nb.ipynb", &notebook_with(&["x = 1"])),
+        ("b.ipynb", &notebook_with(&["y = 7", "print(y)"])),
+    ]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    assert_eq!(ada.execute("cell-0").await["status"], "queued");
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    let kernel_id = kernels(&server)[0]["id"].as_str().unwrap().to_string();
+    // The owner uses the same kernel for b.ipynb (JupyterLab: "use the kernel of another
+    // session"), runs a cell there, then closes nb.ipynb's session: the kernel stays, for b.
+    let body = json!({"path": "b.ipynb", "type": "notebook", "name": "b.ipynb",
+                      "kernel": {"id": kernel_id}})
+    .to_string();
+    let (status, reply) = server.http("POST", "/api/sessions", Some(&body));
+    assert_eq!(status, 201, "{reply}");
+    let mut bob = YClient::join(&server, "b.ipynb").await;
+    assert_eq!(bob.execute("cell-0").await["status"], "queued");
+    assert_eq!(bob.wait_run("cell-0", RUN).await, "ok");
+    let (_, sessions) = server.http("GET", "/api/sessions", None);
+    let sessions: Value = serde_json::from_str(&sessions).unwrap();
+    let nb_session = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "nb.ipynb")
+        .expect("nb.ipynb's session")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = server.http("DELETE", &format!("/api/sessions/{nb_session}"), None);
+    assert_eq!(status, 204);
+    let left = kernels(&server);
+    assert_eq!(left.len(), 1, "b.ipynb's session keeps the kernel");
+    assert_eq!(left[0]["id"], kernel_id.as_str());
+
+    // Rue may run code in nb.ipynb only.
+    let (guest, _) = guest_of(&server, &file_id, "runner", "Rue");
+    let mut rue = join_as(&server, &guest).await;
+    let restart = ask(&mut rue, json!({"type": "restart"}), 1).await;
+    let interrupt = ask(&mut rue, json!({"type": "interrupt"}), 2).await;
+    let shutdown = ask(&mut rue, json!({"type": "shutdown"}), 3).await;
+    // (shutdown, which the server takes, knows the kernel is no longer this notebook's.)
+    assert_eq!(shutdown["status"], "refused", "{shutdown}");
+    assert_eq!(shutdown["reason"], "no kernel is running for this notebook");
+    // b.ipynb's kernel kept its state: Rue restarted nothing of b's.
+    assert_eq!(bob.execute("cell-1").await["status"], "queued");
+    assert_eq!(
+        bob.wait_run("cell-1", RUN).await,
+        "ok",
+        "{:?}",
+        bob.cell("cell-1").outputs
+    );
+    assert_eq!(stream_text(&bob, "cell-1"), "7\n");
+    assert_eq!(
+        restart["status"], "refused",
+        "a runner of nb.ipynb restarted the kernel of b.ipynb: {restart}"
+    );
+    assert_eq!(
+        interrupt["status"], "refused",
+        "a runner of nb.ipynb interrupted the kernel of b.ipynb: {interrupt}"
+    );
+}
+
+/// Display updates of a kernel that is no longer a notebook's reach that notebook no more: a
+/// runner of one notebook cannot read what another notebook's code shows by registering a
+/// display id the other's code updates. (A room stays subscribed to every kernel it was ever
+/// attached to; display updates are not filtered by kernel.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_notebooks_display_updates_do_not_leak_into_a_room_it_left() {
+    let server = TestServer::start(&[
+        (
+            "nb.ipynb",
+            &notebook_with(&[
+                "x = 1",
+                "from IPython.display import display\ndisplay('bait', display_id='status')",
+            ]),
+        ),
+        (
+            "b.ipynb",
+            &notebook_with(&[
+                "from IPython.display import display\ndisplay('starting', display_id='status')",
+                "from IPython.display import update_display\nupdate_display('SECRET-OF-B', display_id='status')",
+            ]),
+        ),
+    ]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    assert_eq!(ada.execute("cell-0").await["status"], "queued");
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    let kernel_id = kernels(&server)[0]["id"].as_str().unwrap().to_string();
+    let body = json!({"path": "b.ipynb", "type": "notebook", "name": "b.ipynb",
+                      "kernel": {"id": kernel_id}})
+    .to_string();
+    let (status, reply) = server.http("POST", "/api/sessions", Some(&body));
+    assert_eq!(status, 201, "{reply}");
+    let (_, sessions) = server.http("GET", "/api/sessions", None);
+    let sessions: Value = serde_json::from_str(&sessions).unwrap();
+    let nb_session = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "nb.ipynb")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = server.http("DELETE", &format!("/api/sessions/{nb_session}"), None);
+    assert_eq!(status, 204);
+
+    // Rue, a runner of nb.ipynb only, shows a display with a common id (on nb's new kernel).
+    let (guest, _) = guest_of(&server, &file_id, "runner", "Rue");
+    let mut rue = join_as(&server, &guest).await;
+    assert_eq!(rue.execute("cell-1").await["status"], "queued");
+    assert_eq!(rue.wait_run("cell-1", RUN).await, "ok");
+    assert_eq!(
+        kernels(&server).len(),
+        2,
+        "nb.ipynb runs on a kernel of its own now"
+    );
+
+    // b.ipynb's code updates its own display of that id.
+    let mut bob = YClient::join(&server, "b.ipynb").await;
+    assert_eq!(bob.execute("cell-0").await["status"], "queued");
+    assert_eq!(bob.wait_run("cell-0", RUN).await, "ok");
+    assert_eq!(bob.execute("cell-1").await["status"], "queued");
+    assert_eq!(bob.wait_run("cell-1", RUN).await, "ok");
+    assert!(
+        bob.pump_until(ANSWER, |c| format!("{:?}", c.cell("cell-0").outputs)
+            .contains("SECRET-OF-B"))
+            .await,
+        "b's own display is updated"
+    );
+    // The kernel sent the update to its rooms before the run finished: Rue's sentinel comes
+    // after it in her room.
+    rue.sentinel().await;
+    let seen = format!("{:?}", rue.cell("cell-1").outputs);
+    assert!(
+        !seen.contains("SECRET-OF-B"),
+        "b.ipynb's display update reached a runner of nb.ipynb only: {seen}"
+    );
+}
+
+/// The same through JupyterLab's "change kernel": nb.ipynb's session moves to a new kernel
+/// while b.ipynb keeps the old one; nb's room must stop hearing the old kernel's displays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_kernel_stops_sending_displays_to_the_notebook_that_left_it() {
+    let server = TestServer::start(&[
+        (
+            "nb.ipynb",
+            &notebook_with(&[
+                "x = 1",
+                "from IPython.display import display\ndisplay('bait', display_id='status')",
+            ]),
+        ),
+        (
+            "b.ipynb",
+            &notebook_with(&[
+                "from IPython.display import display\ndisplay('starting', display_id='status')",
+                "from IPython.display import update_display\nupdate_display('SECRET-OF-B', display_id='status')",
+            ]),
+        ),
+    ]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    assert_eq!(ada.execute("cell-0").await["status"], "queued");
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    let kernel_id = kernels(&server)[0]["id"].as_str().unwrap().to_string();
+    let body = json!({"path": "b.ipynb", "type": "notebook", "name": "b.ipynb",
+                      "kernel": {"id": kernel_id}})
+    .to_string();
+    let (status, reply) = server.http("POST", "/api/sessions", Some(&body));
+    assert_eq!(status, 201, "{reply}");
+    let (_, sessions) = server.http("GET", "/api/sessions", None);
+    let sessions: Value = serde_json::from_str(&sessions).unwrap();
+    let nb_session = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "nb.ipynb")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, reply) = server.http(
+        "PATCH",
+        &format!("/api/sessions/{nb_session}"),
+        Some(r#"{"kernel": {"name": "python3"}}"#),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(kernels(&server).len(), 2);
+
+    let (guest, _) = guest_of(&server, &file_id, "runner", "Rue");
+    let mut rue = join_as(&server, &guest).await;
+    let restart = ask(&mut rue, json!({"type": "restart"}), 1).await;
+    assert_eq!(restart["status"], "ok", "nb's own new kernel: {restart}");
+    assert_eq!(rue.execute("cell-1").await["status"], "queued");
+    assert_eq!(rue.wait_run("cell-1", RUN).await, "ok");
+
+    let mut bob = YClient::join(&server, "b.ipynb").await;
+    assert_eq!(bob.execute("cell-0").await["status"], "queued");
+    assert_eq!(bob.wait_run("cell-0", RUN).await, "ok");
+    assert_eq!(bob.execute("cell-1").await["status"], "queued");
+    assert_eq!(bob.wait_run("cell-1", RUN).await, "ok");
+    rue.sentinel().await;
+    let seen = format!("{:?}", rue.cell("cell-1").outputs);
+    assert!(
+        !seen.contains("SECRET-OF-B"),
+        "b.ipynb's display update reached a runner of nb.ipynb only: {seen}"
+    );
+}

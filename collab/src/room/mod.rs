@@ -184,6 +184,10 @@ pub enum RoomInput {
     AttachKernel {
         kernel: KernelRef,
     },
+    /// This notebook's session no longer binds this kernel (the kernel may live on for another).
+    DetachKernel {
+        kernel: KernelId,
+    },
     Kernel(KernelEvent),
 }
 
@@ -750,6 +754,7 @@ impl Room {
                 done,
             } => self.execute(cell_id, requester, kernel, request_id, done),
             RoomInput::AttachKernel { kernel } => self.attach_kernel(kernel),
+            RoomInput::DetachKernel { kernel } => self.detach_kernel(&kernel),
             RoomInput::Reply { conn, reply } => {
                 if self.connections.contains_key(&conn) {
                     self.send_message(conn, reply);

@@ -75,6 +75,17 @@ impl Room {
         self.show_kernel(kernel.id(), kernel.name(), status);
     }
 
+    /// The notebook no longer has this kernel (its session ended; the kernel may live on for
+    /// another notebook): requests to interrupt or restart it and its displays stop here.
+    pub(super) fn detach_kernel(&mut self, kernel: &KernelId) {
+        if self.exec.kernel.as_ref().is_some_and(|k| k.id() == kernel) {
+            self.exec.kernel = None;
+            self.write_state(|txn, state| {
+                state.remove(txn, "kernel");
+            });
+        }
+    }
+
     pub(super) fn show_kernel(&mut self, id: &KernelId, name: &str, status: KernelStatus) {
         let entry = json!({"id": id, "name": name, "status": status.as_str()});
         self.write_state(|txn, state| {
@@ -263,19 +274,19 @@ impl Room {
                 };
                 self.show_kernel(&kernel, &name, status);
             }
-            KernelEvent::Gone { kernel } => {
-                if self.exec.kernel.as_ref().is_some_and(|k| *k.id() == kernel) {
-                    self.exec.kernel = None;
-                    self.write_state(|txn, state| {
-                        state.remove(txn, "kernel");
-                    });
-                }
-            }
+            KernelEvent::Gone { kernel } => self.detach_kernel(&kernel),
             KernelEvent::Display {
+                kernel,
                 display_id,
                 data,
                 metadata,
-            } => self.update_display(display_id, data, metadata),
+            } => {
+                // Only the notebook's own kernel: one it left (its session ended or changed
+                // kernel) may now run another notebook's code, whose displays are not ours.
+                if self.exec.kernel.as_ref().is_some_and(|k| *k.id() == kernel) {
+                    self.update_display(display_id, data, metadata)
+                }
+            }
             KernelEvent::Run { run, event } => self.on_run_event(run, event),
         }
     }

@@ -30,7 +30,9 @@ use crate::fs::paths::Root;
 use crate::fs::space::Space;
 use crate::http::error::{ApiError, ApiResult, JsonBody};
 use crate::rooms::admission::open_document;
-use crate::rooms::kernels::{all_specs, attach, file_path, find_spec, notebook_dir, Session};
+use crate::rooms::kernels::{
+    all_specs, attach, detach, file_path, find_spec, notebook_dir, Session,
+};
 use crate::AppState;
 
 /// Who asks and in which space, and so what they may see of the kernels and sessions: their
@@ -433,10 +435,11 @@ pub async fn delete_session(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
     session_or_404(&state, &seen, &id)?;
-    state
+    let session = state
         .kernels
         .end_session(&id)
         .await
         .ok_or_else(|| ApiError::not_found(format!("no session with id {id}")))?;
+    detach(&state, session.file, &session.kernel).await;
     Ok(StatusCode::NO_CONTENT)
 }

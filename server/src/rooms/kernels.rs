@@ -300,6 +300,13 @@ pub fn notebook_dir(space: &Space, api_path: &str) -> ApiResult<PathBuf> {
 }
 
 /// Shows the kernel in the notebook's room, if the room is open.
+pub async fn detach(state: &AppState, file: FileId, kernel: &KernelId) {
+    for room in state.rooms.of_file(file) {
+        let kernel = kernel.clone();
+        let _ = room.send(RoomInput::DetachKernel { kernel }).await;
+    }
+}
+
 pub async fn attach(state: &AppState, file: FileId, kernel: &Arc<KernelHandle>) {
     for room in state.rooms.of_file(file) {
         let kernel: Arc<dyn Kernel> = kernel.clone();
