@@ -1099,12 +1099,10 @@ async fn a_runner_cannot_restart_another_notebooks_kernel_left_attached_to_their
     );
 }
 
-/// Display updates of a kernel that is no longer a notebook's reach that notebook no more: a
-/// runner of one notebook cannot read what another notebook's code shows by registering a
-/// display id the other's code updates. (A room stays subscribed to every kernel it was ever
-/// attached to; display updates are not filtered by kernel.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_notebooks_display_updates_do_not_leak_into_a_room_it_left() {
+/// nb.ipynb (which shows a display with the id `status`) and b.ipynb (which updates a display
+/// of that id) on one kernel: nb's kernel, which it ran a cell on, given to b by a session.
+/// Returns the server, nb's file id, the owner's client in nb and nb's session id.
+async fn nb_and_b_on_one_kernel() -> (TestServer, String, YClient, String) {
     let server = TestServer::start(&[
         (
             "nb.ipynb",
@@ -1142,6 +1140,17 @@ async fn another_notebooks_display_updates_do_not_leak_into_a_room_it_left() {
         .as_str()
         .unwrap()
         .to_string();
+    (server, file_id, ada, nb_session)
+}
+
+/// Display updates of a kernel that is no longer a notebook's reach that notebook no more: a
+/// runner of one notebook cannot read what another notebook's code shows by registering a
+/// display id the other's code updates. (A room stays subscribed to every kernel it was ever
+/// attached to; display updates are not filtered by kernel.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_notebooks_display_updates_do_not_leak_into_a_room_it_left() {
+    // (The owner stays in nb.ipynb: its room stays open.)
+    let (server, file_id, _ada, nb_session) = nb_and_b_on_one_kernel().await;
     let (status, _) = server.http("DELETE", &format!("/api/sessions/{nb_session}"), None);
     assert_eq!(status, 204);
 
@@ -1182,43 +1191,8 @@ async fn another_notebooks_display_updates_do_not_leak_into_a_room_it_left() {
 /// while b.ipynb keeps the old one; nb's room must stop hearing the old kernel's displays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_kernel_stops_sending_displays_to_the_notebook_that_left_it() {
-    let server = TestServer::start(&[
-        (
-            "nb.ipynb",
-            &notebook_with(&[
-                "x = 1",
-                "from IPython.display import display\ndisplay('bait', display_id='status')",
-            ]),
-        ),
-        (
-            "b.ipynb",
-            &notebook_with(&[
-                "from IPython.display import display\ndisplay('starting', display_id='status')",
-                "from IPython.display import update_display\nupdate_display('SECRET-OF-B', display_id='status')",
-            ]),
-        ),
-    ]);
-    let (file_id, _) = server.session("nb.ipynb");
-    let mut ada = YClient::join(&server, "nb.ipynb").await;
-    assert_eq!(ada.execute("cell-0").await["status"], "queued");
-    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
-    let kernel_id = kernels(&server)[0]["id"].as_str().unwrap().to_string();
-    let body = json!({"path": "b.ipynb", "type": "notebook", "name": "b.ipynb",
-                      "kernel": {"id": kernel_id}})
-    .to_string();
-    let (status, reply) = server.http("POST", "/api/sessions", Some(&body));
-    assert_eq!(status, 201, "{reply}");
-    let (_, sessions) = server.http("GET", "/api/sessions", None);
-    let sessions: Value = serde_json::from_str(&sessions).unwrap();
-    let nb_session = sessions
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["path"] == "nb.ipynb")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // (The owner stays in nb.ipynb: its room stays open.)
+    let (server, file_id, _ada, nb_session) = nb_and_b_on_one_kernel().await;
     let (status, reply) = server.http(
         "PATCH",
         &format!("/api/sessions/{nb_session}"),
