@@ -166,6 +166,9 @@ pub trait Kernel: Send + Sync {
     /// Queues a run; the kernel runs its queue in order, one at a time.
     fn execute(&self, job: ExecuteJob);
     fn input_reply(&self, run: &RunId, value: String);
+    /// Drops a run still waiting in the queue (it finishes aborted with `reason`); a run that
+    /// has started goes on.
+    fn cancel(&self, run: &RunId, reason: &str);
     /// Interrupts the running cell and drops the queue.
     fn interrupt(&self);
     fn restart(&self);

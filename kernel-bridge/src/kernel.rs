@@ -45,6 +45,7 @@ pub struct KernelState {
 enum Command {
     Execute(ExecuteJob),
     InputReply { run: RunId, value: String },
+    Cancel { run: RunId, reason: String },
     Interrupt,
     Restart(Option<oneshot::Sender<Result<(), KernelError>>>),
     Shutdown(oneshot::Sender<()>),
@@ -136,6 +137,12 @@ impl Kernel for KernelHandle {
         let _ = self.commands.send(Command::InputReply {
             run: run.clone(),
             value,
+        });
+    }
+    fn cancel(&self, run: &RunId, reason: &str) {
+        let _ = self.commands.send(Command::Cancel {
+            run: run.clone(),
+            reason: reason.to_string(),
         });
     }
     fn interrupt(&self) {
@@ -405,6 +412,13 @@ impl Actor {
                     );
                     if let Err(e) = wire.send(Channel::Stdin, reply).await {
                         tracing::warn!(kernel = %self.id, "{e}");
+                    }
+                }
+            }
+            Command::Cancel { run, reason } => {
+                if let Some(at) = self.queue.iter().position(|job| job.run == run) {
+                    if let Some(job) = self.queue.remove(at) {
+                        self.abort(job, &reason).await;
                     }
                 }
             }

@@ -1220,3 +1220,44 @@ async fn a_changed_kernel_stops_sending_displays_to_the_notebook_that_left_it() 
         "b.ipynb's display update reached a runner of nb.ipynb only: {seen}"
     );
 }
+
+/// Runs a guest queued but that had not started when their link was revoked do not start
+/// afterwards: code runs only for someone who may run it when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_queued_by_a_guest_do_not_start_after_the_link_is_revoked() {
+    let server = TestServer::start(&[(
+        "nb.ipynb",
+        &notebook_with(&[
+            // Runs until the test lets it go (bounded: 60 s at most).
+            "import os, time\nfor _ in range(1200):\n    if os.path.exists('go'):\n        break\n    time.sleep(0.05)",
+            "open('after_revoke.txt', 'w').write('ran after the revocation')",
+        ]),
+    )]);
+    let (file_id, _) = server.session("nb.ipynb");
+    let mut ada = YClient::join(&server, "nb.ipynb").await;
+    let (guest, link) = guest_of(&server, &file_id, "runner", "Rue");
+    let mut rue = join_as(&server, &guest).await;
+    assert_eq!(rue.execute("cell-0").await["status"], "queued");
+    assert_eq!(rue.execute("cell-1").await["status"], "queued");
+    // Revoked while cell-0 runs and cell-1 waits behind it.
+    assert!(
+        ada.pump_until(RUN, |c| c.run_status("cell-0") == "running")
+            .await
+    );
+    assert_eq!(ada.run_status("cell-1"), "queued");
+    let link_path = format!(
+        "/api/sharing/{file_id}/links/{}",
+        link["id"].as_str().unwrap()
+    );
+    let (status, _) = server.http("DELETE", &link_path, None);
+    assert!(status == 204 || status == 200, "{status}");
+    assert_eq!(rue.expect_close(ANSWER).await.0, 4403);
+    std::fs::write(server.path("go"), "").unwrap();
+    assert_eq!(ada.wait_run("cell-0", RUN).await, "ok");
+    let status = ada.wait_run("cell-1", RUN).await;
+    assert!(
+        !server.path("after_revoke.txt").exists(),
+        "a revoked guest's queued run started after the revocation (cell-1: {status})"
+    );
+    assert_eq!(status, "aborted");
+}

@@ -61,6 +61,9 @@ impl Room {
                     if let Some(c) = self.connections.get_mut(&conn) {
                         c.caps = caps;
                     }
+                    if !caps.contains(Capabilities::EXECUTE) {
+                        self.cancel_queued_runs(conn);
+                    }
                     if !caps.contains(Capabilities::EDIT) {
                         // A lock is an edit: it goes with the right to edit (the holder could
                         // no longer release it, and others would wait out its lease).
@@ -71,12 +74,24 @@ impl Room {
                     self.send_message(conn, permissions(caps));
                 }
                 _ => {
+                    self.cancel_queued_runs(conn);
                     let reason = CloseReason::new(
                         CloseCode::Revoked,
                         "your access to this notebook was revoked",
                     );
                     self.remove(conn, Some(reason));
                 }
+            }
+        }
+    }
+
+    /// The runs a connection asked for that have not started: they go with its right to run
+    /// code (one that has started runs on; Jupyter cannot take back what the kernel took).
+    fn cancel_queued_runs(&mut self, conn: ConnectionId) {
+        for (run_id, run) in &self.exec.runs {
+            if run.requester.conn == Some(conn) && run.started_at.is_none() {
+                run.kernel
+                    .cancel(run_id, "the right to run code was withdrawn before it ran");
             }
         }
     }

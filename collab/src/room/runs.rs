@@ -213,6 +213,7 @@ mod tests {
         }
         fn execute(&self, _: ExecuteJob) {}
         fn input_reply(&self, _: &RunId, _: String) {}
+        fn cancel(&self, _: &RunId, _: &str) {}
         fn interrupt(&self) {}
         fn restart(&self) {}
         fn subscribe(&self, _: EventSink) {}
