@@ -42,9 +42,10 @@ impl Browser {
             .max_redirects(0)
             // An answer may take a while (a run, a kernel restart).
             .timeout_global(Some(Duration::from_secs(120)))
-            // A fresh connection per request: reusing a pooled one the server had already
-            // closed failed a request now and then ("Peer disconnected"; ureq does not retry).
-            .max_idle_connections(0)
+            // A kept-alive connection is reused only well within the server's idle timeout
+            // (15 s by default; ureq's own default is the same 15 s, and reusing one the server
+            // was closing failed a request now and then: "Peer disconnected").
+            .max_idle_age(Duration::from_secs(5))
             .build();
         Browser {
             agent: ureq::Agent::new_with_config(config),

@@ -109,6 +109,43 @@ fn half_request(server: &TestServer) -> TcpStream {
     stream
 }
 
+/// A connection the server has taken and keeps: one request answered, then kept alive (a
+/// connection refused for the cap gets its 503 instead, and is tried again: the server may
+/// still count a connection the test has just closed).
+fn held_connection(server: &TestServer) -> TcpStream {
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(
+            stream,
+            "GET /api/contents HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: token {TOKEN}\r\n\r\n",
+            server.port
+        )
+        .unwrap();
+        let head = read_head(&mut stream);
+        if status(&head) == 200 {
+            return stream;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the server took no connection in 100 attempts");
+}
+
+/// Reads one response's head (up to the blank line); the body is left unread.
+fn read_head(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// Reads until the server closes the connection, for at most `limit`: what it sent, or `None`
 /// if the connection was still open at the end.
 fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
@@ -177,7 +214,7 @@ fn one_address_cannot_hold_more_than_its_share_of_connections() {
     );
     // The server's own file id for the notebook, before any place is taken.
     let (file_id, session_id) = server.session("nb.ipynb");
-    let mut held: Vec<TcpStream> = (0..CAP).map(|_| half_request(&server)).collect();
+    let mut held: Vec<TcpStream> = (0..CAP).map(|_| held_connection(&server)).collect();
     let mut extra = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let refused = read_until_closed(&mut extra, Duration::from_secs(30))
         .expect("a connection beyond the cap was still open 30 s later");
