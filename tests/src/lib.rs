@@ -96,6 +96,14 @@ pub struct TestServer {
     extra_config: String,
 }
 
+/// Someone who opened a live-share link: the browser holding their cookie, and the notebook.
+pub struct Guest {
+    pub browser: Browser,
+    /// `quire-guest=…`
+    pub cookie: String,
+    pub file_id: String,
+}
+
 impl TestServer {
     /// Starts a server over a fresh folder holding `files` (name, bytes).
     pub fn start(files: &[(&str, &[u8])]) -> TestServer {
@@ -295,6 +303,18 @@ impl TestServer {
             "ws://127.0.0.1:{}/api/collaboration/room/{prefix}:{file_id}?sessionId={session_id}&token={TOKEN}",
             self.port
         )
+    }
+
+    /// Makes a live-share link on a notebook, as the owner (`body` as the sharing API takes
+    /// it: `{"role": "editor"}`...); returns the link's JSON.
+    pub fn create_link(&self, file_id: &str, body: Value) -> Value {
+        let (status, reply) = self.http(
+            "POST",
+            &format!("/api/sharing/{file_id}/links"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 201, "{reply}");
+        serde_json::from_str(&reply).unwrap()
     }
 
     /// Opens a live-share link as a browser would (a same-origin POST with a display name);

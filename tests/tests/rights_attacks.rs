@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use quire_tests::{notebook_with, Browser, TestServer, YClient};
+use quire_tests::{notebook_with, Guest, TestServer, YClient};
 use serde_json::{json, Value};
 
 const RUN: Duration = Duration::from_secs(60);
@@ -14,24 +14,8 @@ const ANSWER: Duration = Duration::from_secs(10);
 const RUN_REFUSAL: &str = "you may not run code in this notebook";
 const EDIT_REFUSAL: &str = "you may not edit this notebook";
 
-struct Guest {
-    browser: Browser,
-    cookie: String,
-    file_id: String,
-}
-
-fn create_link(server: &TestServer, file_id: &str, body: Value) -> Value {
-    let (status, reply) = server.http(
-        "POST",
-        &format!("/api/sharing/{file_id}/links"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{reply}");
-    serde_json::from_str(&reply).unwrap()
-}
-
 fn guest_of(server: &TestServer, file_id: &str, role: &str, name: &str) -> (Guest, Value) {
-    let link = create_link(server, file_id, json!({ "role": role }));
+    let link = server.create_link(file_id, json!({ "role": role }));
     let (status, body, browser) = server.redeem_link(link["token"].as_str().unwrap(), name);
     assert_eq!(status, 200, "{body}");
     let browser = browser.expect("a guest cookie");
@@ -41,6 +25,14 @@ fn guest_of(server: &TestServer, file_id: &str, role: &str, name: &str) -> (Gues
         file_id: body["file_id"].as_str().unwrap().to_string(),
     };
     (guest, link)
+}
+
+/// The sharing API's path of a link.
+fn link_path(file_id: &str, link: &Value) -> String {
+    format!(
+        "/api/sharing/{file_id}/links/{}",
+        link["id"].as_str().unwrap()
+    )
 }
 
 fn guest_url(server: &TestServer, file_id: &str) -> String {
@@ -653,10 +645,7 @@ async fn a_lowered_or_revoked_link_stops_raw_requests_on_open_sockets_at_once() 
     let (file_id, _) = server.session("nb.ipynb");
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let (guest, link) = guest_of(&server, &file_id, "runner", "Rue");
-    let link_path = format!(
-        "/api/sharing/{file_id}/links/{}",
-        link["id"].as_str().unwrap()
-    );
+    let link_path = link_path(&file_id, &link);
     let mut rue = join_as(&server, &guest).await;
     let mut rue2 = join_as(&server, &guest).await;
     assert_eq!(rue.execute("cell-0").await["status"], "queued");
@@ -754,10 +743,7 @@ async fn a_lock_does_not_outlive_the_edit_right_of_its_holder() {
     let (file_id, _) = server.session("nb.ipynb");
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let (guest, link) = guest_of(&server, &file_id, "editor", "Eve");
-    let link_path = format!(
-        "/api/sharing/{file_id}/links/{}",
-        link["id"].as_str().unwrap()
-    );
+    let link_path = link_path(&file_id, &link);
     let mut eve = join_as(&server, &guest).await;
     let granted = ask(&mut eve, json!({"type": "lock", "cell_id": "cell-0"}), 1).await;
     assert_eq!(granted["status"], "ok", "{granted}");
@@ -881,10 +867,7 @@ async fn a_revoked_link_closes_the_guests_notebook_and_text_rooms() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["a = 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
     let (guest, link) = guest_of(&server, &file_id, "runner", "Rue");
-    let link_path = format!(
-        "/api/sharing/{file_id}/links/{}",
-        link["id"].as_str().unwrap()
-    );
+    let link_path = link_path(&file_id, &link);
     let mut notebook = join_as(&server, &guest).await;
     let (_, text_session) = server.session_as("nb.ipynb", "text", "file");
     let url = format!(
@@ -972,7 +955,7 @@ async fn single_capability_links_hold_exactly_what_they_name() {
     }
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let link = |caps: Value| {
-        let link = create_link(&server, &file_id, json!({ "capabilities": caps }));
+        let link = server.create_link(&file_id, json!({ "capabilities": caps }));
         let (status, body, browser) = server.redeem_link(link["token"].as_str().unwrap(), "Gus");
         assert_eq!(status, 200, "{body}");
         let browser = browser.unwrap();
@@ -1245,10 +1228,7 @@ async fn runs_queued_by_a_guest_do_not_start_after_the_link_is_revoked() {
             .await
     );
     assert_eq!(ada.run_status("cell-1"), "queued");
-    let link_path = format!(
-        "/api/sharing/{file_id}/links/{}",
-        link["id"].as_str().unwrap()
-    );
+    let link_path = link_path(&file_id, &link);
     let (status, _) = server.http("DELETE", &link_path, None);
     assert!(status == 204 || status == 200, "{status}");
     assert_eq!(rue.expect_close(ANSWER).await.0, 4403);

@@ -3,25 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use quire_tests::{notebook_with, Browser, TestServer, YClient, TOKEN};
+use quire_tests::{notebook_with, Guest, TestServer, YClient, TOKEN};
 use serde_json::{json, Value};
-
-struct Guest {
-    browser: Browser,
-    /// `quire-guest=…`
-    cookie: String,
-    file_id: String,
-}
-
-fn create_link(server: &TestServer, file_id: &str, body: Value) -> Value {
-    let (status, reply) = server.http(
-        "POST",
-        &format!("/api/sharing/{file_id}/links"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{reply}");
-    serde_json::from_str(&reply).unwrap()
-}
 
 /// Opens a link as a browser would, returning (status, body, guest).
 fn redeem(server: &TestServer, token: &str, name: &str) -> (u16, Value, Option<Guest>) {
@@ -60,11 +43,7 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
         ("other.ipynb", &notebook_with(&["secret = 42"])),
     ]);
     let (file_id, _) = server.session("nb.ipynb");
-    let link = create_link(
-        &server,
-        &file_id,
-        json!({"role": "viewer", "label": "class"}),
-    );
+    let link = server.create_link(&file_id, json!({"role": "viewer", "label": "class"}));
     let token = link["token"].as_str().unwrap();
     assert!(
         token.len() * 4 >= 128,
@@ -184,7 +163,7 @@ async fn a_watch_only_guest_sees_everything_and_changes_nothing() {
 async fn an_editor_edits_but_cannot_run_code() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let link = create_link(&server, &file_id, json!({"capabilities": ["edit"]}));
+    let link = server.create_link(&file_id, json!({"capabilities": ["edit"]}));
     let (_, _, guest) = redeem(&server, link["token"].as_str().unwrap(), "Ed");
     let guest = guest.unwrap();
     let mut ada = YClient::join(&server, "nb.ipynb").await;
@@ -214,8 +193,8 @@ async fn an_editor_edits_but_cannot_run_code() {
 async fn grant_changes_and_revocations_reach_live_connections() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["1 + 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let first = create_link(&server, &file_id, json!({"role": "editor"}));
-    let second = create_link(&server, &file_id, json!({"role": "viewer"}));
+    let first = server.create_link(&file_id, json!({"role": "editor"}));
+    let second = server.create_link(&file_id, json!({"role": "viewer"}));
     let (_, _, eve) = redeem(&server, first["token"].as_str().unwrap(), "Eve");
     let (_, _, vic) = redeem(&server, second["token"].as_str().unwrap(), "Vic");
     let (eve, vic) = (eve.unwrap(), vic.unwrap());
@@ -294,15 +273,11 @@ async fn grant_changes_and_revocations_reach_live_connections() {
 async fn links_expire_run_out_and_refuse_bad_requests() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let once = create_link(&server, &file_id, json!({"role": "viewer", "max_uses": 1}));
+    let once = server.create_link(&file_id, json!({"role": "viewer", "max_uses": 1}));
     let token = once["token"].as_str().unwrap();
     assert_eq!(redeem(&server, token, "One").0, 200);
     assert_eq!(redeem(&server, token, "Two").0, 410);
-    let brief = create_link(
-        &server,
-        &file_id,
-        json!({"role": "viewer", "expires_in_secs": 1}),
-    );
+    let brief = server.create_link(&file_id, json!({"role": "viewer", "expires_in_secs": 1}));
     let (_, _, early) = redeem(&server, brief["token"].as_str().unwrap(), "Early");
     let early = early.unwrap();
     assert_eq!(guest_http(&early, "GET", "/api/me"), 200);
@@ -372,8 +347,8 @@ async fn the_update_guard_checks_each_field_an_update_touches() {
     notebook["cells"][0]["execution_count"] = json!(1);
     let server = TestServer::start(&[("nb.ipynb", &serde_json::to_vec(&notebook).unwrap())]);
     let (file_id, _) = server.session("nb.ipynb");
-    let editor = create_link(&server, &file_id, json!({"role": "editor"}));
-    let runner = create_link(&server, &file_id, json!({"role": "runner"}));
+    let editor = server.create_link(&file_id, json!({"role": "editor"}));
+    let runner = server.create_link(&file_id, json!({"role": "runner"}));
     let (_, _, ed) = redeem(&server, editor["token"].as_str().unwrap(), "Ed");
     let (_, _, ru) = redeem(&server, runner["token"].as_str().unwrap(), "Ru");
     let mut ada = YClient::join(&server, "nb.ipynb").await;
@@ -469,8 +444,8 @@ async fn the_update_guard_checks_each_field_an_update_touches() {
 async fn chat_is_kept_with_the_notebook_and_the_audit_log_records_who_did_what() {
     let mut server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let viewer = create_link(&server, &file_id, json!({"role": "viewer"}));
-    let editor = create_link(&server, &file_id, json!({"role": "editor"}));
+    let viewer = server.create_link(&file_id, json!({"role": "viewer"}));
+    let editor = server.create_link(&file_id, json!({"role": "editor"}));
     let (_, _, grace) = redeem(&server, viewer["token"].as_str().unwrap(), "Grace");
     let (_, _, ed) = redeem(&server, editor["token"].as_str().unwrap(), "Ed");
     let (grace, ed) = (grace.unwrap(), ed.unwrap());
@@ -566,7 +541,7 @@ async fn view_only_reads_the_saved_notebook_and_downloads_it() {
     ]);
     let (file_id, _) = server.session("nb.ipynb");
     let (other_id, _) = server.session("other.ipynb");
-    let link = create_link(&server, &file_id, json!({"capabilities": ["view"]}));
+    let link = server.create_link(&file_id, json!({"capabilities": ["view"]}));
     let (_, body, guest) = redeem(&server, link["token"].as_str().unwrap(), "Vera");
     let guest = guest.unwrap();
     assert_eq!(body["capabilities"], json!(["view"]));
@@ -625,7 +600,7 @@ async fn view_only_reads_the_saved_notebook_and_downloads_it() {
 async fn a_locked_cell_shows_who_holds_it_and_refuses_others() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["shared = 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let link = create_link(&server, &file_id, json!({"role": "editor"}));
+    let link = server.create_link(&file_id, json!({"role": "editor"}));
     let (_, _, ed) = redeem(&server, link["token"].as_str().unwrap(), "Ed");
     let mut ada = YClient::join(&server, "nb.ipynb").await;
     let mut ed = join_as(&server, &ed.unwrap()).await;
@@ -686,7 +661,7 @@ async fn a_locked_cell_shows_who_holds_it_and_refuses_others() {
 async fn a_notebook_opened_as_text_is_read_only_without_execute() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let link = create_link(&server, &file_id, json!({"role": "editor"}));
+    let link = server.create_link(&file_id, json!({"role": "editor"}));
     let (_, _, guest) = redeem(&server, link["token"].as_str().unwrap(), "Eve");
     let guest = guest.unwrap();
     // As text, the outputs are just characters: forging them needs `execute`.
@@ -720,7 +695,7 @@ async fn a_notebook_opened_as_text_is_read_only_without_execute() {
 async fn deleting_a_notebook_ends_what_was_shared_of_it() {
     let server = TestServer::start(&[("nb.ipynb", &notebook_with(&["x = 1"]))]);
     let (file_id, _) = server.session("nb.ipynb");
-    let link = create_link(&server, &file_id, json!({"role": "viewer"}));
+    let link = server.create_link(&file_id, json!({"role": "viewer"}));
     let (status, _) = server.http("DELETE", "/api/contents/nb.ipynb", None);
     assert_eq!(status, 204);
     assert_eq!(
