@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use collab::awareness::AwarenessTable;
 use collab::guard::UpdateGuard;
-use collab::protocol::{self, decode_frame, Frame};
+use collab::protocol::{self, decode_frame, Frame, RawText};
 use collab::{Capabilities, ConnectionId, DocumentKind, Identity, Notebook};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Text, Transact, Update};
@@ -129,6 +129,10 @@ fn sample_frames(room: &yrs::Doc) -> Vec<Bytes> {
         protocol::encode_awareness(&awareness),
         protocol::encode_query_awareness(),
         protocol::encode_raw(r#"{"type":"execute","cell_id":"c1","request_id":1}"#),
+        protocol::encode_raw(r#"{"type":"lock","cell_id":"c1","request_id":2}"#),
+        protocol::encode_raw(r#"{"type":"input_reply","cell_id":"c1","value":"y","request_id":3}"#),
+        protocol::encode_raw(r#"{"type":"chat","text":"hi","request_id":4}"#),
+        protocol::encode_raw(r#"{"type":"interrupt","request_id":5}"#),
         protocol::encode_raw_save(7),
     ]
 }
@@ -146,7 +150,7 @@ fn frames_state_vectors_updates_and_awareness_never_panic() {
     let conn = ConnectionId::next();
     let identity = Identity::from_username("mallory");
     let now = tokio::time::Instant::now();
-    let (mut decoded, mut judged) = (0u64, 0u64);
+    let (mut decoded, mut judged, mut raw) = (0u64, 0u64, 0u64);
     for i in 0..iterations(3000) {
         let base = &frames[rng.below(frames.len() as u64) as usize];
         let input = mutate(&mut rng, base);
@@ -173,12 +177,21 @@ fn frames_state_vectors_updates_and_awareness_never_panic() {
                 Frame::Awareness(payload) => {
                     let _ = awareness.apply(conn, &identity, &payload, now);
                 }
-                Frame::QueryAwareness | Frame::Raw { .. } => {}
+                Frame::Raw { text, .. } => {
+                    // Decoded or refused, never a panic; a refusal names what is wrong.
+                    if let Ok(RawText::Malformed(why)) = RawText::decode(&text) {
+                        assert!(!why.to_string().is_empty());
+                    }
+                    raw += 1;
+                }
+                Frame::QueryAwareness => {}
             }
         });
     }
-    println!("seed {seed}: {decoded} mutated frames decoded, {judged} updates judged");
-    assert!(decoded > 0 && judged > 0);
+    println!(
+        "seed {seed}: {decoded} mutated frames decoded, {judged} updates judged, {raw} RAW texts read"
+    );
+    assert!(decoded > 0 && judged > 0 && raw > 0);
 }
 
 #[test]
